@@ -1,0 +1,216 @@
+//! Shared state, the router, and the HTTPS accept loop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
+
+use crate::ca::IdentityCa;
+use crate::config::Config;
+use crate::db::{Host, Store};
+use crate::error::ServerError;
+use crate::sessions::Sessions;
+use crate::soap::{Fault, FaultSubcode, Request};
+
+pub const ORBIT_ENROLL_PATH: &str = "/api/fleet/orbit/enroll";
+pub const ORBIT_CONFIG_PATH: &str = "/api/fleet/orbit/config";
+pub const DISCOVERY_PATH: &str = "/api/mdm/microsoft/discovery";
+pub const POLICY_PATH: &str = "/api/mdm/microsoft/policy";
+pub const ENROLL_PATH: &str = "/api/mdm/microsoft/enroll";
+pub const MANAGEMENT_PATH: &str = "/api/mdm/microsoft/management";
+
+/// Largest request body accepted on any route.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The client certificate presented on this connection (DER), if any.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificate(pub Option<Arc<Vec<u8>>>);
+
+/// State shared by every handler.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub ca: IdentityCa,
+    pub public_url: String,
+    pub sessions: Sessions,
+}
+
+impl AppState {
+    /// Absolute URL of a path on this server, as devices reach it.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url)
+    }
+
+    /// Resolves the DeviceEnrollmentUserToken of a policy or enroll request to the host
+    /// whose node key it is (MS-MDE2 §3.2.4.1); anything else is an Authentication fault.
+    pub async fn authenticate_token(&self, req: &Request<'_, '_>) -> Result<Host, Fault> {
+        let mid = req.message_id.as_deref();
+        let token = crate::soap::user_token(req)?;
+        match self
+            .store
+            .host_by_node_key_hash(&crate::orbit::hash_node_key(&token))
+            .await
+        {
+            Ok(Some(host)) => Ok(host),
+            Ok(None) => Err(Fault::new(
+                FaultSubcode::Authentication,
+                "the DeviceEnrollmentUserToken is not a node key issued by this server",
+            )
+            .relating_to(mid)),
+            Err(e) => {
+                tracing::error!(error = %e, "token lookup failed");
+                Err(Fault::new(FaultSubcode::EnrollmentServer, "storage failure").relating_to(mid))
+            }
+        }
+    }
+}
+
+/// The router with every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(ORBIT_ENROLL_PATH, post(crate::orbit::enroll))
+        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
+        .route(
+            DISCOVERY_PATH,
+            get(crate::discovery::probe).post(crate::discovery::discover),
+        )
+        .route(POLICY_PATH, post(crate::policy::get_policies))
+        .route(ENROLL_PATH, post(crate::enroll::request_security_token))
+        .route(MANAGEMENT_PATH, post(crate::management::session))
+        .route("/api/v1/devices", get(crate::admin::list_devices))
+        .route(
+            "/api/v1/devices/{device_id}/commands",
+            post(crate::admin::queue_command),
+        )
+        .route("/api/v1/commands/{command_id}", get(crate::admin::get_command))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A started server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    /// PEM file of the HTTPS certificate (what clients pass as `--ca-file`).
+    pub tls_cert_path: PathBuf,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (it only stops on [`RunningServer::shutdown`]).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Opens storage, loads or creates key material, binds the listener and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let database_url = config.database_url.clone().unwrap_or_else(|| {
+        format!("sqlite://{}", config.data_dir.join("winmdm.db").display())
+    });
+    let store = Store::open(&database_url).await?;
+    let ca = IdentityCa::load_or_create(&config.data_dir)?;
+    let (cert_path, key_path) = crate::tls::server_cert_paths(&config)?;
+    let ca_subject = x509_parser::parse_x509_certificate(ca.cert_der())
+        .ok()
+        .map(|(_, c)| rustls::DistinguishedName::from(c.subject().as_raw().to_vec()));
+    let tls = crate::tls::server_config(&cert_path, &key_path, ca_subject)?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("https://{addr}"));
+    let state = Arc::new(AppState {
+        config,
+        store,
+        ca,
+        public_url: public_url.clone(),
+        sessions: Sessions::default(),
+    });
+    let app = router(state.clone());
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), app, rx));
+    tracing::info!(%addr, %public_url, tls_cert = %cert_path.display(), "winmdm-server listening");
+    Ok(RunningServer {
+        addr,
+        public_url,
+        tls_cert_path: cert_path,
+        state,
+        shutdown: tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer_addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer_addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer_addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = PeerCertificate(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::new(c.to_vec())),
+            );
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                let mut app = app.clone();
+                async move { app.call(req).await }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), svc)
+                .await
+            {
+                tracing::debug!(%peer_addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,234 @@
+//! The WSTEP identity CA: signs the client certificates devices use for OMA-DM mTLS.
+//!
+//! Generated on first start (RSA-2048, SHA-256) and persisted in the data directory so
+//! that certificates issued before a restart stay valid.
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm,
+    PKCS_RSA_SHA256,
+};
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use sha1::{Digest, Sha1};
+use time::{Duration, OffsetDateTime};
+
+use crate::error::ServerError;
+
+const CA_CERT_FILE: &str = "identity-ca.pem";
+const CA_KEY_FILE: &str = "identity-ca.key.pem";
+
+/// The identity CA: its certificate and the key that signs device certificates.
+pub struct IdentityCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_der: Vec<u8>,
+    cert_pem: String,
+}
+
+/// A device certificate issued by [`IdentityCa::issue`].
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    pub der: Vec<u8>,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// SHA-1 of the DER certificate, uppercase hex (the Windows "thumbprint").
+    pub thumbprint: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// An RSA public key from a CSR, as rcgen wants it for signing.
+struct RsaSpki {
+    /// The DER `RSAPublicKey` inside the SubjectPublicKeyInfo bit string.
+    rsa_public_key: Vec<u8>,
+}
+
+impl PublicKeyData for RsaSpki {
+    fn der_bytes(&self) -> &[u8] {
+        &self.rsa_public_key
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_RSA_SHA256
+    }
+}
+
+/// SHA-1 thumbprint of a DER certificate, uppercase hex as Windows shows it.
+pub fn thumbprint(der: &[u8]) -> String {
+    hex::encode_upper(Sha1::digest(der))
+}
+
+impl IdentityCa {
+    /// Loads the CA from `dir`, generating and persisting it on first use.
+    pub fn load_or_create(dir: &Path) -> Result<Self, ServerError> {
+        let cert_path = dir.join(CA_CERT_FILE);
+        let key_path = dir.join(CA_KEY_FILE);
+        if cert_path.exists() && key_path.exists() {
+            let cert_pem = std::fs::read_to_string(&cert_path)?;
+            let key_pem = std::fs::read_to_string(&key_path)?;
+            return Self::from_pem(&cert_pem, &key_pem);
+        }
+        let (cert_pem, key_pem) = Self::generate()?;
+        crate::tls::write_private(&key_path, key_pem.as_bytes())?;
+        std::fs::write(&cert_path, cert_pem.as_bytes())?;
+        tracing::info!(path = %cert_path.display(), "generated WSTEP identity CA");
+        Self::from_pem(&cert_pem, &key_pem)
+    }
+
+    /// Builds the CA from its PEM certificate and PKCS#8 key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, ServerError> {
+        let key = KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &PKCS_RSA_SHA256)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        let cert_der = crate::tls::pem_certs(cert_pem.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ServerError::Config("identity CA file holds no certificate".into()))?
+            .to_vec();
+        Ok(IdentityCa {
+            issuer,
+            cert_der,
+            cert_pem: cert_pem.to_string(),
+        })
+    }
+
+    fn generate() -> Result<(String, String), ServerError> {
+        let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+            .map_err(|e| ServerError::Crypto(format!("RSA key generation: {e}")))?;
+        let pkcs8 = rsa
+            .to_pkcs8_der()
+            .map_err(|e| ServerError::Crypto(format!("PKCS#8 encoding: {e}")))?;
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(pkcs8.as_bytes()),
+            &PKCS_RSA_SHA256,
+        )?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "winmdm WSTEP identity CA");
+        dn.push(DnType::OrganizationName, "winmdm");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(3650);
+        params.serial_number = Some(random_serial().0);
+        let cert = params.self_signed(&key)?;
+        let key_pem = pkcs8_pem(&rsa)?;
+        Ok((cert.pem(), key_pem))
+    }
+
+    /// DER of the CA certificate.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// PEM of the CA certificate.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Thumbprint of the CA certificate.
+    pub fn thumbprint(&self) -> String {
+        thumbprint(&self.cert_der)
+    }
+
+    /// Signs a client-authentication certificate for `subject_cn` over the CSR's RSA
+    /// public key (`rsa_public_key` is the DER `RSAPublicKey`).
+    pub fn issue(
+        &self,
+        subject_cn: &str,
+        rsa_public_key: &[u8],
+        validity_days: u32,
+    ) -> Result<IssuedCert, ServerError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, subject_cn);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        // Back-date a little: device clocks drift and Windows rejects not-yet-valid certs.
+        let not_before = now - Duration::minutes(10);
+        let not_after = now + Duration::days(i64::from(validity_days));
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let (serial, serial_hex) = random_serial();
+        params.serial_number = Some(serial);
+        let key = RsaSpki {
+            rsa_public_key: rsa_public_key.to_vec(),
+        };
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let der = cert.der().to_vec();
+        Ok(IssuedCert {
+            thumbprint: thumbprint(&der),
+            der,
+            serial: serial_hex,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Checks that `der` is a certificate this CA signed, valid now; returns its serial
+    /// (lowercase hex) and thumbprint. Which enrollment it belongs to is the caller's check.
+    pub fn verify_issued(&self, der: &[u8]) -> Result<(String, String), CertRejection> {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|_| CertRejection::Malformed)?;
+        let (_, ca) = x509_parser::parse_x509_certificate(&self.cert_der)
+            .map_err(|_| CertRejection::Malformed)?;
+        if cert.issuer() != ca.subject() {
+            return Err(CertRejection::UnknownIssuer);
+        }
+        cert.verify_signature(Some(ca.public_key()))
+            .map_err(|_| CertRejection::UnknownIssuer)?;
+        if !cert.validity().is_valid() {
+            return Err(CertRejection::Expired);
+        }
+        let client_auth = cert
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .map(|eku| eku.value.client_auth)
+            .unwrap_or(false);
+        if !client_auth {
+            return Err(CertRejection::WrongUsage);
+        }
+        Ok((hex::encode(cert.raw_serial()), thumbprint(der)))
+    }
+}
+
+/// Why a presented client certificate is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CertRejection {
+    #[error("client certificate is not valid DER")]
+    Malformed,
+    #[error("client certificate was not issued by this server's identity CA")]
+    UnknownIssuer,
+    #[error("client certificate is expired or not yet valid")]
+    Expired,
+    #[error("client certificate lacks the clientAuth extended key usage")]
+    WrongUsage,
+}
+
+fn random_serial() -> (SerialNumber, String) {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7f; // positive INTEGER
+    bytes[0] |= 0x01; // no leading zero byte, so the DER encoding is exactly these bytes
+    (SerialNumber::from_slice(&bytes), hex::encode(bytes))
+}
+
+fn pkcs8_pem(key: &rsa::RsaPrivateKey) -> Result<String, ServerError> {
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|p| p.to_string())
+        .map_err(|e| ServerError::Crypto(format!("PKCS#8 PEM encoding: {e}")))
+}
+

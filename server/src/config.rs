@@ -1,0 +1,77 @@
+//! Command-line and environment configuration of `winmdm-server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Windows MDM server: Orbit agent endpoints, MS-MDE2 discovery, MS-XCEP policy,
+/// MS-WSTEP enrollment and OMA-DM management over mTLS.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "winmdm-server", version)]
+pub struct Config {
+    /// Address and port of the single HTTPS listener.
+    #[arg(long, env = "WINMDM_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+
+    /// Directory for the database, the identity CA and the generated TLS certificate.
+    #[arg(long, env = "WINMDM_DATA_DIR", default_value = ".winmdm")]
+    pub data_dir: PathBuf,
+
+    /// Database URL; defaults to a SQLite file `winmdm.db` in the data directory.
+    #[arg(long, env = "WINMDM_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Base URL devices use to reach this server (goes into discovery and provisioning
+    /// documents); defaults to `https://<listen address>`.
+    #[arg(long, env = "WINMDM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Secret an Orbit agent must present to enroll.
+    #[arg(long, env = "WINMDM_ENROLL_SECRET")]
+    pub enroll_secret: String,
+
+    /// Bearer token for the admin API (`/api/v1/...`); the admin API is disabled without it.
+    #[arg(long, env = "WINMDM_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+
+    /// PEM certificate chain for HTTPS; without it a self-signed certificate for
+    /// localhost/127.0.0.1 is generated and kept in the data directory.
+    #[arg(long, env = "WINMDM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching `--tls-cert`.
+    #[arg(long, env = "WINMDM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Validity of issued device certificates, in days.
+    #[arg(long, env = "WINMDM_CERT_VALIDITY_DAYS", default_value_t = 365)]
+    pub cert_validity_days: u32,
+
+    /// Days before expiry at which devices start renewing (WSTEP RenewPeriod).
+    #[arg(long, env = "WINMDM_RENEWAL_PERIOD_DAYS", default_value_t = 42)]
+    pub renewal_period_days: u32,
+
+    /// Provider ID written into the provisioning document and the device registry.
+    #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
+    pub provider_id: String,
+}
+
+impl Config {
+    /// A configuration for tests and the embedded harness: ephemeral port, given data dir.
+    pub fn for_data_dir(data_dir: PathBuf, enroll_secret: &str) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            database_url: None,
+            public_url: None,
+            enroll_secret: enroll_secret.to_string(),
+            admin_token: None,
+            tls_cert: None,
+            tls_key: None,
+            cert_validity_days: 365,
+            renewal_period_days: 42,
+            provider_id: "winmdm".to_string(),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! PKCS#10 certificate requests as Windows sends them in MS-WSTEP (RFC 2986).
+//!
+//! Parsing is deliberately lenient where real Windows CSRs are odd (protocol-reference
+//! §3): the subject CN is a PrintableString that may contain `!` and end with a NUL,
+//! extensions carry Microsoft OIDs, and the signature algorithm may be sha1WithRSA under
+//! the old OIW OID 1.3.14.3.2.29. It is strict where it matters: the request must be
+//! well-formed DER, carry an RSA key of the policy's minimum size, and its own signature
+//! must verify.
+
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::traits::PublicKeyParts;
+use rsa::{Pkcs1v15Sign, RsaPublicKey};
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+/// Why a CSR is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsrError {
+    #[error("CSR is not valid DER: {0}")]
+    Der(&'static str),
+    #[error("CSR public key is not RSA")]
+    NotRsa,
+    #[error("CSR RSA key is {0} bits; the policy requires at least {1}")]
+    KeyTooShort(usize, usize),
+    #[error("CSR signature algorithm is not supported")]
+    UnsupportedSignatureAlgorithm,
+    #[error("CSR signature does not verify")]
+    BadSignature,
+}
+
+/// A parsed, verified CSR.
+#[derive(Debug, Clone)]
+pub struct Csr {
+    /// The subject CN as sent (trailing NULs removed), if any.
+    pub subject_cn: Option<String>,
+    /// The DER `RSAPublicKey` (contents of the SubjectPublicKeyInfo bit string).
+    pub rsa_public_key: Vec<u8>,
+    pub key_bits: usize,
+    /// The hash the request was signed with: "sha1", "sha256", "sha384" or "sha512".
+    pub signature_hash: &'static str,
+}
+
+const OID_RSA_ENCRYPTION: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
+const OID_PKCS1_PREFIX: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01];
+/// 1.3.14.3.2.29 sha1WithRSASignature (OIW), which Windows uses for sha1 policies.
+const OID_OIW_SHA1_RSA: &[u8] = &[0x2B, 0x0E, 0x03, 0x02, 0x1D];
+const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+const TAG_SEQUENCE: u8 = 0x30;
+const TAG_SET: u8 = 0x31;
+const TAG_INTEGER: u8 = 0x02;
+const TAG_BIT_STRING: u8 = 0x03;
+const TAG_OID: u8 = 0x06;
+
+/// One DER TLV: its tag, contents, and the complete encoding.
+struct Tlv<'a> {
+    tag: u8,
+    contents: &'a [u8],
+    encoded: &'a [u8],
+}
+
+/// Reads one TLV from the front of `input`, returning it and the rest.
+fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), CsrError> {
+    let (&tag, rest) = input.split_first().ok_or(CsrError::Der("truncated"))?;
+    if tag & 0x1F == 0x1F {
+        return Err(CsrError::Der("high-tag-number form"));
+    }
+    let (&first, rest) = rest.split_first().ok_or(CsrError::Der("truncated length"))?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7F);
+        if n == 0 {
+            return Err(CsrError::Der("indefinite length"));
+        }
+        if n > 4 || rest.len() < n {
+            return Err(CsrError::Der("bad length"));
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return Err(CsrError::Der("content runs past the end"));
+    }
+    let header_len = input.len() - rest.len();
+    Ok((
+        Tlv {
+            tag,
+            contents: &rest[..len],
+            encoded: &input[..header_len + len],
+        },
+        &rest[len..],
+    ))
+}
+
+fn expect<'a>(input: &'a [u8], tag: u8, what: &'static str) -> Result<(Tlv<'a>, &'a [u8]), CsrError> {
+    let (tlv, rest) = read_tlv(input)?;
+    if tlv.tag != tag {
+        return Err(CsrError::Der(what));
+    }
+    Ok((tlv, rest))
+}
+
+/// Parses and verifies a DER PKCS#10 request.
+pub fn parse_and_verify(der: &[u8], min_key_bits: usize) -> Result<Csr, CsrError> {
+    let (outer, trailing) = expect(der, TAG_SEQUENCE, "CertificationRequest is not a SEQUENCE")?;
+    if !trailing.is_empty() {
+        return Err(CsrError::Der("trailing bytes after the request"));
+    }
+    let (info, rest) = expect(outer.contents, TAG_SEQUENCE, "certificationRequestInfo is not a SEQUENCE")?;
+    let (sig_alg, rest) = expect(rest, TAG_SEQUENCE, "signatureAlgorithm is not a SEQUENCE")?;
+    let (signature, _) = expect(rest, TAG_BIT_STRING, "signature is not a BIT STRING")?;
+
+    let (_version, rest) = expect(info.contents, TAG_INTEGER, "version is not an INTEGER")?;
+    let (subject, rest) = expect(rest, TAG_SEQUENCE, "subject is not a Name")?;
+    let (spki, _attributes) = expect(rest, TAG_SEQUENCE, "subjectPKInfo is not a SEQUENCE")?;
+
+    let subject_cn = common_name(subject.contents)?;
+    let (key_alg, rest) = expect(spki.contents, TAG_SEQUENCE, "SPKI algorithm is not a SEQUENCE")?;
+    let (key_oid, _) = expect(key_alg.contents, TAG_OID, "SPKI algorithm has no OID")?;
+    if key_oid.contents != OID_RSA_ENCRYPTION {
+        return Err(CsrError::NotRsa);
+    }
+    let (key_bits_tlv, _) = expect(rest, TAG_BIT_STRING, "SPKI key is not a BIT STRING")?;
+    let rsa_public_key = bit_string_bytes(key_bits_tlv.contents)?;
+    let key = RsaPublicKey::from_pkcs1_der(rsa_public_key).map_err(|_| CsrError::Der("bad RSAPublicKey"))?;
+    let key_bits = key.n().bits();
+    if key_bits < min_key_bits {
+        return Err(CsrError::KeyTooShort(key_bits, min_key_bits));
+    }
+
+    let (sig_oid, _) = expect(sig_alg.contents, TAG_OID, "signatureAlgorithm has no OID")?;
+    let sig = bit_string_bytes(signature.contents)?;
+    let tbs = info.encoded;
+    let signature_hash = verify(&key, sig_oid.contents, tbs, sig)?;
+    Ok(Csr {
+        subject_cn,
+        rsa_public_key: rsa_public_key.to_vec(),
+        key_bits,
+        signature_hash,
+    })
+}
+
+fn verify(key: &RsaPublicKey, oid: &[u8], tbs: &[u8], sig: &[u8]) -> Result<&'static str, CsrError> {
+    let (hash, scheme, digest): (&'static str, Pkcs1v15Sign, Vec<u8>) = if oid == OID_OIW_SHA1_RSA
+        || oid == [OID_PKCS1_PREFIX, &[0x05]].concat().as_slice()
+    {
+        ("sha1", Pkcs1v15Sign::new::<Sha1>(), Sha1::digest(tbs).to_vec())
+    } else if oid == [OID_PKCS1_PREFIX, &[0x0B]].concat().as_slice() {
+        ("sha256", Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(tbs).to_vec())
+    } else if oid == [OID_PKCS1_PREFIX, &[0x0C]].concat().as_slice() {
+        ("sha384", Pkcs1v15Sign::new::<Sha384>(), Sha384::digest(tbs).to_vec())
+    } else if oid == [OID_PKCS1_PREFIX, &[0x0D]].concat().as_slice() {
+        ("sha512", Pkcs1v15Sign::new::<Sha512>(), Sha512::digest(tbs).to_vec())
+    } else {
+        return Err(CsrError::UnsupportedSignatureAlgorithm);
+    };
+    key.verify(scheme, &digest, sig).map_err(|_| CsrError::BadSignature)?;
+    Ok(hash)
+}
+
+/// The bytes of a BIT STRING with no unused bits.
+fn bit_string_bytes(contents: &[u8]) -> Result<&[u8], CsrError> {
+    match contents.split_first() {
+        Some((0, bytes)) => Ok(bytes),
+        _ => Err(CsrError::Der("BIT STRING with unused bits")),
+    }
+}
+
+/// The first CN in a Name, decoded leniently: any string type, trailing NULs dropped,
+/// invalid UTF-8 replaced.
+fn common_name(mut rdns: &[u8]) -> Result<Option<String>, CsrError> {
+    while !rdns.is_empty() {
+        let (rdn, rest) = expect(rdns, TAG_SET, "RDN is not a SET")?;
+        rdns = rest;
+        let mut atvs = rdn.contents;
+        while !atvs.is_empty() {
+            let (atv, rest) = expect(atvs, TAG_SEQUENCE, "AttributeTypeAndValue is not a SEQUENCE")?;
+            atvs = rest;
+            let (oid, value) = expect(atv.contents, TAG_OID, "attribute type is not an OID")?;
+            if oid.contents == OID_COMMON_NAME {
+                let (v, _) = read_tlv(value)?;
+                let s = String::from_utf8_lossy(v.contents);
+                return Ok(Some(s.trim_end_matches('\0').to_string()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_refused_without_panic() {
+        for input in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"\x30\x80\x00\x00", b"hello"] {
+            assert!(parse_and_verify(input, 2048).is_err());
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! Durable storage: hosts and node keys, enrollments, the command queue and results.
+//!
+//! SQLite (WAL) by default; the schema sticks to portable SQL so a Postgres backend can
+//! share it. Migrations are embedded and applied in order at start-up.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::error::ServerError;
+
+/// Embedded migrations, applied in order; the version is the index + 1.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+
+/// Current time as RFC 3339 text, the format every timestamp column uses.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A host known through the Orbit agent.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub host_uuid: String,
+    pub hardware_uuid: String,
+    pub hostname: String,
+}
+
+/// A new MDM enrollment to record.
+#[derive(Debug, Clone)]
+pub struct NewEnrollment {
+    pub device_id: String,
+    pub host_uuid: Option<String>,
+    pub hardware_uuid: String,
+    pub device_name: String,
+    pub os_version: String,
+    pub enrollment_type: String,
+    pub upn: String,
+    pub cert_serial: String,
+    pub cert_thumbprint: String,
+    pub cert_not_after: String,
+}
+
+/// An enrollment as the admin API and the management route see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrollment {
+    pub device_id: String,
+    pub host_uuid: Option<String>,
+    pub hardware_uuid: String,
+    pub device_name: String,
+    pub os_version: String,
+    pub enrollment_type: String,
+    pub cert_serial: String,
+    pub cert_thumbprint: String,
+    pub state: String,
+    pub enrolled_at: String,
+    pub last_checkin_at: Option<String>,
+}
+
+/// A queued command ready for delivery.
+#[derive(Debug, Clone)]
+pub struct QueuedCommand {
+    pub command_uuid: String,
+    pub verb: String,
+    pub body_xml: String,
+}
+
+/// One Status or Results element the device returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandResult {
+    pub kind: String,
+    pub status_code: Option<String>,
+    pub body_xml: String,
+    pub received_at: String,
+}
+
+/// A command with its delivery state and everything the device answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandView {
+    pub command_uuid: String,
+    pub device_id: String,
+    pub verb: String,
+    pub target: String,
+    pub state: String,
+    pub status_code: Option<String>,
+    pub created_at: String,
+    pub results: Vec<CommandResult>,
+}
+
+/// Handle on the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    pub async fn open(url: &str) -> Result<Self, ServerError> {
+        if !url.starts_with("sqlite:") {
+            return Err(ServerError::Config(format!(
+                "unsupported database URL {url:?}: only sqlite: URLs are supported in this build"
+            )));
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), ServerError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&self.pool)
+                .await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            if version <= current {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Records a host enrolling through Orbit; a host that enrolls again (same hardware
+    /// UUID) gets the new node key and keeps its identity.
+    pub async fn upsert_host(
+        &self,
+        hardware_uuid: &str,
+        hardware_serial: &str,
+        hostname: &str,
+        platform: &str,
+        node_key_hash: &str,
+    ) -> Result<String, ServerError> {
+        let ts = now();
+        let host_uuid = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "INSERT INTO hosts (host_uuid, hardware_uuid, hardware_serial, hostname, platform, node_key_hash, created_at, last_seen_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (hardware_uuid) DO UPDATE SET
+               hardware_serial = excluded.hardware_serial, hostname = excluded.hostname,
+               platform = excluded.platform, node_key_hash = excluded.node_key_hash,
+               last_seen_at = excluded.last_seen_at
+             RETURNING host_uuid",
+        )
+        .bind(&host_uuid)
+        .bind(hardware_uuid)
+        .bind(hardware_serial)
+        .bind(hostname)
+        .bind(platform)
+        .bind(node_key_hash)
+        .bind(&ts)
+        .bind(&ts)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("host_uuid")?)
+    }
+
+    /// The host owning a node key (looked up by its hash).
+    pub async fn host_by_node_key_hash(&self, hash: &str) -> Result<Option<Host>, ServerError> {
+        let row = sqlx::query(
+            "SELECT host_uuid, hardware_uuid, hostname FROM hosts WHERE node_key_hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Host {
+                host_uuid: r.try_get("host_uuid")?,
+                hardware_uuid: r.try_get("hardware_uuid")?,
+                hostname: r.try_get("hostname")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Updates a host's last-seen time.
+    pub async fn touch_host(&self, host_uuid: &str) -> Result<(), ServerError> {
+        sqlx::query("UPDATE hosts SET last_seen_at = ? WHERE host_uuid = ?")
+            .bind(now())
+            .bind(host_uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the host has an active MDM enrollment.
+    pub async fn host_is_enrolled(&self, host_uuid: &str) -> Result<bool, ServerError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM enrollments WHERE host_uuid = ? AND state = 'enrolled'",
+        )
+        .bind(host_uuid)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Records an enrollment; a device enrolling again replaces its previous enrollment.
+    pub async fn upsert_enrollment(&self, e: &NewEnrollment) -> Result<(), ServerError> {
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
+                                      cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', ?, ?)
+             ON CONFLICT (device_id) DO UPDATE SET
+               host_uuid = excluded.host_uuid, hardware_uuid = excluded.hardware_uuid,
+               device_name = excluded.device_name, os_version = excluded.os_version,
+               enrollment_type = excluded.enrollment_type, upn = excluded.upn,
+               cert_serial = excluded.cert_serial, cert_thumbprint = excluded.cert_thumbprint,
+               cert_not_after = excluded.cert_not_after, state = 'enrolled',
+               enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at",
+        )
+        .bind(&e.device_id)
+        .bind(&e.host_uuid)
+        .bind(&e.hardware_uuid)
+        .bind(&e.device_name)
+        .bind(&e.os_version)
+        .bind(&e.enrollment_type)
+        .bind(&e.upn)
+        .bind(&e.cert_serial)
+        .bind(&e.cert_thumbprint)
+        .bind(&e.cert_not_after)
+        .bind(&ts)
+        .bind(&ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The enrollment holding the certificate with this serial (lowercase hex).
+    pub async fn enrollment_by_cert_serial(
+        &self,
+        serial: &str,
+    ) -> Result<Option<Enrollment>, ServerError> {
+        let row = sqlx::query(&format!("{ENROLLMENT_SELECT} WHERE cert_serial = ?"))
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| enrollment_from_row(&r)).transpose()
+    }
+
+    /// Every enrollment, newest first.
+    pub async fn list_enrollments(&self) -> Result<Vec<Enrollment>, ServerError> {
+        let rows = sqlx::query(&format!("{ENROLLMENT_SELECT} ORDER BY enrolled_at DESC"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(enrollment_from_row).collect()
+    }
+
+    /// One enrollment by DeviceID.
+    pub async fn enrollment(&self, device_id: &str) -> Result<Option<Enrollment>, ServerError> {
+        let row = sqlx::query(&format!("{ENROLLMENT_SELECT} WHERE device_id = ?"))
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| enrollment_from_row(&r)).transpose()
+    }
+
+    /// Records a management check-in.
+    pub async fn touch_checkin(&self, device_id: &str) -> Result<(), ServerError> {
+        sqlx::query("UPDATE enrollments SET last_checkin_at = ? WHERE device_id = ?")
+            .bind(now())
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Queues a command (`body_xml` is the command element without its CmdID).
+    pub async fn enqueue_command(
+        &self,
+        device_id: &str,
+        verb: &str,
+        target: &str,
+        body_xml: &str,
+    ) -> Result<String, ServerError> {
+        let command_uuid = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at)
+             VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+        )
+        .bind(&command_uuid)
+        .bind(device_id)
+        .bind(verb)
+        .bind(target)
+        .bind(body_xml)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(command_uuid)
+    }
+
+    /// Commands not yet acknowledged by the device, oldest first. Commands sent in an
+    /// earlier session that never got a Status are sent again.
+    pub async fn undelivered_commands(
+        &self,
+        device_id: &str,
+        exclude: &[String],
+    ) -> Result<Vec<QueuedCommand>, ServerError> {
+        let rows = sqlx::query(
+            "SELECT command_uuid, verb, body_xml FROM commands
+             WHERE device_id = ? AND state IN ('pending', 'sent') ORDER BY id",
+        )
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let command_uuid: String = r.try_get("command_uuid")?;
+            if exclude.contains(&command_uuid) {
+                continue;
+            }
+            out.push(QueuedCommand {
+                command_uuid,
+                verb: r.try_get("verb")?,
+                body_xml: r.try_get("body_xml")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Marks commands as sent to the device.
+    pub async fn mark_sent(&self, command_uuids: &[String]) -> Result<(), ServerError> {
+        let ts = now();
+        let mut tx = self.pool.begin().await?;
+        for id in command_uuids {
+            sqlx::query("UPDATE commands SET state = 'sent', sent_at = ? WHERE command_uuid = ? AND state = 'pending'")
+                .bind(&ts)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a Status or Results the device returned for one of its commands. A Status
+    /// acknowledges the command. Returns false when the command is not this device's.
+    pub async fn record_response(
+        &self,
+        device_id: &str,
+        command_uuid: &str,
+        session_id: &str,
+        msg_ref: &str,
+        kind: &str,
+        status_code: Option<&str>,
+        body_xml: &str,
+    ) -> Result<bool, ServerError> {
+        let ts = now();
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT device_id FROM commands WHERE command_uuid = ?")
+                .bind(command_uuid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if owner.as_deref() != Some(device_id) {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(command_uuid)
+        .bind(device_id)
+        .bind(session_id)
+        .bind(msg_ref)
+        .bind(kind)
+        .bind(status_code)
+        .bind(body_xml)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        if kind == "Status" {
+            sqlx::query(
+                "UPDATE commands SET state = 'acknowledged', status_code = ?, acked_at = ? WHERE command_uuid = ?",
+            )
+            .bind(status_code)
+            .bind(&ts)
+            .bind(command_uuid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A command and what the device answered.
+    pub async fn command(&self, command_uuid: &str) -> Result<Option<CommandView>, ServerError> {
+        let Some(r) = sqlx::query(
+            "SELECT command_uuid, device_id, verb, target, state, status_code, created_at FROM commands WHERE command_uuid = ?",
+        )
+        .bind(command_uuid)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let results = sqlx::query(
+            "SELECT kind, status_code, body_xml, received_at FROM command_results WHERE command_uuid = ? ORDER BY id",
+        )
+        .bind(command_uuid)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(CommandResult {
+                kind: r.try_get("kind")?,
+                status_code: r.try_get("status_code")?,
+                body_xml: r.try_get("body_xml")?,
+                received_at: r.try_get("received_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(CommandView {
+            command_uuid: r.try_get("command_uuid")?,
+            device_id: r.try_get("device_id")?,
+            verb: r.try_get("verb")?,
+            target: r.try_get("target")?,
+            state: r.try_get("state")?,
+            status_code: r.try_get("status_code")?,
+            created_at: r.try_get("created_at")?,
+            results,
+        }))
+    }
+}
+
+const ENROLLMENT_SELECT: &str = "SELECT device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type,
+    cert_serial, cert_thumbprint, state, enrolled_at, last_checkin_at FROM enrollments";
+
+fn enrollment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Enrollment, ServerError> {
+    Ok(Enrollment {
+        device_id: r.try_get("device_id")?,
+        host_uuid: r.try_get("host_uuid")?,
+        hardware_uuid: r.try_get("hardware_uuid")?,
+        device_name: r.try_get("device_name")?,
+        os_version: r.try_get("os_version")?,
+        enrollment_type: r.try_get("enrollment_type")?,
+        cert_serial: r.try_get("cert_serial")?,
+        cert_thumbprint: r.try_get("cert_thumbprint")?,
+        state: r.try_get("state")?,
+        enrolled_at: r.try_get("enrolled_at")?,
+        last_checkin_at: r.try_get("last_checkin_at")?,
+    })
+}

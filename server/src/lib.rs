@@ -1,0 +1,28 @@
+//! winmdm-server: a Windows MDM server.
+//!
+//! One module per protocol step: [`orbit`] (agent enroll/config), [`discovery`]
+//! (MS-MDE2 §3.1), [`policy`] (MS-XCEP), [`enroll`] with [`csr`], [`ca`] and
+//! [`provisioning`] (MS-WSTEP), [`management`] with [`syncml`] (OMA-DM 1.2), plus the
+//! [`admin`] API, [`db`] storage and the [`app`] that wires them to HTTPS.
+
+pub mod admin;
+pub mod app;
+pub mod ca;
+pub mod config;
+pub mod csr;
+pub mod db;
+pub mod discovery;
+pub mod enroll;
+pub mod error;
+pub mod management;
+pub mod orbit;
+pub mod policy;
+pub mod provisioning;
+pub mod sessions;
+pub mod soap;
+pub mod syncml;
+pub mod tls;
+
+pub use app::{start, RunningServer};
+pub use config::Config;
+pub use error::ServerError;

@@ -1,0 +1,137 @@
+//! `POST /api/mdm/microsoft/management`: OMA-DM sessions over mTLS (MS-MDM §3.1, OMA-DM 1.2).
+//!
+//! Each request is authenticated by the client certificate presented in the TLS
+//! handshake: it must be issued by the identity CA, valid now, belong to an active
+//! enrollment, and that enrollment's DeviceID must be the SyncHdr Source.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+use crate::app::{AppState, PeerCertificate};
+use crate::syncml::{self, ServerMessage, CONTENT_TYPE};
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    tracing::info!(%status, message, "management request refused");
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+}
+
+/// Status code for a client command the server does not act on further.
+fn status_for(cmd: &syncml::ClientCommand) -> u16 {
+    match cmd.verb.as_str() {
+        "Alert" | "Replace" | "Results" => 200,
+        // Clients do not send other commands to a server in OMA-DM 1.2 DM sessions.
+        _ => 406,
+    }
+}
+
+/// Handles one message of a management session.
+pub async fn session(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<PeerCertificate>,
+    body: String,
+) -> Response {
+    let Some(cert) = peer.0.as_deref() else {
+        return refuse(StatusCode::UNAUTHORIZED, "a client certificate issued at enrollment is required");
+    };
+    let (serial, _thumbprint) = match state.ca.verify_issued(cert) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
+    };
+    let enrollment = match state.store.enrollment_by_cert_serial(&serial).await {
+        Ok(Some(e)) if e.state == "enrolled" => e,
+        Ok(_) => return refuse(StatusCode::FORBIDDEN, "client certificate does not belong to an active enrollment"),
+        Err(e) => {
+            tracing::error!(error = %e, "management: storage failure");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
+        }
+    };
+    let doc = match crate::soap::parse_xml(&body) {
+        Ok(d) => d,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
+    };
+    let msg = match syncml::parse_client_message(&doc) {
+        Ok(m) => m,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("invalid SyncML: {e}")),
+    };
+    if msg.hdr.source != enrollment.device_id {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "SyncHdr Source LocURI does not match the DeviceID the client certificate was issued to",
+        );
+    }
+    if msg.hdr.ver_proto != "DM/1.2" || msg.hdr.ver_dtd != "1.2" {
+        return refuse(StatusCode::BAD_REQUEST, "only SyncML 1.2 / DM/1.2 is supported");
+    }
+    let device_id = &enrollment.device_id;
+    if let Err(e) = state.store.touch_checkin(device_id).await {
+        tracing::warn!(error = %e, "could not record check-in");
+    }
+
+    let mut reply = ServerMessage::reply_to(&msg.hdr, &state.url(crate::app::MANAGEMENT_PATH));
+    reply.status(&msg.hdr.msg_id, "0", "SyncHdr", 200);
+    for cmd in &msg.commands {
+        match cmd.verb.as_str() {
+            // Status answers one of our commands; it is not itself acknowledged.
+            "Status" => {
+                if let Some(cmd_ref) = cmd.cmd_ref.as_deref().filter(|r| *r != "0") {
+                    store_response(&state, device_id, &msg.hdr, cmd_ref, cmd).await;
+                }
+            }
+            "Results" => {
+                if let Some(cmd_ref) = cmd.cmd_ref.as_deref() {
+                    store_response(&state, device_id, &msg.hdr, cmd_ref, cmd).await;
+                }
+                reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd));
+            }
+            _ => reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd)),
+        }
+    }
+
+    let session_key = (device_id.clone(), msg.hdr.session_id.clone());
+    let already_sent = state.sessions.sent_in(&session_key);
+    let pending = match state.store.undelivered_commands(device_id, &already_sent).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "management: could not read the command queue");
+            Vec::new()
+        }
+    };
+    let ids: Vec<String> = pending.iter().map(|c| c.command_uuid.clone()).collect();
+    for c in &pending {
+        reply.command(&c.command_uuid, &c.body_xml);
+    }
+    if !ids.is_empty() {
+        if let Err(e) = state.store.mark_sent(&ids).await {
+            tracing::error!(error = %e, "management: could not mark commands sent");
+        }
+        state.sessions.record_sent(session_key, &ids);
+    }
+    tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = ids.len(), "management message");
+    let mut resp = (StatusCode::OK, reply.finish()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+async fn store_response(
+    state: &AppState,
+    device_id: &str,
+    hdr: &syncml::SyncHdr,
+    cmd_ref: &str,
+    cmd: &syncml::ClientCommand,
+) {
+    let code = if cmd.verb == "Status" { cmd.data.as_deref() } else { None };
+    match state
+        .store
+        .record_response(device_id, cmd_ref, &hdr.session_id, cmd.msg_ref.as_deref().unwrap_or(""), &cmd.verb, code, &cmd.xml)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(%device_id, cmd_ref, "response to a command not from the queue"),
+        Err(e) => tracing::error!(error = %e, "could not store a command response"),
+    }
+}

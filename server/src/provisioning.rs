@@ -1,0 +1,122 @@
+//! The wap-provisioningdoc returned in the MS-WSTEP RSTRC (MS-MDE2 §3.2.4.2; layout from
+//! Microsoft's published enrollment example): certificates, the w7 APPLICATION block
+//! pointing at the management endpoint, and DMClient provider settings.
+
+use base64::Engine;
+use quick_xml::escape::escape;
+
+/// What goes into one device's provisioning document.
+pub struct ProvisioningInput<'a> {
+    pub provider_id: &'a str,
+    pub management_url: &'a str,
+    pub root_cert_der: &'a [u8],
+    pub root_thumbprint: &'a str,
+    pub client_cert_der: &'a [u8],
+    pub client_thumbprint: &'a str,
+    pub client_subject_cn: &'a str,
+    /// "User" or "System": which `My` store holds the client certificate.
+    pub client_store: &'a str,
+    pub renewal_period_days: u32,
+    pub device_id: &'a str,
+    pub device_name: &'a str,
+    pub upn: &'a str,
+}
+
+fn parm(name: &str, value: &str) -> String {
+    format!("<parm name=\"{}\" value=\"{}\"/>", escape(name), escape(value))
+}
+
+fn typed_parm(name: &str, value: &str, datatype: &str) -> String {
+    format!(
+        "<parm name=\"{}\" value=\"{}\" datatype=\"{datatype}\"/>",
+        escape(name),
+        escape(value)
+    )
+}
+
+/// Percent-encodes the few characters SSLCLIENTCERTSEARCHCRITERIA escapes (`=`, `,`, `\`).
+fn criteria_escape(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('=', "%3d")
+        .replace(',', "%2c")
+        .replace('\\', "%5C")
+}
+
+/// Builds the provisioning document XML.
+pub fn build(p: &ProvisioningInput<'_>) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let search = format!(
+        "Subject={}&Stores={}",
+        criteria_escape(&format!("CN={}", p.client_subject_cn)),
+        criteria_escape(&format!("MY\\{}", p.client_store)),
+    );
+    // ROBOSupport stays false: advertising renewal the server does not perform drives
+    // devices into EnrollmentState 3 (protocol-reference §7).
+    let mut doc = String::with_capacity(8192);
+    doc.push_str("<wap-provisioningdoc version=\"1.1\">");
+    doc.push_str(&format!(
+        "<characteristic type=\"CertificateStore\"><characteristic type=\"Root\"><characteristic type=\"System\"><characteristic type=\"{}\">{}</characteristic></characteristic></characteristic></characteristic>",
+        p.root_thumbprint,
+        parm("EncodedCertificate", &b64.encode(p.root_cert_der)),
+    ));
+    doc.push_str(&format!(
+        "<characteristic type=\"CertificateStore\"><characteristic type=\"My\"><characteristic type=\"{}\"><characteristic type=\"{}\">{}</characteristic><characteristic type=\"PrivateKeyContainer\"/></characteristic><characteristic type=\"WSTEP\"><characteristic type=\"Renew\">{}{}{}</characteristic></characteristic></characteristic></characteristic>",
+        p.client_store,
+        p.client_thumbprint,
+        parm("EncodedCertificate", &b64.encode(p.client_cert_der)),
+        typed_parm("ROBOSupport", "false", "boolean"),
+        typed_parm("RenewPeriod", &p.renewal_period_days.to_string(), "integer"),
+        typed_parm("RetryInterval", "4", "integer"),
+    ));
+    doc.push_str("<characteristic type=\"APPLICATION\">");
+    for (name, value) in [
+        ("APPID", "w7"),
+        ("PROVIDER-ID", p.provider_id),
+        ("NAME", p.provider_id),
+        ("ADDR", p.management_url),
+        ("CONNRETRYFREQ", "6"),
+        ("INITIALBACKOFFTIME", "30000"),
+        ("MAXBACKOFFTIME", "120000"),
+    ] {
+        doc.push_str(&parm(name, value));
+    }
+    doc.push_str("<parm name=\"BACKCOMPATRETRYDISABLED\"/>");
+    doc.push_str(&parm("DEFAULTENCODING", "application/vnd.syncml.dm+xml"));
+    doc.push_str(&parm("SSLCLIENTCERTSEARCHCRITERIA", &search));
+    // APPAUTH entries are required by the w7 schema; authentication itself is mTLS.
+    doc.push_str("<characteristic type=\"APPAUTH\">");
+    doc.push_str(&parm("AAUTHLEVEL", "CLIENT"));
+    doc.push_str(&parm("AAUTHTYPE", "DIGEST"));
+    doc.push_str(&parm("AAUTHSECRET", "dummy"));
+    doc.push_str(&parm("AAUTHDATA", "nonce"));
+    doc.push_str("</characteristic><characteristic type=\"APPAUTH\">");
+    doc.push_str(&parm("AAUTHLEVEL", "APPSRV"));
+    doc.push_str(&parm("AAUTHTYPE", "DIGEST"));
+    doc.push_str(&parm("AAUTHNAME", "dummy"));
+    doc.push_str(&parm("AAUTHSECRET", "dummy"));
+    doc.push_str(&parm("AAUTHDATA", "nonce"));
+    doc.push_str("</characteristic></characteristic>");
+    doc.push_str(&format!(
+        "<characteristic type=\"DMClient\"><characteristic type=\"Provider\"><characteristic type=\"{}\">",
+        escape(p.provider_id)
+    ));
+    doc.push_str(&typed_parm("EntDeviceName", p.device_name, "string"));
+    doc.push_str(&typed_parm("EntDMID", p.device_id, "string"));
+    doc.push_str(&typed_parm("UPN", p.upn, "string"));
+    doc.push_str(&typed_parm("SyncApplicationVersion", "5.0", "string"));
+    doc.push_str("<characteristic type=\"Poll\">");
+    for (name, value) in [
+        ("NumberOfFirstRetries", "8"),
+        ("IntervalForFirstSetOfRetries", "15"),
+        ("NumberOfSecondRetries", "5"),
+        ("IntervalForSecondSetOfRetries", "3"),
+        ("NumberOfRemainingScheduledRetries", "0"),
+        ("IntervalForRemainingScheduledRetries", "1560"),
+    ] {
+        doc.push_str(&typed_parm(name, value, "integer"));
+    }
+    doc.push_str(&typed_parm("PollOnLogin", "true", "boolean"));
+    doc.push_str("</characteristic></characteristic></characteristic></characteristic>");
+    doc.push_str("</wap-provisioningdoc>");
+    doc
+}

@@ -1,0 +1,259 @@
+//! SyncML 1.2 messages (OMA-DM 1.2 representation protocol, MS-MDM §2.2): parsing what
+//! devices send and building what the server answers.
+
+use quick_xml::escape::escape;
+
+pub const NS_SYNCML: &str = "SYNCML:SYNCML1.2";
+pub const CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
+
+/// The SyncHdr fields the server uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncHdr {
+    pub ver_dtd: String,
+    pub ver_proto: String,
+    pub session_id: String,
+    pub msg_id: String,
+    pub target: String,
+    pub source: String,
+}
+
+/// One element of a client's SyncBody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCommand {
+    /// Element name: Alert, Replace, Status, Results, ...
+    pub verb: String,
+    pub cmd_id: String,
+    /// For Status and Results: the command they answer.
+    pub cmd_ref: Option<String>,
+    pub msg_ref: Option<String>,
+    /// For Status: the verb answered; for Alert: the alert code.
+    pub cmd: Option<String>,
+    /// Status code or Alert code (the element's own Data).
+    pub data: Option<String>,
+    /// The element's XML as received.
+    pub xml: String,
+}
+
+/// A parsed client message.
+#[derive(Debug, Clone)]
+pub struct ClientMessage {
+    pub hdr: SyncHdr,
+    pub commands: Vec<ClientCommand>,
+    pub is_final: bool,
+}
+
+fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    n.children().find(|c| c.is_element() && c.tag_name().name() == name)
+}
+
+fn child_text(n: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
+    child(n, name).map(|c| c.text().unwrap_or("").trim().to_string())
+}
+
+fn loc_uri(n: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
+    child(n, name).and_then(|t| child_text(t, "LocURI"))
+}
+
+/// Parses a client SyncML message. Errors name what is missing.
+pub fn parse_client_message(doc: &roxmltree::Document<'_>) -> Result<ClientMessage, String> {
+    let root = doc.root_element();
+    if root.tag_name().name() != "SyncML" {
+        return Err("root element is not SyncML".into());
+    }
+    if !root
+        .tag_name()
+        .namespace()
+        .is_some_and(|ns| ns.eq_ignore_ascii_case(NS_SYNCML))
+    {
+        return Err("SyncML root is not in namespace SYNCML:SYNCML1.2".into());
+    }
+    let hdr_node = child(root, "SyncHdr").ok_or("missing SyncHdr")?;
+    let req = |name: &str| child_text(hdr_node, name).ok_or(format!("missing SyncHdr/{name}"));
+    let hdr = SyncHdr {
+        ver_dtd: req("VerDTD")?,
+        ver_proto: req("VerProto")?,
+        session_id: req("SessionID")?,
+        msg_id: req("MsgID")?,
+        target: loc_uri(hdr_node, "Target").ok_or("missing SyncHdr/Target/LocURI")?,
+        source: loc_uri(hdr_node, "Source").ok_or("missing SyncHdr/Source/LocURI")?,
+    };
+    let body = child(root, "SyncBody").ok_or("missing SyncBody")?;
+    let mut commands = Vec::new();
+    let mut is_final = false;
+    for c in body.children().filter(|c| c.is_element()) {
+        let verb = c.tag_name().name().to_string();
+        if verb == "Final" {
+            is_final = true;
+            continue;
+        }
+        let cmd_id = child_text(c, "CmdID").ok_or(format!("{verb} without CmdID"))?;
+        commands.push(ClientCommand {
+            cmd_ref: child_text(c, "CmdRef"),
+            msg_ref: child_text(c, "MsgRef"),
+            cmd: child_text(c, "Cmd"),
+            data: child_text(c, "Data"),
+            xml: doc.input_text()[c.range()].to_string(),
+            verb,
+            cmd_id,
+        });
+    }
+    Ok(ClientMessage {
+        hdr,
+        commands,
+        is_final,
+    })
+}
+
+/// Builds a server message.
+pub struct ServerMessage {
+    hdr: String,
+    body: String,
+    next_cmd_id: u32,
+}
+
+impl ServerMessage {
+    /// A message answering `client`, from `server_url`.
+    pub fn reply_to(client: &SyncHdr, server_url: &str) -> Self {
+        let hdr = format!(
+            "<SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>{}</LocURI></Target><Source><LocURI>{}</LocURI></Source></SyncHdr>",
+            escape(&client.session_id),
+            escape(&client.msg_id),
+            escape(&client.source),
+            escape(server_url),
+        );
+        ServerMessage {
+            hdr,
+            body: String::new(),
+            next_cmd_id: 1,
+        }
+    }
+
+    fn cmd_id(&mut self) -> u32 {
+        let id = self.next_cmd_id;
+        self.next_cmd_id += 1;
+        id
+    }
+
+    /// Appends a Status answering `cmd_ref` (0 = the SyncHdr) of message `msg_ref`.
+    pub fn status(&mut self, msg_ref: &str, cmd_ref: &str, cmd: &str, code: u16) {
+        let id = self.cmd_id();
+        self.body.push_str(&format!(
+            "<Status><CmdID>{id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd><Data>{code}</Data></Status>",
+            escape(msg_ref),
+            escape(cmd_ref),
+            escape(cmd)
+        ));
+    }
+
+    /// Appends a queued command, giving it `cmd_id` (the command's UUID, so that the
+    /// device's Status maps straight back to the queue entry).
+    pub fn command(&mut self, cmd_id: &str, body_xml: &str) {
+        self.body.push_str(&with_cmd_id(body_xml, cmd_id));
+    }
+
+    /// The finished document, ending with Final.
+    pub fn finish(self) -> String {
+        format!(
+            "<SyncML xmlns=\"{NS_SYNCML}\">{}<SyncBody>{}<Final/></SyncBody></SyncML>",
+            self.hdr, self.body
+        )
+    }
+}
+
+/// Inserts `<CmdID>` as the first child of a command element stored without one.
+pub fn with_cmd_id(body_xml: &str, cmd_id: &str) -> String {
+    match body_xml.find('>') {
+        Some(i) if !body_xml[..i].ends_with('/') => format!(
+            "{}<CmdID>{}</CmdID>{}",
+            &body_xml[..=i],
+            escape(cmd_id),
+            &body_xml[i + 1..]
+        ),
+        _ => body_xml.to_string(),
+    }
+}
+
+/// OMA-DM commands the server may queue.
+pub const SERVER_VERBS: &[&str] = &["Get", "Add", "Replace", "Delete", "Exec", "Atomic", "Sequence"];
+
+/// Normalises a raw command for the queue: checks it is one well-formed command element
+/// of an allowed verb and removes its top-level CmdID (assigned at delivery).
+/// Returns (verb, first target LocURI, stored XML).
+pub fn normalise_command(raw: &str) -> Result<(String, String, String), String> {
+    let wrapped = format!("<SyncBody xmlns=\"{NS_SYNCML}\">{raw}</SyncBody>");
+    let doc = crate::soap::parse_xml(&wrapped)?;
+    let mut elems = doc.root_element().children().filter(|c| c.is_element());
+    let cmd = elems.next().ok_or("no command element")?;
+    if elems.next().is_some() {
+        return Err("exactly one command element is allowed per queued command".into());
+    }
+    let verb = cmd.tag_name().name().to_string();
+    if !SERVER_VERBS.contains(&verb.as_str()) {
+        return Err(format!("{verb} is not an OMA-DM command the server can send"));
+    }
+    let target = cmd
+        .descendants()
+        .find(|n| n.is_element() && n.tag_name().name() == "Target")
+        .and_then(|t| child_text(t, "LocURI"))
+        .unwrap_or_default();
+    let text = doc.input_text();
+    let mut xml = text[cmd.range()].to_string();
+    if let Some(id) = child(cmd, "CmdID") {
+        let start = id.range().start - cmd.range().start;
+        let end = id.range().end - cmd.range().start;
+        xml.replace_range(start..end, "");
+    }
+    Ok((verb, target, xml))
+}
+
+/// Builds a command from its parts (`{"verb","target","format","type","data"}`).
+pub fn build_command(
+    verb: &str,
+    target: &str,
+    format: Option<&str>,
+    mime_type: Option<&str>,
+    data: Option<&str>,
+) -> Result<String, String> {
+    if !["Get", "Add", "Replace", "Delete", "Exec"].contains(&verb) {
+        return Err(format!("verb {verb:?} is not one of Get, Add, Replace, Delete, Exec"));
+    }
+    if !target.starts_with("./") {
+        return Err(format!("target {target:?} must be an absolute OMA-DM URI starting with ./"));
+    }
+    let mut meta = String::new();
+    if let Some(f) = format {
+        meta.push_str(&format!("<Format xmlns=\"syncml:metinf\">{}</Format>", escape(f)));
+    }
+    if let Some(t) = mime_type {
+        meta.push_str(&format!("<Type xmlns=\"syncml:metinf\">{}</Type>", escape(t)));
+    }
+    let meta = if meta.is_empty() { meta } else { format!("<Meta>{meta}</Meta>") };
+    let data = data.map(|d| format!("<Data>{}</Data>", escape(d))).unwrap_or_default();
+    Ok(format!(
+        "<{verb}><Item><Target><LocURI>{}</LocURI></Target>{meta}{data}</Item></{verb}>",
+        escape(target)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmd_id_is_replaced_at_delivery() {
+        let raw = "<Get><CmdID>xxcmdidxx</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target></Item></Get>";
+        let (verb, target, xml) = normalise_command(raw).unwrap();
+        assert_eq!(verb, "Get");
+        assert_eq!(target, "./DevDetail/SwV");
+        assert!(!xml.contains("xxcmdidxx"));
+        let delivered = with_cmd_id(&xml, "abc");
+        assert!(delivered.starts_with("<Get><CmdID>abc</CmdID><Item>"));
+    }
+
+    #[test]
+    fn foreign_elements_are_refused() {
+        assert!(normalise_command("<Status><CmdID>1</CmdID></Status>").is_err());
+        assert!(normalise_command("<Get/><Get/>").is_err());
+        assert!(normalise_command("<A:Format>x</A:Format>").is_err());
+    }
+}

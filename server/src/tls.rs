@@ -1,0 +1,161 @@
+//! HTTPS listener material: the server certificate and a client-certificate verifier
+//! that lets the management route decide on mTLS itself.
+//!
+//! Client certificates are requested but optional at the TLS layer, so that discovery,
+//! policy and enrollment work without one and the management route can refuse a missing
+//! or foreign certificate with a clear HTTP status instead of a TLS alert.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{CertificateParams, DnType, KeyPair};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+
+use crate::config::Config;
+use crate::error::ServerError;
+
+const TLS_CERT_FILE: &str = "tls-cert.pem";
+const TLS_KEY_FILE: &str = "tls-key.pem";
+
+/// Writes a file readable only by its owner (private keys).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(contents)?;
+    Ok(())
+}
+
+/// Parses every certificate in a PEM document.
+pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ServerError> {
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Config(format!("bad PEM certificate: {e}")))
+}
+
+/// Returns the path of the server certificate in use, generating a self-signed one for
+/// localhost/127.0.0.1 in the data directory when none is configured.
+pub fn server_cert_paths(config: &Config) -> Result<(std::path::PathBuf, std::path::PathBuf), ServerError> {
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        return Ok((cert.clone(), key.clone()));
+    }
+    let cert_path = config.data_dir.join(TLS_CERT_FILE);
+    let key_path = config.data_dir.join(TLS_KEY_FILE);
+    if !(cert_path.exists() && key_path.exists()) {
+        let key = KeyPair::generate()?;
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let host = config.listen.ip().to_string();
+        if !names.contains(&host) && !config.listen.ip().is_unspecified() {
+            names.push(host);
+        }
+        let mut params = CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "winmdm-server");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(825);
+        let cert = params.self_signed(&key)?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, cert.pem())?;
+        tracing::info!(path = %cert_path.display(), "generated self-signed TLS certificate (give it to clients as --ca-file)");
+    }
+    Ok((cert_path, key_path))
+}
+
+/// Builds the rustls server configuration (HTTP/1.1, optional client certificates).
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+    ca_subject: Option<DistinguishedName>,
+) -> Result<ServerConfig, ServerError> {
+    let certs = pem_certs(&std::fs::read(cert_path)?)?;
+    if certs.is_empty() {
+        return Err(ServerError::Config(format!(
+            "{} holds no certificate",
+            cert_path.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(key_path)?)
+        .map_err(|e| ServerError::Config(format!("{}: {e}", key_path.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(OptionalClientCert {
+        provider: provider.clone(),
+        hints: ca_subject.into_iter().collect(),
+    });
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Accepts any client certificate whose handshake signature is valid; chain, validity
+/// and binding to an enrollment are checked by the management route.
+#[derive(Debug)]
+struct OptionalClientCert {
+    provider: Arc<CryptoProvider>,
+    hints: Vec<DistinguishedName>,
+}
+
+impl ClientCertVerifier for OptionalClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
