@@ -119,19 +119,29 @@ impl RunningServer {
     }
 }
 
-/// Opens storage, loads or creates key material, binds the listener and starts serving.
-pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+/// Opens storage and loads or creates the identity CA: everything but the listener.
+pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppState>, ServerError> {
     std::fs::create_dir_all(&config.data_dir)?;
     let database_url = config.database_url.clone().unwrap_or_else(|| {
         format!("sqlite://{}", config.data_dir.join("winmdm.db").display())
     });
     let store = Store::open(&database_url).await?;
     let ca = IdentityCa::load_or_create(&config.data_dir)?;
-    let (cert_path, key_path) = crate::tls::server_cert_paths(&config)?;
-    let ca_subject = x509_parser::parse_x509_certificate(ca.cert_der())
-        .ok()
-        .map(|(_, c)| rustls::DistinguishedName::from(c.subject().as_raw().to_vec()));
-    let tls = crate::tls::server_config(&cert_path, &key_path, ca_subject)?;
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        ca,
+        public_url,
+        sessions: Sessions::default(),
+    }))
+}
+
+/// Opens storage, loads or creates key material, binds the listener and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let (cert_path, key_path) = {
+        std::fs::create_dir_all(&config.data_dir)?;
+        crate::tls::server_cert_paths(&config)?
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let public_url = config
@@ -139,13 +149,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .clone()
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("https://{addr}"));
-    let state = Arc::new(AppState {
-        config,
-        store,
-        ca,
-        public_url: public_url.clone(),
-        sessions: Sessions::default(),
-    });
+    let state = build_state(config, public_url.clone()).await?;
+    let ca_subject = x509_parser::parse_x509_certificate(state.ca.cert_der())
+        .ok()
+        .map(|(_, c)| rustls::DistinguishedName::from(c.subject().as_raw().to_vec()));
+    let tls = crate::tls::server_config(&cert_path, &key_path, ca_subject)?;
     let app = router(state.clone());
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), app, rx));

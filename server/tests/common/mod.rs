@@ -1,0 +1,156 @@
+//! Helpers shared by the server's integration tests: a server state in a temporary
+//! directory driven through the router without sockets.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use tower::ServiceExt;
+use winmdm_server::app::{build_state, router, AppState, PeerCertificate};
+
+pub const SECRET: &str = "test-secret";
+pub const PUBLIC_URL: &str = "https://mdm.example.test";
+
+pub struct TestServer {
+    pub state: Arc<AppState>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn server() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = winmdm_server::Config::for_data_dir(dir.path().to_path_buf(), SECRET);
+    config.admin_token = Some("admin".into());
+    let state = build_state(config, PUBLIC_URL.into()).await.expect("state");
+    TestServer { state, _dir: dir }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub content_length: Option<String>,
+    pub body: String,
+}
+
+impl TestServer {
+    pub async fn send(&self, method: &str, path: &str, content_type: &str, body: String, peer: Option<Vec<u8>>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .expect("request");
+        req.extensions_mut()
+            .insert(PeerCertificate(peer.map(Arc::new)));
+        let resp = router(self.state.clone()).oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let content_type = header("content-type").unwrap_or_default();
+        let content_length = header("content-length");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        Reply {
+            status,
+            content_type,
+            content_length,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    pub async fn soap(&self, path: &str, body: String) -> Reply {
+        self.send("POST", path, "application/soap+xml; charset=utf-8", body, None).await
+    }
+
+    /// Enrolls a host through Orbit and returns its node key.
+    pub async fn node_key(&self) -> String {
+        let body = serde_json::json!({"enroll_secret": SECRET, "hardware_uuid": uuid::Uuid::new_v4().to_string(), "platform": "windows"});
+        let r = self.send("POST", "/api/fleet/orbit/enroll", "application/json", body.to_string(), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        v["orbit_node_key"].as_str().expect("node key").to_string()
+    }
+}
+
+pub fn vector(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../testdata/vectors/{name}", env!("CARGO_MANIFEST_DIR")))
+        .expect("vector")
+}
+
+pub fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// An RSA-2048 key and a sha256WithRSA CSR for it (rcgen), as DER.
+pub fn rsa_csr(cn: &str) -> (rcgen::KeyPair, Vec<u8>) {
+    use rsa::pkcs8::EncodePrivateKey;
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("rsa");
+    let der = rsa.to_pkcs8_der().expect("pkcs8");
+    let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes()),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .expect("keypair");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let csr = params.serialize_request(&key).expect("csr");
+    (key, csr.der().to_vec())
+}
+
+/// The published RST sample, repaired (its second MAC ContextItem is unclosed), with a
+/// real token and CSR substituted for the placeholders.
+pub fn rst_request(token: &str, csr_der: &[u8], device_id: &str) -> String {
+    vector("wstep-rst-request.xml")
+        .replace(
+            "<ac:Value>CC:CC:CC:CC:CC:CC</ac:Value>\n",
+            "<ac:Value>CC:CC:CC:CC:CC:CC</ac:Value>\n            </ac:ContextItem>\n",
+        )
+        .replace("B64EncodedSampleBinarySecurityToken", &b64(token.as_bytes()))
+        .replace(
+            "DER format PKCS#10 certificate request in Base64 encoding Insterted Here",
+            &b64(csr_der),
+        )
+        .replace("7BA748C8-703E-4DF2-A74A-92984117346A", device_id)
+}
+
+/// Extracts the text of the first element with this local name.
+pub fn element_text(xml: &str, local: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let n = doc.descendants().find(|n| n.is_element() && n.tag_name().name() == local)?;
+    Some(n.text().unwrap_or("").trim().to_string())
+}
+
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else if n < 0x100 {
+        out.extend_from_slice(&[0x81, n as u8]);
+    } else {
+        out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A CSR built byte by byte like Windows': `cn` raw in a PrintableString (may hold a
+/// NUL), signed with sha1WithRSA under the OIW OID 1.3.14.3.2.29 or with sha256WithRSA.
+pub fn hand_csr(key: &rsa::RsaPrivateKey, cn: &[u8], oiw_sha1: bool) -> Vec<u8> {
+    use rsa::pkcs8::EncodePublicKey;
+    use sha1::Digest;
+    let spki = key.to_public_key().to_public_key_der().expect("spki").as_bytes().to_vec();
+    let name = tlv(0x30, &tlv(0x31, &tlv(0x30, &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(0x13, cn)].concat())));
+    let info = tlv(0x30, &[tlv(0x02, &[0]), name, spki, vec![0xA0, 0x00]].concat());
+    let (alg, sig) = if oiw_sha1 {
+        let digest = sha1::Sha1::digest(&info);
+        (tlv(0x30, &[tlv(0x06, &[0x2B, 0x0E, 0x03, 0x02, 0x1D]), vec![0x05, 0x00]].concat()),
+         key.sign(rsa::Pkcs1v15Sign::new::<sha1::Sha1>(), &digest).expect("sign"))
+    } else {
+        let digest = sha2::Sha256::digest(&info);
+        (tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0B]), vec![0x05, 0x00]].concat()),
+         key.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest).expect("sign"))
+    };
+    let sig_bits = [vec![0u8], sig].concat();
+    tlv(0x30, &[info, alg, tlv(0x03, &sig_bits)].concat())
+}
