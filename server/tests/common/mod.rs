@@ -154,3 +154,26 @@ pub fn hand_csr(key: &rsa::RsaPrivateKey, cn: &[u8], oiw_sha1: bool) -> Vec<u8> 
     let sig_bits = [vec![0u8], sig].concat();
     tlv(0x30, &[info, alg, tlv(0x03, &sig_bits)].concat())
 }
+
+impl TestServer {
+    /// An admin API call with the test bearer token.
+    pub async fn send_admin(&self, method: &str, path: &str, body: &str) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer admin")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        req.extensions_mut().insert(PeerCertificate(None));
+        let resp = router(self.state.clone()).oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        Reply {
+            status,
+            content_type: String::new(),
+            content_length: None,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The management route: mTLS binding and command delivery, driven through the router
+//! with the client certificate a TLS handshake would have produced.
+
+mod common;
+
+use axum::http::StatusCode;
+use base64::Engine;
+use common::*;
+
+const DEVICE: &str = "00112233445566778899AABBCCDDEEFF";
+const SYNCML: &str = "application/vnd.syncml.dm+xml";
+const PATH: &str = "/api/mdm/microsoft/management";
+
+/// Enrolls DEVICE through the enroll endpoint and returns its certificate (DER).
+async fn enrolled(s: &TestServer) -> Vec<u8> {
+    let key = s.node_key().await;
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let r = s.soap("/api/mdm/microsoft/enroll", rst_request(&key, &hand_csr(&rsa, b"d", false), DEVICE)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let token = element_text(&r.body, "BinarySecurityToken").unwrap();
+    let doc = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token).unwrap()).unwrap();
+    let d = roxmltree::Document::parse(&doc).unwrap();
+    let my = d.descendants().find(|n| n.attribute("type") == Some("My")).unwrap();
+    let parm = my.descendants().find(|n| n.attribute("name") == Some("EncodedCertificate")).unwrap();
+    base64::engine::general_purpose::STANDARD.decode(parm.attribute("value").unwrap()).unwrap()
+}
+
+fn message(device: &str, msg_id: u32, body: &str) -> String {
+    format!(
+        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>7</SessionID><MsgID>{msg_id}</MsgID><Target><LocURI>https://mdm.example.test{PATH}</LocURI></Target><Source><LocURI>{device}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
+    )
+}
+
+const PKG1: &str = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
+
+#[tokio::test]
+async fn no_certificate_is_401() {
+    let s = server().await;
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("client certificate"));
+}
+
+#[tokio::test]
+async fn certificate_from_another_ca_is_403() {
+    let s = server().await;
+    let _ = enrolled(&s).await;
+    let other = rcgen::generate_simple_self_signed(vec!["device".to_string()]).unwrap();
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(other.cert.der().to_vec())).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("identity CA"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn certificate_bound_to_another_device_id_is_403() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let r = s.send("POST", PATH, SYNCML, message("FFEEDDCCBBAA99887766554433221100", 1, PKG1), Some(cert)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("DeviceID"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn malformed_syncml_is_400() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let r = s.send("POST", PATH, SYNCML, "<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncBody/></SyncML>".into(), Some(cert)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("SyncHdr"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn queued_command_is_delivered_once_and_its_result_stored() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let q = s
+        .send_admin("POST", &format!("/api/v1/devices/{DEVICE}/commands"), r#"{"verb":"Get","target":"./DevDetail/SwV"}"#)
+        .await;
+    assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
+    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"].as_str().unwrap().to_string();
+
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains(&format!("<Get><CmdID>{id}</CmdID>")), "{}", r.body);
+    assert!(r.content_type.starts_with(SYNCML));
+
+    let reply = format!(
+        "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>\
+         <Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\
+         <Results><CmdID>3</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Item><Source><LocURI>./DevDetail/SwV</LocURI></Source><Data>10.0.22631.2428</Data></Item></Results>"
+    );
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 2, &reply), Some(cert.clone())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("<Get>"), "delivered once: {}", r.body);
+    assert!(r.body.contains("<Cmd>Results</Cmd>"), "Results are acknowledged: {}", r.body);
+
+    let c = s.send_admin("GET", &format!("/api/v1/commands/{id}"), "").await;
+    let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
+    assert_eq!(v["status_code"], "200");
+    assert_eq!(v["state"], "acknowledged");
+    assert!(v["results"].as_array().unwrap().iter().any(|r| r["body_xml"].as_str().unwrap().contains("10.0.22631.2428")));
+
+    // A new session does not deliver it again.
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1).replace("<SessionID>7<", "<SessionID>8<"), Some(cert)).await;
+    assert!(!r.body.contains("<Get>"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn admin_api_requires_the_bearer_token() {
+    let s = server().await;
+    let r = s.send("GET", "/api/v1/devices", "", String::new(), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = s.send_admin("GET", "/api/v1/devices", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
