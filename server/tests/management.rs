@@ -113,3 +113,21 @@ async fn admin_api_requires_the_bearer_token() {
     let r = s.send_admin("GET", "/api/v1/devices", "").await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn published_client_alert_vectors_are_acknowledged() {
+    // The 1224 LoginStatus alert and the 1226 unenrollment alert fragments, inside a
+    // package 1 as Windows sends them.
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let body = format!(
+        "{PKG1}{}{}",
+        vector("omadm-alert-1224-loginstatus.xml").replace("<CmdID>1</CmdID>", "<CmdID>2</CmdID>"),
+        vector("omadm-alert-1226-unenroll.xml").replace("<CmdID>4</CmdID>", "<CmdID>3</CmdID>"),
+    );
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, &body), Some(cert)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for cmd_ref in ["1", "2", "3"] {
+        assert!(r.body.contains(&format!("<CmdRef>{cmd_ref}</CmdRef><Cmd>Alert</Cmd><Data>200</Data>")), "{cmd_ref}: {}", r.body);
+    }
+}
