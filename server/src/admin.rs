@@ -44,8 +44,11 @@ pub async fn list_devices(State(state): State<Arc<AppState>>, headers: HeaderMap
     }
 }
 
-/// Body of `POST /api/v1/devices/{device_id}/commands`: raw SyncML or the parts of one.
+/// A command to queue: raw SyncML (`{"syncml": "<Get>...</Get>"}`) or its parts
+/// (`{"verb": "Get", "target": "./DevDetail/SwV"}` plus `format`, `type`, `data`).
+/// `device_ids` is used by `POST /api/v1/commands`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewCommand {
     syncml: Option<String>,
     verb: Option<String>,
@@ -54,6 +57,52 @@ struct NewCommand {
     #[serde(rename = "type")]
     mime_type: Option<String>,
     data: Option<String>,
+    #[serde(default)]
+    device_ids: Vec<String>,
+}
+
+impl NewCommand {
+    /// (verb, target, stored XML) or a message saying what is wrong.
+    fn normalise(&self) -> Result<(String, String, String), String> {
+        let raw = match (&self.syncml, &self.verb, &self.target) {
+            (Some(raw), None, None) => raw.clone(),
+            (None, Some(verb), Some(target)) => crate::syncml::build_command(
+                verb,
+                target,
+                self.format.as_deref(),
+                self.mime_type.as_deref(),
+                self.data.as_deref(),
+            )?,
+            _ => return Err("give either \"syncml\" or \"verb\" and \"target\"".into()),
+        };
+        crate::syncml::normalise_command(&raw)
+    }
+}
+
+async fn enqueue(state: &AppState, device_ids: &[String], cmd: &NewCommand) -> Response {
+    let (verb, target, xml) = match cmd.normalise() {
+        Ok(v) => v,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    if device_ids.is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "no device_ids given");
+    }
+    for id in device_ids {
+        match state.store.enrollment(id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {id:?}")),
+            Err(e) => return storage_error(e),
+        }
+    }
+    match state.store.enqueue_command(device_ids, &verb, &target, &xml).await {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "command_id": id }))).into_response(),
+        Err(e) => storage_error(e),
+    }
+}
+
+fn parse_command(body: &[u8]) -> Result<NewCommand, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// `POST /api/v1/devices/{device_id}/commands`.
@@ -66,40 +115,43 @@ pub async fn queue_command(
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
-    let cmd: NewCommand = match serde_json::from_slice(&body) {
-        Ok(c) => c,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
-    };
-    let raw = match (&cmd.syncml, &cmd.verb, &cmd.target) {
-        (Some(raw), None, None) => raw.clone(),
-        (None, Some(verb), Some(target)) => match crate::syncml::build_command(
-            verb,
-            target,
-            cmd.format.as_deref(),
-            cmd.mime_type.as_deref(),
-            cmd.data.as_deref(),
-        ) {
-            Ok(x) => x,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-        },
-        _ => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "give either \"syncml\" or \"verb\" and \"target\"",
-            )
-        }
-    };
-    let (verb, target, xml) = match crate::syncml::normalise_command(&raw) {
-        Ok(v) => v,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
-    match state.store.enrollment(&device_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {device_id:?}")),
-        Err(e) => return storage_error(e),
+    match parse_command(&body) {
+        Ok(cmd) if cmd.device_ids.is_empty() => enqueue(&state, &[device_id], &cmd).await,
+        Ok(_) => json_error(StatusCode::BAD_REQUEST, "device_ids belongs in POST /api/v1/commands"),
+        Err(r) => r,
     }
-    match state.store.enqueue_command(&device_id, &verb, &target, &xml).await {
-        Ok(id) => (StatusCode::CREATED, Json(json!({ "command_id": id }))).into_response(),
+}
+
+/// `POST /api/v1/commands`: the same command for every device in `device_ids`.
+pub async fn queue_command_many(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    match parse_command(&body) {
+        Ok(cmd) => enqueue(&state, &cmd.device_ids, &cmd).await,
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /api/v1/commands/{command_id}`: cancels deliveries not yet sent.
+pub async fn cancel_command(
+    State(state): State<Arc<AppState>>,
+    Path(command_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    match state.store.cancel_command(&command_id).await {
+        Ok(n) => match state.store.command(&command_id).await {
+            Ok(Some(view)) => Json(json!({ "cancelled": n, "command": view })).into_response(),
+            Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no command {command_id:?}")),
+            Err(e) => storage_error(e),
+        },
         Err(e) => storage_error(e),
     }
 }

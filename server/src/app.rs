@@ -90,7 +90,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/devices/{device_id}/commands",
             post(crate::admin::queue_command),
         )
-        .route("/api/v1/commands/{command_id}", get(crate::admin::get_command))
+        .route("/api/v1/commands", post(crate::admin::queue_command_many))
+        .route(
+            "/api/v1/commands/{command_id}",
+            get(crate::admin::get_command).delete(crate::admin::cancel_command),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -78,16 +78,22 @@ pub struct CommandResult {
     pub received_at: String,
 }
 
-/// A command with its delivery state and everything the device answered.
+/// A command and, per device, its delivery state and what the device answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct CommandView {
-    pub command_uuid: String,
-    pub device_id: String,
+    pub command_id: String,
     pub verb: String,
     pub target: String,
+    pub created_at: String,
+    pub devices: Vec<DeviceCommand>,
+}
+
+/// One device's delivery of a command: `pending`, `sent`, `acknowledged` or `cancelled`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceCommand {
+    pub device_id: String,
     pub state: String,
     pub status_code: Option<String>,
-    pub created_at: String,
     pub results: Vec<CommandResult>,
 }
 
@@ -289,27 +295,33 @@ impl Store {
         Ok(())
     }
 
-    /// Queues a command (`body_xml` is the command element without its CmdID).
+    /// Queues one command for each device (`body_xml` is the command element without
+    /// its CmdID). All devices share the returned command UUID.
     pub async fn enqueue_command(
         &self,
-        device_id: &str,
+        device_ids: &[String],
         verb: &str,
         target: &str,
         body_xml: &str,
     ) -> Result<String, ServerError> {
         let command_uuid = uuid::Uuid::new_v4().to_string();
-        sqlx::query(
-            "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at)
-             VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-        )
-        .bind(&command_uuid)
-        .bind(device_id)
-        .bind(verb)
-        .bind(target)
-        .bind(body_xml)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
+        let ts = now();
+        let mut tx = self.pool.begin().await?;
+        for device_id in device_ids {
+            sqlx::query(
+                "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at)
+                 VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+            )
+            .bind(&command_uuid)
+            .bind(device_id)
+            .bind(verb)
+            .bind(target)
+            .bind(body_xml)
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(command_uuid)
     }
 
@@ -342,41 +354,48 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks commands as sent to the device.
-    pub async fn mark_sent(&self, command_uuids: &[String]) -> Result<(), ServerError> {
+    /// Marks a device's commands as sent.
+    pub async fn mark_sent(&self, device_id: &str, command_uuids: &[String]) -> Result<(), ServerError> {
         let ts = now();
         let mut tx = self.pool.begin().await?;
         for id in command_uuids {
-            sqlx::query("UPDATE commands SET state = 'sent', sent_at = ? WHERE command_uuid = ? AND state = 'pending'")
-                .bind(&ts)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE commands SET state = 'sent', sent_at = ? WHERE command_uuid = ? AND device_id = ? AND state = 'pending'",
+            )
+            .bind(&ts)
+            .bind(id)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Stores a Status or Results the device returned for one of its commands. A Status
-    /// acknowledges the command. Returns false when the command is not this device's.
+    /// Stores a Status or Results the device returned. `cmd_ref` is a command UUID, or
+    /// `<uuid>.<n>` for a command nested in an Atomic/Sequence; only a Status for the
+    /// command itself acknowledges it. Returns false when the command is not this device's.
     pub async fn record_response(
         &self,
         device_id: &str,
-        command_uuid: &str,
+        cmd_ref: &str,
         session_id: &str,
         msg_ref: &str,
         kind: &str,
         status_code: Option<&str>,
         body_xml: &str,
     ) -> Result<bool, ServerError> {
+        let command_uuid = cmd_ref.split('.').next().unwrap_or(cmd_ref);
         let ts = now();
         let mut tx = self.pool.begin().await?;
-        let owner: Option<String> =
-            sqlx::query_scalar("SELECT device_id FROM commands WHERE command_uuid = ?")
-                .bind(command_uuid)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if owner.as_deref() != Some(device_id) {
+        let known: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM commands WHERE command_uuid = ? AND device_id = ?",
+        )
+        .bind(command_uuid)
+        .bind(device_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if known.is_none() {
             return Ok(false);
         }
         sqlx::query(
@@ -393,13 +412,15 @@ impl Store {
         .bind(&ts)
         .execute(&mut *tx)
         .await?;
-        if kind == "Status" {
+        if kind == "Status" && cmd_ref == command_uuid {
             sqlx::query(
-                "UPDATE commands SET state = 'acknowledged', status_code = ?, acked_at = ? WHERE command_uuid = ?",
+                "UPDATE commands SET state = 'acknowledged', status_code = ?, acked_at = ?
+                 WHERE command_uuid = ? AND device_id = ?",
             )
             .bind(status_code)
             .bind(&ts)
             .bind(command_uuid)
+            .bind(device_id)
             .execute(&mut *tx)
             .await?;
         }
@@ -407,43 +428,64 @@ impl Store {
         Ok(true)
     }
 
-    /// A command and what the device answered.
-    pub async fn command(&self, command_uuid: &str) -> Result<Option<CommandView>, ServerError> {
-        let Some(r) = sqlx::query(
-            "SELECT command_uuid, device_id, verb, target, state, status_code, created_at FROM commands WHERE command_uuid = ?",
+    /// Cancels the deliveries of a command that have not been sent yet; returns how many.
+    pub async fn cancel_command(&self, command_uuid: &str) -> Result<u64, ServerError> {
+        let r = sqlx::query(
+            "UPDATE commands SET state = 'cancelled' WHERE command_uuid = ? AND state = 'pending'",
         )
         .bind(command_uuid)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let results = sqlx::query(
-            "SELECT kind, status_code, body_xml, received_at FROM command_results WHERE command_uuid = ? ORDER BY id",
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// A command with its per-device delivery state and everything each device answered.
+    pub async fn command(&self, command_uuid: &str) -> Result<Option<CommandView>, ServerError> {
+        let rows = sqlx::query(
+            "SELECT device_id, verb, target, state, status_code, created_at FROM commands
+             WHERE command_uuid = ? ORDER BY id",
         )
         .bind(command_uuid)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(CommandResult {
-                kind: r.try_get("kind")?,
-                status_code: r.try_get("status_code")?,
-                body_xml: r.try_get("body_xml")?,
-                received_at: r.try_get("received_at")?,
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut view = CommandView {
+            command_id: command_uuid.to_string(),
+            verb: first.try_get("verb")?,
+            target: first.try_get("target")?,
+            created_at: first.try_get("created_at")?,
+            devices: Vec::with_capacity(rows.len()),
+        };
+        for r in &rows {
+            let device_id: String = r.try_get("device_id")?;
+            let results = sqlx::query(
+                "SELECT kind, status_code, body_xml, received_at FROM command_results
+                 WHERE command_uuid = ? AND device_id = ? ORDER BY id",
+            )
+            .bind(command_uuid)
+            .bind(&device_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(CommandResult {
+                    kind: r.try_get("kind")?,
+                    status_code: r.try_get("status_code")?,
+                    body_xml: r.try_get("body_xml")?,
+                    received_at: r.try_get("received_at")?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(Some(CommandView {
-            command_uuid: r.try_get("command_uuid")?,
-            device_id: r.try_get("device_id")?,
-            verb: r.try_get("verb")?,
-            target: r.try_get("target")?,
-            state: r.try_get("state")?,
-            status_code: r.try_get("status_code")?,
-            created_at: r.try_get("created_at")?,
-            results,
-        }))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            view.devices.push(DeviceCommand {
+                device_id,
+                state: r.try_get("state")?,
+                status_code: r.try_get("status_code")?,
+                results,
+            });
+        }
+        Ok(Some(view))
     }
 }
 

@@ -105,7 +105,7 @@ pub async fn session(
         reply.command(&c.command_uuid, &c.body_xml);
     }
     if !ids.is_empty() {
-        if let Err(e) = state.store.mark_sent(&ids).await {
+        if let Err(e) = state.store.mark_sent(device_id, &ids).await {
             tracing::error!(error = %e, "management: could not mark commands sent");
         }
         state.sessions.record_sent(session_key, &ids);

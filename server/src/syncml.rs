@@ -145,10 +145,20 @@ impl ServerMessage {
         ));
     }
 
-    /// Appends a queued command, giving it `cmd_id` (the command's UUID, so that the
-    /// device's Status maps straight back to the queue entry).
+    /// Appends a queued command under `cmd_id` (the command's UUID, so that the device's
+    /// Status maps straight back to the queue entry; nested commands get `<uuid>.<n>`).
     pub fn command(&mut self, cmd_id: &str, body_xml: &str) {
-        self.body.push_str(&with_cmd_id(body_xml, cmd_id));
+        self.body.push_str(&body_xml.replace(CMD_ID_PLACEHOLDER, cmd_id));
+    }
+
+    /// Length of the message so far, for MaxMsgSize accounting.
+    pub fn len(&self) -> usize {
+        self.hdr.len() + self.body.len() + 80
+    }
+
+    /// Whether no command has been added yet.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
     }
 
     /// The finished document, ending with Final.
@@ -160,18 +170,8 @@ impl ServerMessage {
     }
 }
 
-/// Inserts `<CmdID>` as the first child of a command element stored without one.
-pub fn with_cmd_id(body_xml: &str, cmd_id: &str) -> String {
-    match body_xml.find('>') {
-        Some(i) if !body_xml[..i].ends_with('/') => format!(
-            "{}<CmdID>{}</CmdID>{}",
-            &body_xml[..=i],
-            escape(cmd_id),
-            &body_xml[i + 1..]
-        ),
-        _ => body_xml.to_string(),
-    }
-}
+/// Stands for the command's UUID in stored command XML; replaced at delivery.
+pub const CMD_ID_PLACEHOLDER: &str = "{{winmdm:cmdid}}";
 
 /// OMA-DM commands the server may queue.
 pub const SERVER_VERBS: &[&str] = &["Get", "Add", "Replace", "Delete", "Exec", "Atomic", "Sequence"];
@@ -196,14 +196,43 @@ pub fn normalise_command(raw: &str) -> Result<(String, String, String), String> 
         .find(|n| n.is_element() && n.tag_name().name() == "Target")
         .and_then(|t| child_text(t, "LocURI"))
         .unwrap_or_default();
-    let text = doc.input_text();
-    let mut xml = text[cmd.range()].to_string();
-    if let Some(id) = child(cmd, "CmdID") {
-        let start = id.range().start - cmd.range().start;
-        let end = id.range().end - cmd.range().start;
-        xml.replace_range(start..end, "");
+    Ok((verb, target, assign_cmd_ids(&doc, cmd)))
+}
+
+/// Commands that may appear inside Atomic and Sequence.
+const NESTED_VERBS: &[&str] = &["Get", "Add", "Replace", "Delete", "Exec", "Copy", "Atomic", "Sequence"];
+
+/// Rewrites a command element so that it and every command nested in it carry a
+/// placeholder CmdID as first child (any CmdID the caller wrote is dropped).
+fn assign_cmd_ids(doc: &roxmltree::Document<'_>, cmd: roxmltree::Node<'_, '_>) -> String {
+    // (position, bytes to delete, text to insert), applied back to front.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut nested = 0usize;
+    let mut stack = vec![(cmd, CMD_ID_PLACEHOLDER.to_string())];
+    while let Some((node, id)) = stack.pop() {
+        let insert_at = node
+            .children()
+            .next()
+            .map(|c| c.range().start)
+            .unwrap_or(node.range().end);
+        edits.push((insert_at, 0, format!("<CmdID>{id}</CmdID>")));
+        for c in node.children().filter(|c| c.is_element()) {
+            let name = c.tag_name().name();
+            if name == "CmdID" {
+                edits.push((c.range().start, c.range().len(), String::new()));
+            } else if matches!(node.tag_name().name(), "Atomic" | "Sequence") && NESTED_VERBS.contains(&name) {
+                nested += 1;
+                stack.push((c, format!("{CMD_ID_PLACEHOLDER}.{nested}")));
+            }
+        }
     }
-    Ok((verb, target, xml))
+    let base = cmd.range().start;
+    let mut xml = doc.input_text()[cmd.range()].to_string();
+    edits.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    for (pos, del, ins) in edits {
+        xml.replace_range(pos - base..pos - base + del, &ins);
+    }
+    xml
 }
 
 /// Builds a command from its parts (`{"verb","target","format","type","data"}`).
@@ -239,6 +268,11 @@ pub fn build_command(
 mod tests {
     use super::*;
 
+    fn delivered(raw: &str, id: &str) -> String {
+        let (_, _, xml) = normalise_command(raw).unwrap();
+        xml.replace(CMD_ID_PLACEHOLDER, id)
+    }
+
     #[test]
     fn cmd_id_is_replaced_at_delivery() {
         let raw = "<Get><CmdID>xxcmdidxx</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target></Item></Get>";
@@ -246,8 +280,19 @@ mod tests {
         assert_eq!(verb, "Get");
         assert_eq!(target, "./DevDetail/SwV");
         assert!(!xml.contains("xxcmdidxx"));
-        let delivered = with_cmd_id(&xml, "abc");
-        assert!(delivered.starts_with("<Get><CmdID>abc</CmdID><Item>"));
+        assert!(delivered(raw, "abc").starts_with("<Get><CmdID>abc</CmdID><Item>"));
+    }
+
+    #[test]
+    fn nested_commands_get_their_own_ids() {
+        let raw = include_str!("../../testdata/vectors/syncml-cmd-add-new-privileged-user.xml");
+        let xml = delivered(raw, "U");
+        assert!(xml.starts_with("<Atomic><CmdID>U</CmdID>"), "{xml}");
+        for n in 1..=3 {
+            assert!(xml.contains(&format!("<CmdID>U.{n}</CmdID>")), "{xml}");
+        }
+        assert!(!xml.contains("xxcmdidxx"), "{xml}");
+        assert!(roxmltree::Document::parse(&xml).is_ok());
     }
 
     #[test]

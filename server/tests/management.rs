@@ -96,6 +96,8 @@ async fn queued_command_is_delivered_once_and_its_result_stored() {
 
     let c = s.send_admin("GET", &format!("/api/v1/commands/{id}"), "").await;
     let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
+    let v = &v["devices"][0];
+    assert_eq!(v["device_id"], DEVICE);
     assert_eq!(v["status_code"], "200");
     assert_eq!(v["state"], "acknowledged");
     assert!(v["results"].as_array().unwrap().iter().any(|r| r["body_xml"].as_str().unwrap().contains("10.0.22631.2428")));

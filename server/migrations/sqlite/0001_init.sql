@@ -28,10 +28,11 @@ CREATE TABLE enrollments (
     last_checkin_at  TEXT
 );
 
--- Commands queued for a device, delivered in id order.
+-- One row per (command, device): a command queued for many devices shares its UUID,
+-- which is also the CmdID it is delivered under. Delivered in id order.
 CREATE TABLE commands (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    command_uuid  TEXT NOT NULL UNIQUE,
+    command_uuid  TEXT NOT NULL,
     device_id     TEXT NOT NULL,
     verb          TEXT NOT NULL,
     target        TEXT NOT NULL DEFAULT '',
@@ -42,6 +43,7 @@ CREATE TABLE commands (
     sent_at       TEXT,
     acked_at      TEXT
 );
+CREATE UNIQUE INDEX commands_command_device ON commands (command_uuid, device_id);
 CREATE INDEX commands_device_state ON commands (device_id, state, id);
 
 -- Status and Results the device returned for a command.
@@ -56,4 +58,4 @@ CREATE TABLE command_results (
     body_xml      TEXT NOT NULL,
     received_at   TEXT NOT NULL
 );
-CREATE INDEX command_results_command ON command_results (command_uuid, id);
+CREATE INDEX command_results_command ON command_results (command_uuid, device_id, id);
