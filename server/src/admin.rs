@@ -171,3 +171,42 @@ pub async fn get_command(
         Err(e) => storage_error(e),
     }
 }
+
+/// `POST /api/v1/devices/{device_id}/unenroll`: asks the device to leave MDM, through
+/// the Orbit notification `needs_programmatic_windows_mdm_unenrollment` and an `Exec`
+/// on `./Vendor/MSFT/DMClient/Provider/<ProviderID>/Unenroll` (DMClient CSP).
+pub async fn unenroll_device(
+    State(state): State<Arc<AppState>>,
+    Path(device_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    match state.store.enrollment(&device_id).await {
+        Ok(Some(e)) if e.state == "enrolled" => {}
+        Ok(Some(e)) => {
+            return json_error(StatusCode::CONFLICT, format!("device is {}, not enrolled", e.state))
+        }
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {device_id:?}")),
+        Err(e) => return storage_error(e),
+    }
+    let target = format!("./Vendor/MSFT/DMClient/Provider/{}/Unenroll", state.config.provider_id);
+    let built = crate::syncml::build_command("Exec", &target, Some("chr"), Some("text/plain"), Some(&state.config.provider_id))
+        .and_then(|raw| crate::syncml::normalise_command(&raw));
+    let (verb, target, xml) = match built {
+        Ok(v) => v,
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let queued = state
+        .store
+        .enqueue_command(std::slice::from_ref(&device_id), &verb, &target, &xml)
+        .await;
+    match queued {
+        Ok(id) => match state.store.set_enrollment_state(&device_id, "unenroll_pending").await {
+            Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "command_id": id }))).into_response(),
+            Err(e) => storage_error(e),
+        },
+        Err(e) => storage_error(e),
+    }
+}

@@ -90,6 +90,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/devices/{device_id}/commands",
             post(crate::admin::queue_command),
         )
+        .route(
+            "/api/v1/devices/{device_id}/unenroll",
+            post(crate::admin::unenroll_device),
+        )
         .route("/api/v1/commands", post(crate::admin::queue_command_many))
         .route(
             "/api/v1/commands/{command_id}",

@@ -213,15 +213,34 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the host has an active MDM enrollment.
-    pub async fn host_is_enrolled(&self, host_uuid: &str) -> Result<bool, ServerError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM enrollments WHERE host_uuid = ? AND state = 'enrolled'",
+    /// State of the host's most recent MDM enrollment (`enrolled`, `unenroll_pending`,
+    /// `unenrolled`), if it ever enrolled.
+    pub async fn host_enrollment_state(&self, host_uuid: &str) -> Result<Option<String>, ServerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT state FROM enrollments WHERE host_uuid = ? ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(host_uuid)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n > 0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Moves an enrollment to a new state; leaving `enrolled` cancels pending commands.
+    pub async fn set_enrollment_state(&self, device_id: &str, state: &str) -> Result<(), ServerError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE enrollments SET state = ?, updated_at = ? WHERE device_id = ?")
+            .bind(state)
+            .bind(now())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        if state == "unenrolled" {
+            sqlx::query("UPDATE commands SET state = 'cancelled' WHERE device_id = ? AND state IN ('pending', 'sent')")
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records an enrollment; a device enrolling again replaces its previous enrollment.
@@ -374,7 +393,8 @@ impl Store {
 
     /// Stores a Status or Results the device returned. `cmd_ref` is a command UUID, or
     /// `<uuid>.<n>` for a command nested in an Atomic/Sequence; only a Status for the
-    /// command itself acknowledges it. Returns false when the command is not this device's.
+    /// command itself acknowledges it. Returns the command's (verb, target), or None when
+    /// the command is not this device's.
     pub async fn record_response(
         &self,
         device_id: &str,
@@ -384,19 +404,19 @@ impl Store {
         kind: &str,
         status_code: Option<&str>,
         body_xml: &str,
-    ) -> Result<bool, ServerError> {
+    ) -> Result<Option<(String, String)>, ServerError> {
         let command_uuid = cmd_ref.split('.').next().unwrap_or(cmd_ref);
         let ts = now();
         let mut tx = self.pool.begin().await?;
-        let known: Option<String> = sqlx::query_scalar(
-            "SELECT state FROM commands WHERE command_uuid = ? AND device_id = ?",
+        let known: Option<(String, String)> = sqlx::query_as(
+            "SELECT verb, target FROM commands WHERE command_uuid = ? AND device_id = ?",
         )
         .bind(command_uuid)
         .bind(device_id)
         .fetch_optional(&mut *tx)
         .await?;
         if known.is_none() {
-            return Ok(false);
+            return Ok(None);
         }
         sqlx::query(
             "INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
@@ -425,7 +445,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(known)
     }
 
     /// Cancels the deliveries of a command that have not been sent yet; returns how many.

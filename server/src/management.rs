@@ -42,7 +42,7 @@ pub async fn session(
         Err(e) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
     };
     let enrollment = match state.store.enrollment_by_cert_serial(&serial).await {
-        Ok(Some(e)) if e.state == "enrolled" => e,
+        Ok(Some(e)) if e.state == "enrolled" || e.state == "unenroll_pending" => e,
         Ok(_) => return refuse(StatusCode::FORBIDDEN, "client certificate does not belong to an active enrollment"),
         Err(e) => {
             tracing::error!(error = %e, "management: storage failure");
@@ -73,13 +73,21 @@ pub async fn session(
 
     let mut reply = ServerMessage::reply_to(&msg.hdr, &state.url(crate::app::MANAGEMENT_PATH));
     reply.status(&msg.hdr.msg_id, "0", "SyncHdr", 200);
+    let mut unenrolled = false;
     for cmd in &msg.commands {
         match cmd.verb.as_str() {
             // Status answers one of our commands; it is not itself acknowledged.
             "Status" => {
                 if let Some(cmd_ref) = cmd.cmd_ref.as_deref().filter(|r| *r != "0") {
-                    store_response(&state, device_id, &msg.hdr, cmd_ref, cmd).await;
+                    let answered = store_response(&state, device_id, &msg.hdr, cmd_ref, cmd).await;
+                    if is_unenroll_exec(answered.as_ref()) && cmd.data.as_deref() == Some("200") {
+                        unenrolled = true;
+                    }
                 }
+            }
+            "Alert" if is_unenroll_alert(cmd) => {
+                unenrolled = true;
+                reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, 200);
             }
             "Results" => {
                 if let Some(cmd_ref) = cmd.cmd_ref.as_deref() {
@@ -89,6 +97,14 @@ pub async fn session(
             }
             _ => reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd)),
         }
+    }
+
+    if unenrolled {
+        tracing::info!(%device_id, "device unenrolled");
+        if let Err(e) = state.store.set_enrollment_state(device_id, "unenrolled").await {
+            tracing::error!(error = %e, "could not record unenrollment");
+        }
+        return syncml_response(reply.finish());
     }
 
     let session_key = (device_id.clone(), msg.hdr.session_id.clone());
@@ -111,10 +127,45 @@ pub async fn session(
         state.sessions.record_sent(session_key, &ids);
     }
     tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = ids.len(), "management message");
-    let mut resp = (StatusCode::OK, reply.finish()).into_response();
+    syncml_response(reply.finish())
+}
+
+fn syncml_response(xml: String) -> Response {
+    let mut resp = (StatusCode::OK, xml).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     resp
+}
+
+/// Alert 1226 with Type `com.microsoft:mdm.unenrollment.userrequest`; newer builds send
+/// it with an empty Meta/Type (protocol-reference §7), so that is accepted too.
+fn is_unenroll_alert(cmd: &syncml::ClientCommand) -> bool {
+    if cmd.data.as_deref() != Some("1226") {
+        return false;
+    }
+    let wrapped = wrap(&cmd.xml);
+    let Ok(doc) = roxmltree::Document::parse(&wrapped) else {
+        return false;
+    };
+    let alert_type = doc
+        .descendants()
+        .find(|n| n.is_element() && n.tag_name().name() == "Type")
+        .and_then(|n| n.text())
+        .map(str::trim)
+        .unwrap_or("");
+    alert_type.is_empty() || alert_type == "com.microsoft:mdm.unenrollment.userrequest"
+}
+
+/// The element text of a command re-rooted so that its default namespace resolves.
+fn wrap(xml: &str) -> String {
+    format!("<SyncBody xmlns=\"{}\">{xml}</SyncBody>", syncml::NS_SYNCML)
+}
+
+/// The server's own unenrollment command: Exec on `DMClient/Provider/<ID>/Unenroll`.
+fn is_unenroll_exec(answered: Option<&(String, String)>) -> bool {
+    answered.is_some_and(|(verb, target)| {
+        verb == "Exec" && target.contains("/DMClient/Provider/") && target.ends_with("/Unenroll")
+    })
 }
 
 async fn store_response(
@@ -123,15 +174,21 @@ async fn store_response(
     hdr: &syncml::SyncHdr,
     cmd_ref: &str,
     cmd: &syncml::ClientCommand,
-) {
+) -> Option<(String, String)> {
     let code = if cmd.verb == "Status" { cmd.data.as_deref() } else { None };
     match state
         .store
         .record_response(device_id, cmd_ref, &hdr.session_id, cmd.msg_ref.as_deref().unwrap_or(""), &cmd.verb, code, &cmd.xml)
         .await
     {
-        Ok(true) => {}
-        Ok(false) => tracing::debug!(%device_id, cmd_ref, "response to a command not from the queue"),
-        Err(e) => tracing::error!(error = %e, "could not store a command response"),
+        Ok(Some(answered)) => Some(answered),
+        Ok(None) => {
+            tracing::debug!(%device_id, cmd_ref, "response to a command not from the queue");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a command response");
+            None
+        }
     }
 }

@@ -91,8 +91,8 @@ struct ConfigRequest {
     orbit_node_key: String,
 }
 
-/// `POST /api/fleet/orbit/config`: pending notifications; asks a Windows host to enroll
-/// in MDM until it has an active enrollment.
+/// `POST /api/fleet/orbit/config`: pending notifications. A host without an active MDM
+/// enrollment is asked to enroll; one the server wants out is asked to unenroll.
 pub async fn config(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let req: ConfigRequest = match parse_json(&body) {
         Ok(r) => r,
@@ -110,8 +110,8 @@ pub async fn config(State(state): State<Arc<AppState>>, body: Bytes) -> Response
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
         }
     };
-    let enrolled = match state.store.host_is_enrolled(&host.host_uuid).await {
-        Ok(e) => e,
+    let mdm_state = match state.store.host_enrollment_state(&host.host_uuid).await {
+        Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "orbit config: storage failure");
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
@@ -120,13 +120,13 @@ pub async fn config(State(state): State<Arc<AppState>>, body: Bytes) -> Response
     if let Err(e) = state.store.touch_host(&host.host_uuid).await {
         tracing::warn!(error = %e, "orbit config: could not record last seen");
     }
-    let notifications = if enrolled {
-        json!({})
-    } else {
-        json!({
+    let notifications = match mdm_state.as_deref() {
+        Some("enrolled") => json!({}),
+        Some("unenroll_pending") => json!({ "needs_programmatic_windows_mdm_unenrollment": true }),
+        _ => json!({
             "needs_programmatic_windows_mdm_enrollment": true,
             "windows_mdm_discovery_endpoint": state.url(crate::app::DISCOVERY_PATH),
-        })
+        }),
     };
     Json(json!({ "notifications": notifications })).into_response()
 }

@@ -13,6 +13,11 @@ const PATH: &str = "/api/mdm/microsoft/management";
 
 /// Enrolls DEVICE through the enroll endpoint and returns its certificate (DER).
 async fn enrolled(s: &TestServer) -> Vec<u8> {
+    enrolled_with_key(s).await.0
+}
+
+/// Enrolls DEVICE and returns its certificate and the host's node key.
+async fn enrolled_with_key(s: &TestServer) -> (Vec<u8>, String) {
     let key = s.node_key().await;
     let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
     let r = s.soap("/api/mdm/microsoft/enroll", rst_request(&key, &hand_csr(&rsa, b"d", false), DEVICE)).await;
@@ -22,7 +27,15 @@ async fn enrolled(s: &TestServer) -> Vec<u8> {
     let d = roxmltree::Document::parse(&doc).unwrap();
     let my = d.descendants().find(|n| n.attribute("type") == Some("My")).unwrap();
     let parm = my.descendants().find(|n| n.attribute("name") == Some("EncodedCertificate")).unwrap();
-    base64::engine::general_purpose::STANDARD.decode(parm.attribute("value").unwrap()).unwrap()
+    let cert = base64::engine::general_purpose::STANDARD.decode(parm.attribute("value").unwrap()).unwrap();
+    (cert, key)
+}
+
+async fn config(s: &TestServer, node_key: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "orbit_node_key": node_key }).to_string();
+    let r = s.send("POST", "/api/fleet/orbit/config", "application/json", body, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["notifications"].clone()
 }
 
 fn message(device: &str, msg_id: u32, body: &str) -> String {
@@ -132,4 +145,51 @@ async fn published_client_alert_vectors_are_acknowledged() {
     for cmd_ref in ["1", "2", "3"] {
         assert!(r.body.contains(&format!("<CmdRef>{cmd_ref}</CmdRef><Cmd>Alert</Cmd><Data>200</Data>")), "{cmd_ref}: {}", r.body);
     }
+}
+
+#[tokio::test]
+async fn device_initiated_unenrollment_retires_the_certificate() {
+    let s = server().await;
+    let (cert, key) = enrolled_with_key(&s).await;
+    assert_eq!(config(&s, &key).await, serde_json::json!({}));
+    // Newer builds send the 1226 alert with an empty Meta/Type.
+    let alert = "<Alert><CmdID>2</CmdID><Data>1226</Data><Item><Meta><Type xmlns=\"syncml:metinf\"></Type><Format xmlns=\"syncml:metinf\">int</Format></Meta><Data>1</Data></Item></Alert>";
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, &format!("{PKG1}{alert}")), Some(cert.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("<CmdRef>2</CmdRef><Cmd>Alert</Cmd><Data>200</Data>"), "{}", r.body);
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "old certificate refused");
+    assert_eq!(config(&s, &key).await["needs_programmatic_windows_mdm_enrollment"], true, "may enroll again");
+}
+
+#[tokio::test]
+async fn server_initiated_unenrollment_via_notification_and_exec() {
+    let s = server().await;
+    let (cert, key) = enrolled_with_key(&s).await;
+    let r = s.send_admin("POST", &format!("/api/v1/devices/{DEVICE}/unenroll"), "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["command_id"].as_str().unwrap().to_string();
+    assert_eq!(config(&s, &key).await["needs_programmatic_windows_mdm_unenrollment"], true);
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    assert!(r.body.contains(&format!("<Exec><CmdID>{id}</CmdID>")), "{}", r.body);
+    assert!(r.body.contains("./Vendor/MSFT/DMClient/Provider/winmdm/Unenroll"), "{}", r.body);
+    let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Exec</Cmd><Data>200</Data></Status>");
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 2, &status), Some(cert.clone())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn cancelled_commands_are_not_delivered() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let q = s.send_admin("POST", "/api/v1/commands", &format!(r#"{{"device_ids":["{DEVICE}"],"syncml":"<Get><Item><Target><LocURI>./DevDetail/OEM</LocURI></Target></Item></Get>"}}"#)).await;
+    assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
+    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"].as_str().unwrap().to_string();
+    let c = s.send_admin("DELETE", &format!("/api/v1/commands/{id}"), "").await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.body);
+    assert!(c.body.contains("\"cancelled\":1"), "{}", c.body);
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert)).await;
+    assert!(!r.body.contains("<Get>"), "{}", r.body);
 }
