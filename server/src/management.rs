@@ -90,10 +90,8 @@ pub async fn session(
                 reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, 200);
             }
             "Results" => {
-                if let Some(cmd_ref) = cmd.cmd_ref.as_deref() {
-                    store_response(&state, device_id, &msg.hdr, cmd_ref, cmd).await;
-                }
-                reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd));
+                let code = results(&state, device_id, &msg.hdr, cmd).await;
+                reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, code);
             }
             _ => reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd)),
         }
@@ -107,6 +105,13 @@ pub async fn session(
         return syncml_response(reply.finish());
     }
 
+    // A message without Final is one of several in the device's package: ask for the
+    // next one (Alert 1222) and hold new commands until the package is complete.
+    if !msg.is_final {
+        reply.alert(1222);
+        return syncml_response(reply.finish());
+    }
+
     let session_key = (device_id.clone(), msg.hdr.session_id.clone());
     let already_sent = state.sessions.sent_in(&session_key);
     let pending = match state.store.undelivered_commands(device_id, &already_sent).await {
@@ -116,9 +121,16 @@ pub async fn session(
             Vec::new()
         }
     };
-    let ids: Vec<String> = pending.iter().map(|c| c.command_uuid.clone()).collect();
+    // Honour the device's MaxMsgSize: commands that do not fit wait for the next message.
+    let limit = msg.hdr.max_msg_size.unwrap_or(usize::MAX);
+    let mut ids: Vec<String> = Vec::new();
     for c in &pending {
+        let size = c.body_xml.len() + 2 * c.command_uuid.len();
+        if reply.len() + size > limit && !ids.is_empty() {
+            break;
+        }
         reply.command(&c.command_uuid, &c.body_xml);
+        ids.push(c.command_uuid.clone());
     }
     if !ids.is_empty() {
         if let Err(e) = state.store.mark_sent(device_id, &ids).await {
@@ -166,6 +178,39 @@ fn is_unenroll_exec(answered: Option<&(String, String)>) -> bool {
     answered.is_some_and(|(verb, target)| {
         verb == "Exec" && target.contains("/DMClient/Provider/") && target.ends_with("/Unenroll")
     })
+}
+
+/// Stores a Results command, reassembling large objects sent in chunks with MoreData.
+/// Returns the status code to answer it with: 200, 213 (chunk accepted), 413 (too large).
+async fn results(state: &AppState, device_id: &str, hdr: &syncml::SyncHdr, cmd: &syncml::ClientCommand) -> u16 {
+    let Some(cmd_ref) = cmd.cmd_ref.as_deref() else {
+        return 200;
+    };
+    let items = cmd.result_items();
+    let chunked = items.iter().find(|i| i.more_data);
+    let pending_key = |item: &syncml::ResultItem| (device_id.to_string(), cmd_ref.to_string(), item.loc_uri.clone());
+    if let Some(item) = chunked {
+        return match state.sessions.add_chunk(pending_key(item), &item.data, true) {
+            crate::sessions::Chunk::TooLarge => 413,
+            _ => 213,
+        };
+    }
+    // The last chunk completes a buffered object; a plain Results is stored as sent.
+    if let Some(item) = items.first() {
+        if state.sessions.has_chunks(&pending_key(item)) {
+            return match state.sessions.add_chunk(pending_key(item), &item.data, false) {
+                crate::sessions::Chunk::Complete(data) => {
+                    let mut whole = cmd.clone();
+                    whole.xml = syncml::reassembled_results(cmd, item, &data);
+                    store_response(state, device_id, hdr, cmd_ref, &whole).await;
+                    200
+                }
+                _ => 413,
+            };
+        }
+    }
+    store_response(state, device_id, hdr, cmd_ref, cmd).await;
+    200
 }
 
 async fn store_response(

@@ -15,6 +15,8 @@ pub struct SyncHdr {
     pub msg_id: String,
     pub target: String,
     pub source: String,
+    /// `Meta/MaxMsgSize`: the largest message the device accepts.
+    pub max_msg_size: Option<usize>,
 }
 
 /// One element of a client's SyncBody.
@@ -32,6 +34,39 @@ pub struct ClientCommand {
     pub data: Option<String>,
     /// The element's XML as received.
     pub xml: String,
+}
+
+/// One Item of a Results command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultItem {
+    pub loc_uri: String,
+    /// The Item's Meta element as received, if any.
+    pub meta_xml: Option<String>,
+    pub data: String,
+    /// `MoreData`: this is one chunk of a large object (OMA-DM 1.2 §6.1.1, Alert 1222).
+    pub more_data: bool,
+}
+
+impl ClientCommand {
+    /// The Items of a Results command.
+    pub fn result_items(&self) -> Vec<ResultItem> {
+        let wrapped = format!("<SyncBody xmlns=\"{NS_SYNCML}\">{}</SyncBody>", self.xml);
+        let Ok(doc) = roxmltree::Document::parse(&wrapped) else {
+            return Vec::new();
+        };
+        let Some(cmd) = doc.root_element().first_element_child() else {
+            return Vec::new();
+        };
+        cmd.children()
+            .filter(|c| c.is_element() && c.tag_name().name() == "Item")
+            .map(|item| ResultItem {
+                loc_uri: loc_uri(item, "Source").unwrap_or_default(),
+                meta_xml: child(item, "Meta").map(|m| wrapped[m.range()].to_string()),
+                data: child(item, "Data").and_then(|d| d.text()).unwrap_or("").to_string(),
+                more_data: child(item, "MoreData").is_some(),
+            })
+            .collect()
+    }
 }
 
 /// A parsed client message.
@@ -76,6 +111,9 @@ pub fn parse_client_message(doc: &roxmltree::Document<'_>) -> Result<ClientMessa
         msg_id: req("MsgID")?,
         target: loc_uri(hdr_node, "Target").ok_or("missing SyncHdr/Target/LocURI")?,
         source: loc_uri(hdr_node, "Source").ok_or("missing SyncHdr/Source/LocURI")?,
+        max_msg_size: child(hdr_node, "Meta")
+            .and_then(|m| child_text(m, "MaxMsgSize"))
+            .and_then(|v| v.parse().ok()),
     };
     let body = child(root, "SyncBody").ok_or("missing SyncBody")?;
     let mut commands = Vec::new();
@@ -149,6 +187,13 @@ impl ServerMessage {
     /// Status maps straight back to the queue entry; nested commands get `<uuid>.<n>`).
     pub fn command(&mut self, cmd_id: &str, body_xml: &str) {
         self.body.push_str(&body_xml.replace(CMD_ID_PLACEHOLDER, cmd_id));
+    }
+
+    /// Appends an Alert (e.g. 1222, "next message").
+    pub fn alert(&mut self, code: u16) {
+        let id = self.cmd_id();
+        self.body
+            .push_str(&format!("<Alert><CmdID>{id}</CmdID><Data>{code}</Data></Alert>"));
     }
 
     /// Length of the message so far, for MaxMsgSize accounting.
@@ -233,6 +278,19 @@ fn assign_cmd_ids(doc: &roxmltree::Document<'_>, cmd: roxmltree::Node<'_, '_>) -
         xml.replace_range(pos - base..pos - base + del, &ins);
     }
     xml
+}
+
+/// A Results element holding a large object reassembled from its chunks.
+pub fn reassembled_results(cmd: &ClientCommand, item: &ResultItem, data: &str) -> String {
+    format!(
+        "<Results><CmdID>{}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Item><Source><LocURI>{}</LocURI></Source>{}<Data>{}</Data></Item></Results>",
+        escape(&cmd.cmd_id),
+        escape(cmd.msg_ref.as_deref().unwrap_or("")),
+        escape(cmd.cmd_ref.as_deref().unwrap_or("")),
+        escape(&item.loc_uri),
+        item.meta_xml.as_deref().unwrap_or(""),
+        escape(data),
+    )
 }
 
 /// Builds a command from its parts (`{"verb","target","format","type","data"}`).

@@ -193,3 +193,54 @@ async fn cancelled_commands_are_not_delivered() {
     let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert)).await;
     assert!(!r.body.contains("<Get>"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn large_results_arrive_in_chunks_and_are_stored_whole() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let q = s.send_admin("POST", &format!("/api/v1/devices/{DEVICE}/commands"), r#"{"verb":"Get","target":"./Vendor/MSFT/Big"}"#).await;
+    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"].as_str().unwrap().to_string();
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    assert!(r.body.contains(&id));
+    let chunk = |n: u32, data: &str, more: bool| {
+        format!(
+            "<Results><CmdID>{n}</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Item><Source><LocURI>./Vendor/MSFT/Big</LocURI></Source><Meta><Format xmlns=\"syncml:metinf\">chr</Format></Meta><Data>{data}</Data>{}</Item></Results>",
+            if more { "<MoreData/>" } else { "" }
+        )
+    };
+    let first = format!(
+        "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>{}",
+        chunk(2, "AAAA", true)
+    );
+    // No Final: the server answers 213 and asks for the next message.
+    let msg2 = message(DEVICE, 2, &first).replace("<Final/>", "");
+    let r = s.send("POST", PATH, SYNCML, msg2, Some(cert.clone())).await;
+    assert!(r.body.contains("<CmdRef>2</CmdRef><Cmd>Results</Cmd><Data>213</Data>"), "{}", r.body);
+    assert!(r.body.contains("<Data>1222</Data>"), "{}", r.body);
+    let msg3 = message(DEVICE, 3, &chunk(1, "BBBB", true)).replace("<Final/>", "");
+    let r = s.send("POST", PATH, SYNCML, msg3, Some(cert.clone())).await;
+    assert!(r.body.contains("<Data>213</Data>"), "{}", r.body);
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 4, &chunk(1, "CC", false)), Some(cert)).await;
+    assert!(r.body.contains("<CmdRef>1</CmdRef><Cmd>Results</Cmd><Data>200</Data>"), "{}", r.body);
+    let c = s.send_admin("GET", &format!("/api/v1/commands/{id}"), "").await;
+    let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
+    let results: Vec<&serde_json::Value> = v["devices"][0]["results"].as_array().unwrap().iter().filter(|r| r["kind"] == "Results").collect();
+    assert_eq!(results.len(), 1, "stored once, whole: {v}");
+    assert!(results[0]["body_xml"].as_str().unwrap().contains("<Data>AAAABBBBCC</Data>"), "{v}");
+}
+
+#[tokio::test]
+async fn max_msg_size_spreads_commands_over_messages() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    for n in 0..5 {
+        let body = format!(r#"{{"verb":"Replace","target":"./Vendor/MSFT/Node{n}","format":"chr","data":"{}"}}"#, "x".repeat(300));
+        let q = s.send_admin("POST", &format!("/api/v1/devices/{DEVICE}/commands"), &body).await;
+        assert_eq!(q.status, StatusCode::CREATED);
+    }
+    let small = message(DEVICE, 1, PKG1).replace("</Source></SyncHdr>", "</Source><Meta><MaxMsgSize xmlns=\"syncml:metinf\">1500</MaxMsgSize></Meta></SyncHdr>");
+    let r = s.send("POST", PATH, SYNCML, small, Some(cert)).await;
+    assert!(r.body.len() <= 1500, "{} bytes", r.body.len());
+    let sent = r.body.matches("<Replace>").count();
+    assert!((1..5).contains(&sent), "{sent} commands in the first message");
+}
