@@ -210,3 +210,75 @@ pub async fn unenroll_device(
         Err(e) => storage_error(e),
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProfile {
+    name: String,
+    items: Vec<crate::profiles::ProfileItem>,
+}
+
+/// `POST /api/v1/profiles`: creates or replaces a profile.
+pub async fn save_profile(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let p: NewProfile = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    match crate::profiles::save(&state.store, &p.name, &p.items).await {
+        Ok(Ok(())) => (StatusCode::CREATED, Json(json!({ "name": p.name }))).into_response(),
+        Ok(Err(e)) => json_error(StatusCode::BAD_REQUEST, e),
+        Err(e) => storage_error(e),
+    }
+}
+
+/// `GET /api/v1/profiles/{name}`: the profile and each device's state.
+pub async fn get_profile(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    match crate::profiles::view(&state.store, &name).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no profile {name:?}")),
+        Err(e) => storage_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignment {
+    device_ids: Vec<String>,
+}
+
+/// `POST /api/v1/profiles/{name}/assign` with `{"device_ids": [...]}`.
+pub async fn assign_profile(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let a: Assignment = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    for id in &a.device_ids {
+        match state.store.enrollment(id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {id:?}")),
+            Err(e) => return storage_error(e),
+        }
+    }
+    for id in &a.device_ids {
+        match crate::profiles::assign(&state.store, &name, id).await {
+            Ok(true) => {}
+            Ok(false) => return json_error(StatusCode::NOT_FOUND, format!("no profile {name:?}")),
+            Err(e) => return storage_error(e),
+        }
+    }
+    (StatusCode::ACCEPTED, Json(json!({ "name": name, "device_ids": a.device_ids }))).into_response()
+}

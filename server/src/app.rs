@@ -95,6 +95,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(crate::admin::unenroll_device),
         )
         .route("/api/v1/commands", post(crate::admin::queue_command_many))
+        .route("/api/v1/profiles", post(crate::admin::save_profile))
+        .route("/api/v1/profiles/{name}", get(crate::admin::get_profile))
+        .route(
+            "/api/v1/profiles/{name}/assign",
+            post(crate::admin::assign_profile),
+        )
         .route(
             "/api/v1/commands/{command_id}",
             get(crate::admin::get_command).delete(crate::admin::cancel_command),

@@ -13,7 +13,10 @@ use sqlx::{Row, SqlitePool};
 use crate::error::ServerError;
 
 /// Embedded migrations, applied in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_profiles.sql"),
+];
 
 /// Current time as RFC 3339 text, the format every timestamp column uses.
 pub fn now() -> String {
@@ -124,6 +127,11 @@ impl Store {
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The connection pool, for modules that keep their own tables.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     async fn migrate(&self) -> Result<(), ServerError> {

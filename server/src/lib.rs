@@ -17,6 +17,7 @@ pub mod error;
 pub mod management;
 pub mod orbit;
 pub mod policy;
+pub mod profiles;
 pub mod provisioning;
 pub mod sessions;
 pub mod soap;

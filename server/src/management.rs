@@ -112,6 +112,10 @@ pub async fn session(
         return syncml_response(reply.finish());
     }
 
+    if let Err(e) = crate::profiles::advance(&state.store, device_id).await {
+        tracing::error!(error = %e, "could not advance profile assignments");
+    }
+
     let session_key = (device_id.clone(), msg.hdr.session_id.clone());
     let already_sent = state.sessions.sent_in(&session_key);
     let pending = match state.store.undelivered_commands(device_id, &already_sent).await {

@@ -280,6 +280,14 @@ fn assign_cmd_ids(doc: &roxmltree::Document<'_>, cmd: roxmltree::Node<'_, '_>) -
     xml
 }
 
+/// The Data of the first Item of a stored Results element.
+pub fn results_data(results_xml: &str) -> Option<String> {
+    let wrapped = format!("<SyncBody xmlns=\"{NS_SYNCML}\">{results_xml}</SyncBody>");
+    let doc = roxmltree::Document::parse(&wrapped).ok()?;
+    let item = doc.descendants().find(|n| n.is_element() && n.tag_name().name() == "Item")?;
+    Some(child(item, "Data").and_then(|d| d.text()).unwrap_or("").to_string())
+}
+
 /// A Results element holding a large object reassembled from its chunks.
 pub fn reassembled_results(cmd: &ClientCommand, item: &ResultItem, data: &str) -> String {
     format!(

@@ -244,3 +244,58 @@ async fn max_msg_size_spreads_commands_over_messages() {
     let sent = r.body.matches("<Replace>").count();
     assert!((1..5).contains(&sent), "{sent} commands in the first message");
 }
+
+/// The CmdID the server gave the first command of `verb` in a message.
+fn cmd_id_of(body: &str, verb: &str) -> String {
+    let start = body.find(&format!("<{verb}><CmdID>")).expect(verb) + verb.len() + 9;
+    body[start..start + body[start..].find('<').unwrap()].to_string()
+}
+
+async fn profile_state(s: &TestServer, name: &str) -> serde_json::Value {
+    let r = s.send_admin("GET", &format!("/api/v1/profiles/{name}"), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["devices"][0].clone()
+}
+
+async fn assign_camera_profile(s: &TestServer) {
+    let p = r#"{"name":"no-camera","items":[{"verb":"Replace","target":"./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera","format":"int","data":"0"}]}"#;
+    assert_eq!(s.send_admin("POST", "/api/v1/profiles", p).await.status, StatusCode::CREATED);
+    let a = s.send_admin("POST", "/api/v1/profiles/no-camera/assign", &format!(r#"{{"device_ids":["{DEVICE}"]}}"#)).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+}
+
+#[tokio::test]
+async fn profile_is_applied_read_back_and_verified() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    assign_camera_profile(&s).await;
+    assert_eq!(profile_state(&s, "no-camera").await["state"], "pending");
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    let replace = cmd_id_of(&r.body, "Replace");
+    let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{replace}</CmdRef><Cmd>Replace</Cmd><Data>200</Data></Status>");
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 2, &status), Some(cert.clone())).await;
+    assert!(r.body.contains("./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera"), "{}", r.body);
+    assert_eq!(profile_state(&s, "no-camera").await["state"], "verifying");
+    let get = cmd_id_of(&r.body, "Get");
+    let answer = format!(
+        "<Status><CmdID>1</CmdID><MsgRef>2</MsgRef><CmdRef>{get}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\
+         <Results><CmdID>2</CmdID><MsgRef>2</MsgRef><CmdRef>{get}</CmdRef><Item><Source><LocURI>./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera</LocURI></Source><Data>0</Data></Item></Results>"
+    );
+    s.send("POST", PATH, SYNCML, message(DEVICE, 3, &answer), Some(cert)).await;
+    assert_eq!(profile_state(&s, "no-camera").await["state"], "verified");
+}
+
+#[tokio::test]
+async fn profile_fails_with_the_status_and_node() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    assign_camera_profile(&s).await;
+    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    let replace = cmd_id_of(&r.body, "Replace");
+    let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{replace}</CmdRef><Cmd>Replace</Cmd><Data>404</Data></Status>");
+    s.send("POST", PATH, SYNCML, message(DEVICE, 2, &status), Some(cert)).await;
+    let st = profile_state(&s, "no-camera").await;
+    assert_eq!(st["state"], "failed");
+    let detail = st["detail"].as_str().unwrap();
+    assert!(detail.contains("404") && detail.contains("Policy/Config/Camera/AllowCamera"), "{detail}");
+}
