@@ -52,6 +52,11 @@ pub struct Config {
     #[arg(long, env = "WINMDM_RENEWAL_PERIOD_DAYS", default_value_t = 42)]
     pub renewal_period_days: u32,
 
+    /// Seconds a certificate replaced by a WSTEP renewal stays valid, unless the device
+    /// uses its new certificate earlier.
+    #[arg(long, env = "WINMDM_RENEWAL_GRACE_SECS", default_value_t = 86_400)]
+    pub renewal_grace_secs: u32,
+
     /// Provider ID written into the provisioning document and the device registry.
     #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
     pub provider_id: String,
@@ -71,6 +76,7 @@ impl Config {
             tls_key: None,
             cert_validity_days: 365,
             renewal_period_days: 42,
+            renewal_grace_secs: 86_400,
             provider_id: "winmdm".to_string(),
         }
     }

@@ -13,6 +13,8 @@ use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use crate::der::{bit_string_bytes, expect, read_tlv, TAG_BIT_STRING, TAG_INTEGER, TAG_OID, TAG_SEQUENCE, TAG_SET};
+
 /// Why a CSR is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CsrError {
@@ -45,61 +47,6 @@ const OID_PKCS1_PREFIX: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01
 /// 1.3.14.3.2.29 sha1WithRSASignature (OIW), which Windows uses for sha1 policies.
 const OID_OIW_SHA1_RSA: &[u8] = &[0x2B, 0x0E, 0x03, 0x02, 0x1D];
 const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-
-const TAG_SEQUENCE: u8 = 0x30;
-const TAG_SET: u8 = 0x31;
-const TAG_INTEGER: u8 = 0x02;
-const TAG_BIT_STRING: u8 = 0x03;
-const TAG_OID: u8 = 0x06;
-
-/// One DER TLV: its tag, contents, and the complete encoding.
-struct Tlv<'a> {
-    tag: u8,
-    contents: &'a [u8],
-    encoded: &'a [u8],
-}
-
-/// Reads one TLV from the front of `input`, returning it and the rest.
-fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), CsrError> {
-    let (&tag, rest) = input.split_first().ok_or(CsrError::Der("truncated"))?;
-    if tag & 0x1F == 0x1F {
-        return Err(CsrError::Der("high-tag-number form"));
-    }
-    let (&first, rest) = rest.split_first().ok_or(CsrError::Der("truncated length"))?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 {
-            return Err(CsrError::Der("indefinite length"));
-        }
-        if n > 4 || rest.len() < n {
-            return Err(CsrError::Der("bad length"));
-        }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return Err(CsrError::Der("content runs past the end"));
-    }
-    let header_len = input.len() - rest.len();
-    Ok((
-        Tlv {
-            tag,
-            contents: &rest[..len],
-            encoded: &input[..header_len + len],
-        },
-        &rest[len..],
-    ))
-}
-
-fn expect<'a>(input: &'a [u8], tag: u8, what: &'static str) -> Result<(Tlv<'a>, &'a [u8]), CsrError> {
-    let (tlv, rest) = read_tlv(input)?;
-    if tlv.tag != tag {
-        return Err(CsrError::Der(what));
-    }
-    Ok((tlv, rest))
-}
 
 /// Parses and verifies a DER PKCS#10 request.
 pub fn parse_and_verify(der: &[u8], min_key_bits: usize) -> Result<Csr, CsrError> {
@@ -157,14 +104,6 @@ fn verify(key: &RsaPublicKey, oid: &[u8], tbs: &[u8], sig: &[u8]) -> Result<&'st
     };
     key.verify(scheme, &digest, sig).map_err(|_| CsrError::BadSignature)?;
     Ok(hash)
-}
-
-/// The bytes of a BIT STRING with no unused bits.
-fn bit_string_bytes(contents: &[u8]) -> Result<&[u8], CsrError> {
-    match contents.split_first() {
-        Some((0, bytes)) => Ok(bytes),
-        _ => Err(CsrError::Der("BIT STRING with unused bits")),
-    }
 }
 
 /// The first CN in a Name, decoded leniently: any string type, trailing NULs dropped,

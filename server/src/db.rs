@@ -16,7 +16,13 @@ use crate::error::ServerError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_profiles.sql"),
+    include_str!("../migrations/sqlite/0003_device_certs.sql"),
 ];
+
+/// Current time in unix seconds.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
 
 /// Current time as RFC 3339 text, the format every timestamp column uses.
 pub fn now() -> String {
@@ -254,6 +260,7 @@ impl Store {
     /// Records an enrollment; a device enrolling again replaces its previous enrollment.
     pub async fn upsert_enrollment(&self, e: &NewEnrollment) -> Result<(), ServerError> {
         let ts = now();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
                                       cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
@@ -278,21 +285,83 @@ impl Store {
         .bind(&e.cert_not_after)
         .bind(&ts)
         .bind(&ts)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // A new enrollment replaces every earlier certificate of the device at once.
+        sqlx::query("UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state != 'retired'")
+            .bind(&e.device_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_cert(&mut tx, &e.device_id, &e.cert_serial, &e.cert_thumbprint, &e.cert_not_after).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// The enrollment holding the certificate with this serial (lowercase hex).
+    /// Records a renewed certificate: it becomes the device's active one, and the
+    /// previous one is accepted until the device first uses the new one or until
+    /// `grace_secs` have passed.
+    pub async fn renew_certificate(
+        &self,
+        device_id: &str,
+        serial: &str,
+        thumbprint: &str,
+        not_after: &str,
+        grace_secs: i64,
+    ) -> Result<(), ServerError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE device_certs SET state = 'retiring', retire_after = ? WHERE device_id = ? AND state = 'active'",
+        )
+        .bind(unix_now() + grace_secs)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_cert(&mut tx, device_id, serial, thumbprint, not_after).await?;
+        sqlx::query(
+            "UPDATE enrollments SET cert_serial = ?, cert_thumbprint = ?, cert_not_after = ?, updated_at = ? WHERE device_id = ?",
+        )
+        .bind(serial)
+        .bind(thumbprint)
+        .bind(not_after)
+        .bind(now())
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The device's first use of its active certificate retires the ones it replaced.
+    pub async fn retire_replaced_certs(&self, device_id: &str) -> Result<(), ServerError> {
+        sqlx::query("UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state = 'retiring'")
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The enrollment a certificate (serial, lowercase hex) authenticates, with whether it
+    /// is the device's current certificate (false: replaced by a renewal, still in its
+    /// grace period). Retired certificates authenticate nothing.
     pub async fn enrollment_by_cert_serial(
         &self,
         serial: &str,
-    ) -> Result<Option<Enrollment>, ServerError> {
-        let row = sqlx::query(&format!("{ENROLLMENT_SELECT} WHERE cert_serial = ?"))
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| enrollment_from_row(&r)).transpose()
+    ) -> Result<Option<(Enrollment, bool)>, ServerError> {
+        let cert: Option<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT device_id, state, retire_after FROM device_certs WHERE cert_serial = ?",
+        )
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((device_id, state, retire_after)) = cert else {
+            return Ok(None);
+        };
+        let current = match state.as_str() {
+            "active" => true,
+            "retiring" if retire_after.is_some_and(|t| t > unix_now()) => false,
+            _ => return Ok(None),
+        };
+        Ok(self.enrollment(&device_id).await?.map(|e| (e, current)))
     }
 
     /// Every enrollment, newest first.
@@ -515,6 +584,26 @@ impl Store {
         }
         Ok(Some(view))
     }
+}
+
+async fn insert_cert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    device_id: &str,
+    serial: &str,
+    thumbprint: &str,
+    not_after: &str,
+) -> Result<(), ServerError> {
+    sqlx::query(
+        "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at) VALUES (?, ?, ?, ?, 'active', ?)",
+    )
+    .bind(serial)
+    .bind(device_id)
+    .bind(thumbprint)
+    .bind(not_after)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 const ENROLLMENT_SELECT: &str = "SELECT device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type,

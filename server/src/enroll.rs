@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 
-use crate::app::AppState;
+use axum::Extension;
+
+use crate::app::{AppState, PeerCertificate};
 use crate::db::NewEnrollment;
 use crate::soap::{self, Fault, FaultSubcode, NS_AC, NS_WSSE, NS_WSTEP, NS_WSTRUST};
 
@@ -20,6 +22,7 @@ pub const ACTION_RSTRC: &str =
 pub const TOKEN_TYPE: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken";
 pub const REQUEST_TYPE_ISSUE: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue";
+pub const REQUEST_TYPE_RENEW: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Renew";
 pub const VALUE_TYPE_PKCS10: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10";
 pub const VALUE_TYPE_PROVISION_DOC: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
@@ -28,6 +31,9 @@ pub const VALUE_TYPE_PROVISION_DOC: &str =
 #[derive(Debug)]
 pub struct RstRequest {
     pub request_type: String,
+    /// ValueType of the request token: PKCS#10, or PKCS#7 for renewals.
+    pub token_value_type: String,
+    /// The decoded request token: a DER PKCS#10, or a CMS SignedData wrapping one.
     pub csr_der: Vec<u8>,
     /// AdditionalContext items; repeated names (MAC) keep every value.
     pub context: BTreeMap<String, Vec<String>>,
@@ -60,8 +66,8 @@ pub fn parse_rst(body: roxmltree::Node<'_, '_>) -> Result<RstRequest, String> {
         .ok_or("missing wst:RequestType")?;
     let bst = soap::child(body, NS_WSSE, "BinarySecurityToken").ok_or("missing wsse:BinarySecurityToken (the CSR)")?;
     let value_type = soap::attr_local(bst, "ValueType").unwrap_or("").trim();
-    if value_type != VALUE_TYPE_PKCS10 {
-        return Err(format!("unsupported BinarySecurityToken ValueType {value_type:?}; expected PKCS#10"));
+    if value_type != VALUE_TYPE_PKCS10 && !value_type.ends_with("#PKCS7") {
+        return Err(format!("unsupported BinarySecurityToken ValueType {value_type:?}; expected PKCS#10 or PKCS#7"));
     }
     let b64: String = soap::text(bst).split_whitespace().collect();
     let csr_der = base64::engine::general_purpose::STANDARD
@@ -80,6 +86,7 @@ pub fn parse_rst(body: roxmltree::Node<'_, '_>) -> Result<RstRequest, String> {
     }
     Ok(RstRequest {
         request_type,
+        token_value_type: value_type.to_string(),
         csr_der,
         context,
     })
@@ -91,8 +98,12 @@ fn valid_device_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '{' || c == '}')
 }
 
-/// `POST /api/mdm/microsoft/enroll`.
-pub async fn request_security_token(State(state): State<Arc<AppState>>, body: String) -> Response {
+/// `POST /api/mdm/microsoft/enroll`: RequestType Issue (enrollment) or Renew.
+pub async fn request_security_token(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<PeerCertificate>,
+    body: String,
+) -> Response {
     let doc = match soap::parse_xml(&body) {
         Ok(d) => d,
         Err(e) => return Fault::new(FaultSubcode::MessageFormat, e).into_response(),
@@ -102,10 +113,6 @@ pub async fn request_security_token(State(state): State<Arc<AppState>>, body: St
         Err(f) => return f.into_response(),
     };
     let mid = req.message_id.as_deref();
-    let host = match state.authenticate_token(&req).await {
-        Ok(h) => h,
-        Err(f) => return f.into_response(),
-    };
     let rst = match parse_rst(req.body) {
         Ok(r) => r,
         Err(e) => {
@@ -115,6 +122,22 @@ pub async fn request_security_token(State(state): State<Arc<AppState>>, body: St
                 .into_response()
         }
     };
+    if rst.request_type == REQUEST_TYPE_RENEW {
+        return match renew(&state, peer.0.as_deref().map(Vec::as_slice), &rst, mid).await {
+            Ok(r) => r,
+            Err(f) => f.into_response(),
+        };
+    }
+    let host = match state.authenticate_token(&req).await {
+        Ok(h) => h,
+        Err(f) => return f.into_response(),
+    };
+    if rst.token_value_type != VALUE_TYPE_PKCS10 {
+        return Fault::new(FaultSubcode::MessageFormat, "an Issue request carries a PKCS#10 token")
+            .with_error_type("InvalidEnrollmentData")
+            .relating_to(mid)
+            .into_response();
+    }
     if rst.request_type != REQUEST_TYPE_ISSUE {
         return Fault::new(
             FaultSubcode::MessageFormat,
@@ -196,6 +219,97 @@ pub async fn request_security_token(State(state): State<Arc<AppState>>, body: St
         upn: &upn,
     });
     soap::soap_response(StatusCode::OK, rstrc(mid, &prov))
+}
+
+/// Handles a renewal (see [`crate::renew`]); returns the RSTRC with the new certificate.
+async fn renew(
+    state: &AppState,
+    presented: Option<&[u8]>,
+    rst: &RstRequest,
+    mid: Option<&str>,
+) -> Result<Response, Fault> {
+    let fault = |sub: FaultSubcode, reason: String| Fault::new(sub, reason).relating_to(mid);
+    let not_eligible = |reason: &str| {
+        Fault::new(FaultSubcode::Authorization, reason)
+            .with_error_type("NotEligibleToRenew")
+            .relating_to(mid)
+    };
+    let signed = if rst.token_value_type.ends_with("#PKCS7") {
+        Some(crate::renew::parse_signed_data(&rst.csr_der).map_err(|e| fault(FaultSubcode::MessageFormat, format!("renewal PKCS#7: {e}")))?)
+    } else {
+        None
+    };
+    let carried = signed.as_ref().and_then(|s| s.certificates.first()).map(Vec::as_slice);
+    let cert = match (presented, carried) {
+        (Some(p), Some(c)) if p != c => {
+            return Err(fault(FaultSubcode::Authentication, "the PKCS#7 signer is not the TLS client certificate".into()))
+        }
+        (Some(p), _) => p,
+        (None, Some(c)) => c,
+        (None, None) => {
+            return Err(fault(
+                FaultSubcode::Authentication,
+                "a renewal must be authenticated by the device's current certificate".into(),
+            ))
+        }
+    };
+    let (serial, _) = state
+        .ca
+        .verify_issued(cert)
+        .map_err(|e| fault(FaultSubcode::Authentication, e.to_string()))?;
+    let enrollment = match state.store.enrollment_by_cert_serial(&serial).await {
+        Ok(Some((e, true))) if e.state == "enrolled" => e,
+        Ok(_) => return Err(not_eligible("the certificate does not belong to an active enrollment")),
+        Err(e) => {
+            tracing::error!(error = %e, "renewal: storage failure");
+            return Err(fault(FaultSubcode::EnrollmentServer, "storage failure".into()));
+        }
+    };
+    let csr_der = match &signed {
+        Some(sd) => {
+            sd.verify_with(cert)
+                .map_err(|e| fault(FaultSubcode::Authentication, format!("renewal PKCS#7 signature: {e}")))?;
+            sd.content.clone()
+        }
+        None => rst.csr_der.clone(),
+    };
+    let csr = crate::csr::parse_and_verify(&csr_der, crate::policy::MINIMAL_KEY_LENGTH)
+        .map_err(|e| fault(FaultSubcode::CertificateRequest, e.to_string()))?;
+    let device_id = enrollment.device_id.clone();
+    let issued = state
+        .ca
+        .issue(&device_id, &csr.rsa_public_key, state.config.cert_validity_days)
+        .map_err(|e| {
+            tracing::error!(error = %e, "renewal: signing failed");
+            fault(FaultSubcode::EnrollmentServer, "certificate signing failed".into())
+        })?;
+    state
+        .store
+        .renew_certificate(
+            &device_id,
+            &issued.serial,
+            &issued.thumbprint,
+            &issued.not_after.format(&Rfc3339).unwrap_or_default(),
+            i64::from(state.config.renewal_grace_secs),
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "renewal: storage failure");
+            fault(FaultSubcode::EnrollmentServer, "could not record the renewal".into())
+        })?;
+    tracing::info!(%device_id, serial = %issued.serial, "certificate renewed");
+    let client_store = if enrollment.enrollment_type == "Device" { "System" } else { "User" };
+    let root_thumbprint = state.ca.thumbprint();
+    let doc = crate::provisioning::build_renewal(&crate::provisioning::RenewalInput {
+        provider_id: &state.config.provider_id,
+        root_cert_der: state.ca.cert_der(),
+        root_thumbprint: &root_thumbprint,
+        client_cert_der: &issued.der,
+        client_thumbprint: &issued.thumbprint,
+        client_store,
+        renewal_period_days: state.config.renewal_period_days,
+    });
+    Ok(soap::soap_response(StatusCode::OK, rstrc(mid, &doc)))
 }
 
 /// The UPN the device enrolled with, when it sent one; else empty.

@@ -41,8 +41,8 @@ pub async fn session(
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
     };
-    let enrollment = match state.store.enrollment_by_cert_serial(&serial).await {
-        Ok(Some(e)) if e.state == "enrolled" || e.state == "unenroll_pending" => e,
+    let (enrollment, current_cert) = match state.store.enrollment_by_cert_serial(&serial).await {
+        Ok(Some((e, current))) if e.state == "enrolled" || e.state == "unenroll_pending" => (e, current),
         Ok(_) => return refuse(StatusCode::FORBIDDEN, "client certificate does not belong to an active enrollment"),
         Err(e) => {
             tracing::error!(error = %e, "management: storage failure");
@@ -67,6 +67,11 @@ pub async fn session(
         return refuse(StatusCode::BAD_REQUEST, "only SyncML 1.2 / DM/1.2 is supported");
     }
     let device_id = &enrollment.device_id;
+    if current_cert {
+        if let Err(e) = state.store.retire_replaced_certs(device_id).await {
+            tracing::warn!(error = %e, "could not retire replaced certificates");
+        }
+    }
     if let Err(e) = state.store.touch_checkin(device_id).await {
         tracing::warn!(error = %e, "could not record check-in");
     }

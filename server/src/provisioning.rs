@@ -42,32 +42,60 @@ fn criteria_escape(s: &str) -> String {
         .replace('\\', "%5C")
 }
 
+/// The root store characteristic.
+fn root_store(thumbprint: &str, der: &[u8]) -> String {
+    format!(
+        "<characteristic type=\"CertificateStore\"><characteristic type=\"Root\"><characteristic type=\"System\"><characteristic type=\"{thumbprint}\">{}</characteristic></characteristic></characteristic></characteristic>",
+        parm("EncodedCertificate", &base64::engine::general_purpose::STANDARD.encode(der)),
+    )
+}
+
+/// The client certificate in `My/<store>` and the WSTEP renewal parameters. ROBOSupport
+/// is advertised because the enroll endpoint performs renewals (advertising it without
+/// doing so drives devices into EnrollmentState 3, protocol-reference §7).
+fn my_store(store: &str, thumbprint: &str, der: &[u8], renewal_period_days: u32) -> String {
+    format!(
+        "<characteristic type=\"CertificateStore\"><characteristic type=\"My\"><characteristic type=\"{store}\"><characteristic type=\"{thumbprint}\">{}</characteristic><characteristic type=\"PrivateKeyContainer\"/></characteristic><characteristic type=\"WSTEP\"><characteristic type=\"Renew\">{}{}{}</characteristic></characteristic></characteristic></characteristic>",
+        parm("EncodedCertificate", &base64::engine::general_purpose::STANDARD.encode(der)),
+        typed_parm("ROBOSupport", "true", "boolean"),
+        typed_parm("RenewPeriod", &renewal_period_days.to_string(), "integer"),
+        typed_parm("RetryInterval", "4", "integer"),
+    )
+}
+
+/// What goes into a renewal's provisioning document.
+pub struct RenewalInput<'a> {
+    pub provider_id: &'a str,
+    pub root_cert_der: &'a [u8],
+    pub root_thumbprint: &'a str,
+    pub client_cert_der: &'a [u8],
+    pub client_thumbprint: &'a str,
+    pub client_store: &'a str,
+    pub renewal_period_days: u32,
+}
+
+/// The provisioning document answering a renewal: the root, the new client certificate
+/// and the provider it belongs to (layout of Microsoft's renewal example).
+pub fn build_renewal(p: &RenewalInput<'_>) -> String {
+    format!(
+        "<wap-provisioningdoc version=\"1.1\">{}{}<characteristic type=\"APPLICATION\">{}</characteristic></wap-provisioningdoc>",
+        root_store(p.root_thumbprint, p.root_cert_der),
+        my_store(p.client_store, p.client_thumbprint, p.client_cert_der, p.renewal_period_days),
+        parm("PROVIDER-ID", p.provider_id),
+    )
+}
+
 /// Builds the provisioning document XML.
 pub fn build(p: &ProvisioningInput<'_>) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let search = format!(
         "Subject={}&Stores={}",
         criteria_escape(&format!("CN={}", p.client_subject_cn)),
         criteria_escape(&format!("MY\\{}", p.client_store)),
     );
-    // ROBOSupport stays false: advertising renewal the server does not perform drives
-    // devices into EnrollmentState 3 (protocol-reference §7).
     let mut doc = String::with_capacity(8192);
     doc.push_str("<wap-provisioningdoc version=\"1.1\">");
-    doc.push_str(&format!(
-        "<characteristic type=\"CertificateStore\"><characteristic type=\"Root\"><characteristic type=\"System\"><characteristic type=\"{}\">{}</characteristic></characteristic></characteristic></characteristic>",
-        p.root_thumbprint,
-        parm("EncodedCertificate", &b64.encode(p.root_cert_der)),
-    ));
-    doc.push_str(&format!(
-        "<characteristic type=\"CertificateStore\"><characteristic type=\"My\"><characteristic type=\"{}\"><characteristic type=\"{}\">{}</characteristic><characteristic type=\"PrivateKeyContainer\"/></characteristic><characteristic type=\"WSTEP\"><characteristic type=\"Renew\">{}{}{}</characteristic></characteristic></characteristic></characteristic>",
-        p.client_store,
-        p.client_thumbprint,
-        parm("EncodedCertificate", &b64.encode(p.client_cert_der)),
-        typed_parm("ROBOSupport", "false", "boolean"),
-        typed_parm("RenewPeriod", &p.renewal_period_days.to_string(), "integer"),
-        typed_parm("RetryInterval", "4", "integer"),
-    ));
+    doc.push_str(&root_store(p.root_thumbprint, p.root_cert_der));
+    doc.push_str(&my_store(p.client_store, p.client_thumbprint, p.client_cert_der, p.renewal_period_days));
     doc.push_str("<characteristic type=\"APPLICATION\">");
     for (name, value) in [
         ("APPID", "w7"),

@@ -127,8 +127,10 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         out.push(n as u8);
     } else if n < 0x100 {
         out.extend_from_slice(&[0x81, n as u8]);
-    } else {
+    } else if n < 0x10000 {
         out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+    } else {
+        out.extend_from_slice(&[0x83, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
     }
     out.extend_from_slice(content);
     out
@@ -176,4 +178,29 @@ impl TestServer {
             body: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
+}
+
+/// A CMS SignedData (PKCS#7) over `content`, signed with sha256 by `key`, carrying
+/// `cert`; with `signed_attrs` the signature covers contentType + messageDigest.
+pub fn pkcs7_signed(content: &[u8], key: &rsa::RsaPrivateKey, cert: &[u8], signed_attrs: bool) -> Vec<u8> {
+    use sha2::Digest;
+    let sha256_alg = tlv(0x30, &[tlv(0x06, &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01]), vec![0x05, 0x00]].concat());
+    let rsa_alg = tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01]), vec![0x05, 0x00]].concat());
+    let data_oid = tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x01]);
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).expect("cert");
+    let sid = tlv(0x30, &[parsed.tbs_certificate.issuer.as_raw().to_vec(), tlv(0x02, parsed.raw_serial())].concat());
+    let digest = sha2::Sha256::digest(content).to_vec();
+    let (attrs_field, to_sign) = if signed_attrs {
+        let content_type = tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x03]), tlv(0x31, &data_oid)].concat());
+        let md = tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x04]), tlv(0x31, &tlv(0x04, &digest))].concat());
+        let inner = [content_type, md].concat();
+        (tlv(0xA0, &inner), sha2::Sha256::digest(tlv(0x31, &inner)).to_vec())
+    } else {
+        (Vec::new(), digest)
+    };
+    let sig = key.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &to_sign).expect("sign");
+    let signer = tlv(0x30, &[tlv(0x02, &[1]), sid, sha256_alg.clone(), attrs_field, rsa_alg, tlv(0x04, &sig)].concat());
+    let encap = tlv(0x30, &[data_oid, tlv(0xA0, &tlv(0x04, content))].concat());
+    let signed_data = tlv(0x30, &[tlv(0x02, &[1]), tlv(0x31, &sha256_alg), encap, tlv(0xA0, cert), tlv(0x31, &signer)].concat());
+    tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02]), tlv(0xA0, &signed_data)].concat())
 }
