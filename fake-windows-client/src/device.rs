@@ -1,0 +1,292 @@
+//! One emulated Windows machine: its persistent state and inspection accessors.
+
+use crate::csp::NodeStore;
+use crate::error::ClientError;
+use crate::http::{ClientIdentity, Exchange, TlsOptions};
+use crate::profile::DeviceProfile;
+use crate::registry::{CertStores, Registry};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rsa::RsaPrivateKey;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const STATE_FILE: &str = "device.json";
+
+/// What the device learned from a successful enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentInfo {
+    /// Subkey name under `HKLM\SOFTWARE\Microsoft\Enrollments` (uppercase GUID).
+    pub enrollment_guid: String,
+    pub provider_id: String,
+    /// `ADDR` of the w7 application: the OMA-DM endpoint.
+    pub management_url: String,
+    pub discovery_url: String,
+    pub upn: String,
+    #[serde(with = "crate::registry::b64")]
+    pub client_cert_der: Vec<u8>,
+    pub client_thumbprint: String,
+    /// `My\User` or `My\System`.
+    pub client_store: String,
+    #[serde(with = "crate::registry::b64")]
+    pub root_cert_der: Vec<u8>,
+    pub root_thumbprint: String,
+    /// Raw `SSLCLIENTCERTSEARCHCRITERIA`.
+    pub cert_search_criteria: String,
+}
+
+/// How the device authenticates management sessions (for negative tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IdentityOverride {
+    /// Use the certificate chosen by SSLCLIENTCERTSEARCHCRITERIA (normal behaviour).
+    #[default]
+    None,
+    /// Present no client certificate.
+    NoCertificate,
+    /// Present this certificate and key instead.
+    Foreign { cert_pem: String, key_pem: String },
+}
+
+/// Everything persisted in `device.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeviceState {
+    pub profile: DeviceProfile,
+    pub device_id: String,
+    pub hw_dev_id: String,
+    #[serde(default)]
+    pub tls_ca_pem: Option<String>,
+    #[serde(default)]
+    pub tls_insecure: bool,
+    pub server_url: Option<String>,
+    pub node_key: Option<String>,
+    /// PKCS#8 PEM of the enrollment key, once generated.
+    pub key_pem: Option<String>,
+    pub registry: Registry,
+    pub certs: CertStores,
+    pub enrollment: Option<EnrollmentInfo>,
+    pub nodes: NodeStore,
+    pub session_counter: u64,
+}
+
+/// One emulated Windows machine.
+pub struct Device {
+    pub(crate) state: DeviceState,
+    pub(crate) tls: TlsOptions,
+    pub(crate) key: Option<RsaPrivateKey>,
+    pub(crate) exchanges: Vec<Exchange>,
+    pub(crate) identity_override: IdentityOverride,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode_upper(v)
+}
+
+impl Device {
+    /// A new, unenrolled machine.
+    pub fn new(profile: DeviceProfile, tls: TlsOptions) -> Result<Self, ClientError> {
+        let state = DeviceState {
+            profile,
+            // DeviceID: 32 uppercase hex characters, as in the RST and SyncHdr Source.
+            device_id: random_hex(16),
+            hw_dev_id: random_hex(32),
+            tls_ca_pem: tls
+                .ca_pem
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            tls_insecure: tls.insecure,
+            server_url: None,
+            node_key: None,
+            key_pem: None,
+            registry: Registry::default(),
+            certs: CertStores::default(),
+            enrollment: None,
+            nodes: NodeStore::default(),
+            session_counter: 0,
+        };
+        Ok(Device {
+            state,
+            tls,
+            key: None,
+            exchanges: Vec::new(),
+            identity_override: IdentityOverride::None,
+        })
+    }
+
+    /// Loads `device.json` from `state_dir`. TLS options that are empty (no CA, not
+    /// insecure) fall back to the ones saved with the state.
+    pub fn load(state_dir: &Path, tls: TlsOptions) -> Result<Self, ClientError> {
+        let path = state_dir.join(STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ClientError::State(format!(
+                    "no device state at {} (enroll the device first)",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let state: DeviceState = serde_json::from_str(&text)?;
+        let tls = if tls.ca_pem.is_none() && !tls.insecure {
+            TlsOptions {
+                ca_pem: state.tls_ca_pem.as_ref().map(|p| p.as_bytes().to_vec()),
+                insecure: state.tls_insecure,
+            }
+        } else {
+            tls
+        };
+        let key = match &state.key_pem {
+            Some(pem) => Some(
+                RsaPrivateKey::from_pkcs8_pem(pem)
+                    .map_err(|e| ClientError::Crypto(format!("stored key: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Device {
+            state,
+            tls,
+            key,
+            exchanges: Vec::new(),
+            identity_override: IdentityOverride::None,
+        })
+    }
+
+    /// Writes `device.json` (and the TLS options in use) to `state_dir`.
+    pub fn save(&self, state_dir: &Path) -> Result<(), ClientError> {
+        std::fs::create_dir_all(state_dir)?;
+        let mut state = self.state.clone();
+        state.tls_ca_pem = self
+            .tls
+            .ca_pem
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        state.tls_insecure = self.tls.insecure;
+        let tmp = state_dir.join(format!("{STATE_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(&state)?)?;
+        std::fs::rename(tmp, state_dir.join(STATE_FILE))?;
+        Ok(())
+    }
+
+    pub fn profile(&self) -> &DeviceProfile {
+        &self.state.profile
+    }
+    pub fn device_id(&self) -> &str {
+        &self.state.device_id
+    }
+    pub fn hw_dev_id(&self) -> &str {
+        &self.state.hw_dev_id
+    }
+    pub fn node_key(&self) -> Option<&str> {
+        self.state.node_key.as_deref()
+    }
+    pub fn server_url(&self) -> Option<&str> {
+        self.state.server_url.as_deref()
+    }
+    pub fn tls_options(&self) -> &TlsOptions {
+        &self.tls
+    }
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+    pub fn cert_store(&self) -> &CertStores {
+        &self.state.certs
+    }
+    pub fn enrollment(&self) -> Option<&EnrollmentInfo> {
+        self.state.enrollment.as_ref()
+    }
+    /// The generic CSP node store (everything the server added or replaced).
+    pub fn nodes(&self) -> &NodeStore {
+        &self.state.nodes
+    }
+    /// Every HTTP request/response this device made since it was created or loaded.
+    pub fn exchanges(&self) -> &[Exchange] {
+        &self.exchanges
+    }
+    /// DER SubjectPublicKeyInfo of the enrollment key, once generated.
+    pub fn public_key_der(&self) -> Option<Vec<u8>> {
+        self.key.as_ref().and_then(|k| crate::csr::spki_der(k).ok())
+    }
+    pub fn set_identity_override(&mut self, o: IdentityOverride) {
+        self.identity_override = o;
+    }
+
+    /// The enrolled client certificate and its key as PEM (certificate, PKCS#8 key).
+    pub fn client_identity_pem(&self) -> Option<(String, String)> {
+        let e = self.state.enrollment.as_ref()?;
+        let key = self.key.as_ref()?;
+        let key_pem = crate::foreign::key_pem(key).ok()?;
+        Some((
+            crate::foreign::pem("CERTIFICATE", &e.client_cert_der),
+            key_pem,
+        ))
+    }
+
+    /// The identity for a management session: the override, or the store certificate
+    /// chosen by SSLCLIENTCERTSEARCHCRITERIA.
+    pub(crate) fn session_identity(&self) -> Result<Option<ClientIdentity>, ClientError> {
+        match &self.identity_override {
+            IdentityOverride::NoCertificate => Ok(None),
+            IdentityOverride::Foreign { cert_pem, key_pem } => {
+                let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+                    .map_err(|e| ClientError::Tls(format!("foreign certificate PEM: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                    .map_err(|e| ClientError::Tls(format!("foreign key PEM: {e}")))?;
+                Ok(Some(ClientIdentity {
+                    cert_der: cert.to_vec(),
+                    key,
+                }))
+            }
+            IdentityOverride::None => self.select_store_identity().map(Some),
+        }
+    }
+
+    fn select_store_identity(&self) -> Result<ClientIdentity, ClientError> {
+        let e = self
+            .state
+            .enrollment
+            .as_ref()
+            .ok_or_else(|| ClientError::State("device is not enrolled".into()))?;
+        let criteria = crate::provisioning::CertSearchCriteria::parse(&e.cert_search_criteria);
+        let store_name = criteria
+            .stores
+            .clone()
+            .unwrap_or_else(|| e.client_store.clone());
+        let store = self.state.certs.store(&store_name).ok_or_else(|| {
+            ClientError::State(format!("certificate store {store_name:?} does not exist"))
+        })?;
+        let wanted_cns = criteria.common_names();
+        let chosen = store
+            .iter()
+            .rev()
+            .filter(|c| c.private_key_pem.is_some())
+            .find(|c| {
+                let cns: Vec<String> = x509_parser::parse_x509_certificate(&c.der)
+                    .map(|(_, x)| {
+                        x.subject()
+                            .iter_common_name()
+                            .filter_map(|a| a.as_str().ok().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                wanted_cns.iter().all(|w| cns.contains(w))
+            })
+            .ok_or_else(|| {
+                ClientError::State(format!(
+                    "no certificate with a private key in {store_name} matches SSLCLIENTCERTSEARCHCRITERIA {:?}",
+                    e.cert_search_criteria
+                ))
+            })?;
+        let key_pem = chosen.private_key_pem.as_deref().unwrap_or("");
+        let key = RsaPrivateKey::from_pkcs8_pem(key_pem)
+            .map_err(|e| ClientError::Crypto(format!("stored client key: {e}")))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| ClientError::Crypto(format!("client key encoding: {e}")))?;
+        Ok(ClientIdentity {
+            cert_der: chosen.der.clone(),
+            key: PrivateKeyDer::Pkcs8(der.as_bytes().to_vec().into()),
+        })
+    }
+}

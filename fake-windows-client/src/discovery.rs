@@ -1,0 +1,100 @@
+//! MS-MDE2 discovery: the Discover request and DiscoverResponse ([MS-MDE2] §3.1).
+
+use crate::error::ClientError;
+use crate::soap::{self, esc};
+
+pub const NS_ENROLLMENT: &str =
+    "http://schemas.microsoft.com/windows/management/2012/01/enrollment";
+pub const ACTION_DISCOVER: &str =
+    "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/Discover";
+pub const ACTION_DISCOVER_RESPONSE: &str =
+    "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/DiscoverResponse";
+const STEP: &str = "discover";
+
+/// What the device tells the discovery service about itself.
+pub struct DiscoverRequest<'a> {
+    pub email: &'a str,
+    pub request_version: &'a str,
+    pub device_type: &'a str,
+    pub application_version: &'a str,
+    pub os_edition: &'a str,
+    pub auth_policies: &'a [&'a str],
+}
+
+/// `DiscoverResponse/DiscoverResult` ([MS-MDE2] §3.1.4.1.1.2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiscoverResult {
+    pub auth_policy: String,
+    pub enrollment_version: String,
+    pub enrollment_policy_service_url: String,
+    pub enrollment_service_url: String,
+    pub authentication_service_url: Option<String>,
+}
+
+/// The SOAP request body as Windows sends it.
+pub fn build_request(req: &DiscoverRequest, message_id: &str, to: &str) -> String {
+    let policies: String = req
+        .auth_policies
+        .iter()
+        .map(|p| format!("<AuthPolicy>{}</AuthPolicy>", esc(p)))
+        .collect();
+    let body = format!(
+        concat!(
+            r#"<Discover xmlns="{ns}"><request xmlns:i="http://www.w3.org/2001/XMLSchema-instance">"#,
+            "<EmailAddress>{email}</EmailAddress><RequestVersion>{rv}</RequestVersion>",
+            "<DeviceType>{dt}</DeviceType><ApplicationVersion>{av}</ApplicationVersion>",
+            "<OSEdition>{ose}</OSEdition><AuthPolicies>{policies}</AuthPolicies></request></Discover>"
+        ),
+        ns = NS_ENROLLMENT,
+        email = esc(req.email),
+        rv = esc(req.request_version),
+        dt = esc(req.device_type),
+        av = esc(req.application_version),
+        ose = esc(req.os_edition),
+        policies = policies
+    );
+    soap::envelope(ACTION_DISCOVER, message_id, to, None, &body)
+}
+
+fn https_url(name: &str, v: String) -> Result<String, ClientError> {
+    if v.to_ascii_lowercase().starts_with("https://") && v.len() > "https://".len() {
+        Ok(v)
+    } else {
+        Err(ClientError::invalid(
+            STEP,
+            format!("{name} is not an https URL: {v:?}"),
+        ))
+    }
+}
+
+/// Parses a DiscoverResponse envelope (the caller has checked HTTP status and faults).
+pub fn parse_response(xml: &str, message_id: &str) -> Result<DiscoverResult, ClientError> {
+    let doc = soap::parse_envelope(STEP, xml, ACTION_DISCOVER_RESPONSE, message_id)?;
+    let body = soap::body_of(STEP, &doc)?;
+    let resp = soap::req_child(STEP, body, NS_ENROLLMENT, "DiscoverResponse")?;
+    let result = soap::req_child(STEP, resp, NS_ENROLLMENT, "DiscoverResult")?;
+    let get = |name: &str| soap::req_text(STEP, result, NS_ENROLLMENT, name);
+    let auth_policy = get("AuthPolicy")?;
+    let enrollment_version = get("EnrollmentVersion")?;
+    let policy_url = https_url(
+        "EnrollmentPolicyServiceUrl",
+        get("EnrollmentPolicyServiceUrl")?,
+    )?;
+    let enroll_url = https_url("EnrollmentServiceUrl", get("EnrollmentServiceUrl")?)?;
+    let authentication_service_url = soap::child(result, NS_ENROLLMENT, "AuthenticationServiceUrl")
+        .map(soap::text)
+        .filter(|t| !t.is_empty());
+    if auth_policy == "Federated" && authentication_service_url.is_none() {
+        return Err(ClientError::missing(
+            STEP,
+            "DiscoverResult/AuthenticationServiceUrl (required for Federated)",
+        ));
+    }
+    Ok(DiscoverResult {
+        auth_policy,
+        enrollment_version,
+        enrollment_policy_service_url: policy_url,
+        enrollment_service_url: enroll_url,
+        authentication_service_url,
+    })
+}

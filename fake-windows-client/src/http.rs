@@ -1,0 +1,231 @@
+//! HTTPS transport: a rustls configuration built here (ring provider, HTTP/1.1) and a
+//! request helper that records every exchange.
+
+use crate::error::ClientError;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the device checks the server certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsOptions {
+    /// PEM CA certificate(s) trusted for the server.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any server certificate.
+    pub insecure: bool,
+}
+
+/// The client certificate presented on management sessions.
+#[derive(Debug)]
+pub struct ClientIdentity {
+    pub cert_der: Vec<u8>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// One recorded HTTP request and its response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub step: String,
+    pub method: String,
+    pub url: String,
+    pub request_headers: Vec<(String, String)>,
+    pub request_body: String,
+    pub status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: String,
+    /// Transport error, when no response arrived.
+    pub error: Option<String>,
+}
+
+/// The parts of a response the protocol code needs.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+#[derive(Debug)]
+struct AcceptAnyServerCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Tls(e.to_string())
+}
+
+/// Builds the rustls client configuration.
+pub fn rustls_config(
+    tls: &TlsOptions,
+    identity: Option<&ClientIdentity>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?;
+    let builder = if tls.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
+    } else {
+        let pem = tls.ca_pem.as_deref().ok_or_else(|| {
+            ClientError::Tls("no CA certificate given and insecure not set".into())
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
+        }
+        if roots.is_empty() {
+            return Err(ClientError::Tls("CA PEM contains no certificate".into()));
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(id.cert_der.clone())],
+                id.key.clone_key(),
+            )
+            .map_err(tls_err)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// An HTTP/1.1 client over that configuration.
+pub fn client(
+    tls: &TlsOptions,
+    identity: Option<&ClientIdentity>,
+) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_config(tls, identity)?)
+        .http1_only()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(tls_err)
+}
+
+/// Sends one request and records it in `log`.
+pub async fn send(
+    log: &mut Vec<Exchange>,
+    client: &reqwest::Client,
+    step: &'static str,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Result<Response, ClientError> {
+    let mut ex = Exchange {
+        step: step.to_string(),
+        method: method.to_string(),
+        url: url.to_string(),
+        request_headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        request_body: body.clone().unwrap_or_default(),
+        status: None,
+        response_headers: Vec::new(),
+        response_body: String::new(),
+        error: None,
+    };
+    let mut req = client.request(method, url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(source) => {
+            ex.error = Some(format!("{source:#}"));
+            log.push(ex);
+            return Err(ClientError::Transport { step, source });
+        }
+    };
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header("content-type");
+    let retry_after = header("retry-after");
+    ex.status = Some(status);
+    ex.response_headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = match resp.text().await {
+        Ok(b) => b,
+        Err(source) => {
+            ex.error = Some(format!("{source:#}"));
+            log.push(ex);
+            return Err(ClientError::Transport { step, source });
+        }
+    };
+    ex.response_body = body.clone();
+    log.push(ex);
+    Ok(Response {
+        status,
+        content_type,
+        retry_after,
+        body,
+    })
+}

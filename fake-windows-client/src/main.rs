@@ -1,0 +1,269 @@
+//! Command-line front end for the emulated Windows device.
+
+use clap::{Args, Parser, Subcommand};
+use fake_windows_client::{ClientError, Device, DeviceProfile, TlsOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "fake-windows-client",
+    about = "An emulated Windows device for Windows MDM servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// PEM file with the CA that signed the server certificate.
+    #[arg(long, conflicts_with = "insecure")]
+    ca_file: Option<PathBuf>,
+    /// Accept any server certificate.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Orbit enroll, wait for the MDM enrollment notification, then enroll in MDM.
+    Enroll {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        enroll_secret: String,
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// User principal name passed to RegisterDeviceWithManagement.
+        #[arg(long)]
+        upn: Option<String>,
+        /// Seconds between Orbit config polls.
+        #[arg(long, default_value_t = 30)]
+        poll_interval: u64,
+        /// Give up after this many config polls.
+        #[arg(long)]
+        max_polls: Option<u64>,
+    },
+    /// Run one OMA-DM management session.
+    Sync {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        tls: TlsArgs,
+    },
+    /// Print registry, certificate stores and enrollment information.
+    Show {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+fn tls_options(t: &TlsArgs) -> Result<TlsOptions, ClientError> {
+    Ok(TlsOptions {
+        ca_pem: match &t.ca_file {
+            Some(p) => Some(std::fs::read(p)?),
+            None => None,
+        },
+        insecure: t.insecure,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn enroll(
+    server: &str,
+    secret: &str,
+    state_dir: &Path,
+    tls: TlsOptions,
+    upn: Option<String>,
+    poll_interval: u64,
+    max_polls: Option<u64>,
+) -> Result<(), ClientError> {
+    let mut device = if state_dir
+        .join(fake_windows_client::device::STATE_FILE)
+        .exists()
+    {
+        Device::load(state_dir, tls)?
+    } else {
+        Device::new(DeviceProfile::random(), tls)?
+    };
+    if device.enrollment().is_some() {
+        println!("device {} is already enrolled", device.device_id());
+        return Ok(());
+    }
+    let node_key = device.orbit_enroll(server, secret).await?;
+    device.save(state_dir)?;
+    println!(
+        "orbit enrolled: device {} node key {node_key}",
+        device.device_id()
+    );
+    let mut polls = 0u64;
+    let discovery = loop {
+        polls += 1;
+        let n = device.orbit_config().await?;
+        if n.needs_programmatic_windows_mdm_enrollment {
+            match n.windows_mdm_discovery_endpoint {
+                Some(url) if !url.is_empty() => break url,
+                _ => {
+                    return Err(ClientError::Missing {
+                        step: "orbit_config",
+                        element: "notifications.windows_mdm_discovery_endpoint".into(),
+                    })
+                }
+            }
+        }
+        if max_polls.is_some_and(|m| polls >= m) {
+            return Err(ClientError::State(format!(
+                "no MDM enrollment notification after {polls} config polls"
+            )));
+        }
+        tracing::info!(polls, "no enrollment notification yet");
+        tokio::time::sleep(Duration::from_secs(poll_interval)).await;
+    };
+    let upn = upn.unwrap_or_else(|| device.profile().upn.clone());
+    let token = node_key.clone();
+    let result = device
+        .register_device_with_management(&upn, &discovery, &token)
+        .await;
+    device.save(state_dir)?;
+    result?;
+    if let Some(e) = device.enrollment() {
+        println!(
+            "enrolled with {} (provider {})",
+            e.management_url, e.provider_id
+        );
+        println!("  enrollment {}", e.enrollment_guid);
+        println!(
+            "  client certificate {} in {}",
+            e.client_thumbprint, e.client_store
+        );
+        println!("  root certificate {}", e.root_thumbprint);
+    }
+    Ok(())
+}
+
+async fn sync(state_dir: &Path, tls: TlsOptions) -> Result<(), ClientError> {
+    let mut device = Device::load(state_dir, tls)?;
+    let result = device.sync().await;
+    device.save(state_dir)?;
+    let report = result?;
+    println!(
+        "session {}: {} round trip(s)",
+        report.session_id, report.round_trips
+    );
+    for c in &report.server_commands {
+        println!(
+            "  {} {} {} -> {}",
+            c.cmd_id,
+            c.verb,
+            c.target.as_deref().unwrap_or("-"),
+            c.status
+        );
+    }
+    Ok(())
+}
+
+fn show(state_dir: &Path) -> Result<(), ClientError> {
+    let device = Device::load(
+        state_dir,
+        TlsOptions {
+            ca_pem: None,
+            insecure: true,
+        },
+    )?;
+    println!("DeviceID {}", device.device_id());
+    println!("HWDevID  {}", device.hw_dev_id());
+    if let Some(k) = device.node_key() {
+        println!("Orbit node key {k}");
+    }
+    println!("\nRegistry:");
+    for (key, values) in &device.registry().keys {
+        println!("{key}");
+        for (name, v) in values {
+            println!("    {name:<24} {v}");
+        }
+    }
+    println!("\nCertificate stores:");
+    for (store, c) in device.cert_store().all() {
+        println!("{store} {}", c.thumbprint);
+        match x509_parser::parse_x509_certificate(&c.der) {
+            Ok((_, x)) => {
+                println!("    subject  {}", x.subject());
+                println!("    issuer   {}", x.issuer());
+                println!(
+                    "    validity {} .. {}",
+                    x.validity().not_before,
+                    x.validity().not_after
+                );
+            }
+            Err(e) => println!("    (unparseable: {e})"),
+        }
+        if c.private_key_pem.is_some() {
+            println!(
+                "    private key in {}",
+                c.key_container.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    match device.enrollment() {
+        Some(e) => {
+            println!("\nEnrollment {}", e.enrollment_guid);
+            println!("    provider   {}", e.provider_id);
+            println!("    management {}", e.management_url);
+            println!("    discovery  {}", e.discovery_url);
+            println!("    UPN        {}", e.upn);
+            println!("    criteria   {}", e.cert_search_criteria);
+        }
+        None => println!("\nNot enrolled"),
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Enroll {
+            server,
+            enroll_secret,
+            state_dir,
+            tls,
+            upn,
+            poll_interval,
+            max_polls,
+        } => match tls_options(&tls) {
+            Ok(t) => {
+                enroll(
+                    &server,
+                    &enroll_secret,
+                    &state_dir,
+                    t,
+                    upn,
+                    poll_interval,
+                    max_polls,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Sync { state_dir, tls } => match tls_options(&tls) {
+            Ok(t) => sync(&state_dir, t).await,
+            Err(e) => Err(e),
+        },
+        Command::Show { state_dir } => show(&state_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fake-windows-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! OMA-DM management sessions over mTLS ([MS-MDM] §2.1, §3.1.5).
+
+use crate::device::Device;
+use crate::error::ClientError;
+use crate::http;
+use crate::session::{ManagementSession, ServerCommandRecord};
+use crate::syncml;
+use serde::{Deserialize, Serialize};
+
+const STEP: &str = "sync";
+const MAX_ROUND_TRIPS: usize = 64;
+/// Query Windows appends to the management URL (seen in published captures of Windows 10/11).
+const QUERY: &str = "mode=Maintenance&Platform=WoA";
+
+/// The result of one management session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub session_id: String,
+    pub round_trips: usize,
+    pub server_commands: Vec<ServerCommandRecord>,
+    /// (request XML, response XML) per round trip.
+    pub transcript: Vec<(String, String)>,
+}
+
+fn with_query(addr: &str) -> String {
+    if addr.contains('?') {
+        format!("{addr}&{QUERY}")
+    } else {
+        format!("{addr}?{QUERY}")
+    }
+}
+
+impl Device {
+    /// One full client-initiated management session (Alert 1201).
+    pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
+        let enrollment = self
+            .state
+            .enrollment
+            .clone()
+            .ok_or_else(|| ClientError::State("device is not enrolled".into()))?;
+        let identity = self.session_identity()?;
+        let client = http::client(&self.tls, identity.as_ref())?;
+        self.state.session_counter += 1;
+        let session_id = self.state.session_counter.to_string();
+        let url = with_query(&enrollment.management_url);
+        let builtins = self.state.profile.builtins(&self.state.device_id);
+        let mut session = ManagementSession::new(
+            &session_id,
+            &enrollment.management_url,
+            &self.state.device_id,
+        );
+        let mut report = SyncReport {
+            session_id: session_id.clone(),
+            ..SyncReport::default()
+        };
+        let mut out = session.first_message(&builtins, "user");
+        let result = loop {
+            if report.round_trips >= MAX_ROUND_TRIPS {
+                break Err(ClientError::invalid(
+                    STEP,
+                    format!("session did not end after {MAX_ROUND_TRIPS} round trips"),
+                ));
+            }
+            report.round_trips += 1;
+            let r = http::send(
+                &mut self.exchanges,
+                &client,
+                STEP,
+                reqwest::Method::POST,
+                &url,
+                &[
+                    ("Content-Type", syncml::CONTENT_TYPE),
+                    ("User-Agent", syncml::USER_AGENT),
+                    ("Accept", "application/vnd.syncml.dm+xml, application/vnd.syncml.dm+wbxml, application/octet-stream"),
+                    ("Accept-Charset", "UTF-8"),
+                    ("Client-Request-Id", "0"),
+                ],
+                Some(out.clone()),
+            )
+            .await;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
+            report.transcript.push((out.clone(), r.body.clone()));
+            if r.status == 429 {
+                break Err(ClientError::Throttled {
+                    step: STEP,
+                    retry_after: r.retry_after,
+                });
+            }
+            if r.status != 200 {
+                break Err(ClientError::Http {
+                    step: STEP,
+                    status: r.status,
+                    body: r.body.chars().take(2000).collect(),
+                });
+            }
+            if r.body.trim().is_empty() {
+                break session.handle_empty();
+            }
+            let ct = r.content_type.as_deref().unwrap_or("");
+            if !ct.to_ascii_lowercase().starts_with(syncml::CONTENT_TYPE) {
+                break Err(ClientError::invalid(
+                    STEP,
+                    format!("Content-Type is {ct:?}, expected {}", syncml::CONTENT_TYPE),
+                ));
+            }
+            match session.handle(&r.body, &mut self.state.nodes, &builtins) {
+                Ok(Some(next)) => out = next,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        report.server_commands = std::mem::take(&mut session.records);
+        result.map(|_| report)
+    }
+}

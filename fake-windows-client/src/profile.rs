@@ -1,0 +1,197 @@
+//! Who the emulated machine is: hardware identity, OS version and the values its standard
+//! OMA-DM objects (DevInfo, DevDetail) report.
+
+use crate::csp::BuiltIns;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// The machine's identity and software.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceProfile {
+    pub hardware_uuid: String,
+    pub hardware_serial: String,
+    pub hostname: String,
+    /// NetBIOS-style computer name (DeviceName in the RST, DevDetail Ext/Microsoft/DeviceName).
+    pub device_name: String,
+    pub upn: String,
+    /// Build, e.g. `10.0.22631.2428`.
+    pub os_version: String,
+    /// Edition number (`48` = Pro, `4` = Enterprise).
+    pub os_edition: String,
+    pub mac: String,
+    pub locale: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub firmware_version: String,
+    pub hardware_version: String,
+    /// Local user SID written to the enrollment key.
+    pub user_sid: String,
+}
+
+fn alnum(n: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ0123456789";
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+impl DeviceProfile {
+    /// A plausible Windows 11 Pro machine with random identifiers.
+    pub fn random() -> Self {
+        let mut rng = rand::thread_rng();
+        let host = format!("DESKTOP-{}", alnum(7));
+        let mac: Vec<String> = (0..6)
+            .map(|i| {
+                let b: u8 = rng.gen();
+                // Locally administered unicast for the first octet.
+                format!("{:02X}", if i == 0 { (b & 0xfc) | 0x02 } else { b })
+            })
+            .collect();
+        DeviceProfile {
+            hardware_uuid: uuid::Uuid::new_v4().to_string().to_uppercase(),
+            hardware_serial: alnum(10),
+            hostname: host.clone(),
+            device_name: host.clone(),
+            upn: format!("{}@example.org", host.to_lowercase()),
+            os_version: "10.0.22631.2428".into(),
+            os_edition: "48".into(),
+            mac: mac.join("-"),
+            locale: "en-US".into(),
+            manufacturer: "Contoso Computers".into(),
+            model: format!("Surfboard {}", rng.gen_range(3..9)),
+            firmware_version: format!("1.{}.0", rng.gen_range(1..40)),
+            hardware_version: "Version 1.0".into(),
+            user_sid: format!(
+                "S-1-5-21-{}-{}-{}-1001",
+                rng.gen::<u32>(),
+                rng.gen::<u32>(),
+                rng.gen::<u32>()
+            ),
+        }
+    }
+
+    /// OS platform name reported in DevDetail (edition 4 = Enterprise, 48 = Pro).
+    pub fn os_platform(&self) -> String {
+        let edition = match self.os_edition.as_str() {
+            "4" => "Enterprise",
+            "48" => "Pro",
+            "101" => "Home",
+            "121" => "Education",
+            _ => "Pro",
+        };
+        format!("Windows 11 {edition}")
+    }
+
+    /// The read-only DevInfo, DevDetail and DeviceStatus nodes (OMA-DM standard objects;
+    /// extensions per Microsoft's DevDetail and DeviceStatus DDFs).
+    pub fn builtins(&self, device_id: &str) -> BuiltIns {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let v = |p: &str, f: &'static str, val: &str| (p.to_string(), f, val.to_string());
+        vec![
+            v("./DevInfo/DevId", "chr", device_id),
+            v("./DevInfo/Man", "chr", &self.manufacturer),
+            v("./DevInfo/Mod", "chr", &self.model),
+            v("./DevInfo/DmV", "chr", "1.3"),
+            v("./DevInfo/Lang", "chr", &self.locale),
+            v("./DevDetail/DevTyp", "chr", &self.model),
+            v("./DevDetail/OEM", "chr", &self.manufacturer),
+            v("./DevDetail/FwV", "chr", &self.firmware_version),
+            v("./DevDetail/SwV", "chr", &self.os_version),
+            v("./DevDetail/HwV", "chr", &self.hardware_version),
+            v("./DevDetail/LrgObj", "bool", "true"),
+            v("./DevDetail/URI/MaxDepth", "int", "32"),
+            v("./DevDetail/URI/MaxTotLen", "int", "2048"),
+            v("./DevDetail/URI/MaxSegLen", "int", "512"),
+            v("./DevDetail/Ext/Microsoft/MobileID", "chr", "Not Present"),
+            v("./DevDetail/Ext/Microsoft/RadioSwV", "chr", "Not Present"),
+            v("./DevDetail/Ext/Microsoft/Resolution", "chr", "1920x1080"),
+            v(
+                "./DevDetail/Ext/Microsoft/CommercializationOperator",
+                "chr",
+                "Not Present",
+            ),
+            v(
+                "./DevDetail/Ext/Microsoft/ProcessorArchitecture",
+                "int",
+                "9",
+            ),
+            v("./DevDetail/Ext/Microsoft/ProcessorType", "int", "8664"),
+            v(
+                "./DevDetail/Ext/Microsoft/OSPlatform",
+                "chr",
+                &self.os_platform(),
+            ),
+            v("./DevDetail/Ext/Microsoft/LocalTime", "chr", &now),
+            v(
+                "./DevDetail/Ext/Microsoft/DeviceName",
+                "chr",
+                &self.device_name,
+            ),
+            v(
+                "./DevDetail/Ext/Microsoft/DNSComputerName",
+                "chr",
+                &self.hostname,
+            ),
+            v("./DevDetail/Ext/Microsoft/TotalStorage", "int", "511000"),
+            v("./DevDetail/Ext/Microsoft/TotalRAM", "int", "16384"),
+            v(
+                "./DevDetail/Ext/Microsoft/SMBIOSSerialNumber",
+                "chr",
+                &self.hardware_serial,
+            ),
+            v("./DevDetail/Ext/DeviceHardwareData", "chr", "Not Present"),
+            v(
+                "./DevDetail/Ext/WLANMACAddress",
+                "chr",
+                &self.mac.replace('-', ":"),
+            ),
+            v("./DevDetail/Ext/VoLTEServiceSetting", "chr", "Not Present"),
+            v("./DevDetail/Ext/WlanIPv4Address", "chr", "Not Present"),
+            v("./DevDetail/Ext/WlanIPv6Address", "chr", "Not Present"),
+            v("./DevDetail/Ext/WlanDnsSuffix", "chr", "Not Present"),
+            v("./DevDetail/Ext/WlanSubnetMask", "chr", "Not Present"),
+            // DeviceStatus CSP: a healthy machine (0 = running / up to date / on).
+            v(
+                "./Vendor/MSFT/DeviceStatus/Antivirus/SignatureStatus",
+                "int",
+                "0",
+            ),
+            v("./Vendor/MSFT/DeviceStatus/Antivirus/Status", "int", "0"),
+            v("./Vendor/MSFT/DeviceStatus/Firewall/Status", "int", "0"),
+            v(
+                "./Vendor/MSFT/DeviceStatus/DeviceGuard/HypervisorEnforcedCodeIntegrityStatus",
+                "int",
+                "0",
+            ),
+            v(
+                "./Vendor/MSFT/DeviceStatus/DeviceGuard/VirtualizationBasedSecurityStatus",
+                "int",
+                "0",
+            ),
+            v(
+                "./Vendor/MSFT/DeviceStatus/DeviceGuard/LsaCfgCredGuardStatus",
+                "int",
+                "0",
+            ),
+            v(
+                "./Vendor/MSFT/DeviceStatus/DeviceGuard/SystemGuardStatus",
+                "int",
+                "0",
+            ),
+            v(
+                "./Vendor/MSFT/DeviceStatus/OS/Edition",
+                "int",
+                &self.os_edition,
+            ),
+            v("./Vendor/MSFT/DeviceStatus/OS/Mode", "int", "0"),
+            v(
+                "./Vendor/MSFT/DeviceStatus/Compliance/EncryptionCompliance",
+                "int",
+                "1",
+            ),
+        ]
+    }
+}

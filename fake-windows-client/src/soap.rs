@@ -1,0 +1,327 @@
+//! SOAP 1.2 / WS-Addressing envelopes shared by discovery, policy and enrollment
+//! ([MS-MDE2] §2.2, [MS-XCEP] §2.2, [MS-WSTEP] §2.2).
+
+use crate::error::{ClientError, SoapFault};
+use roxmltree::{Document, Node};
+
+pub const NS_SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
+pub const NS_SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub const NS_ADDRESSING: &str = "http://www.w3.org/2005/08/addressing";
+pub const NS_WSSE: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+pub const NS_WSU: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+pub const NS_WST: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512";
+pub const NS_AC: &str = "http://schemas.xmlsoap.org/ws/2006/12/authorization";
+pub const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
+pub const USER_TOKEN_VALUE_TYPE: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
+pub const BASE64_ENCODING_TYPE: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
+pub const CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
+pub const USER_AGENT: &str = "ENROLLClient";
+
+/// XML-escapes text for element content and attribute values.
+pub fn esc(s: &str) -> String {
+    quick_xml::escape::escape(s).into_owned()
+}
+
+/// A fresh WS-Addressing MessageID.
+pub fn new_message_id() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+}
+
+/// Builds a request envelope. `token` adds a `wsse:Security` header carrying the
+/// DeviceEnrollmentUserToken as base64 ([MS-MDE2] §3.3.4.1: the token is opaque).
+pub fn envelope(
+    action: &str,
+    message_id: &str,
+    to: &str,
+    token: Option<&str>,
+    body: &str,
+) -> String {
+    use base64::Engine;
+    let security = match token {
+        Some(t) => format!(
+            r#"<wsse:Security s:mustUnderstand="1"><wsse:BinarySecurityToken ValueType="{USER_TOKEN_VALUE_TYPE}" EncodingType="{BASE64_ENCODING_TYPE}">{}</wsse:BinarySecurityToken></wsse:Security>"#,
+            base64::engine::general_purpose::STANDARD.encode(t.as_bytes())
+        ),
+        None => String::new(),
+    };
+    format!(
+        concat!(
+            r#"<s:Envelope xmlns:s="{s}" xmlns:a="{a}" xmlns:u="{u}" xmlns:wsse="{wsse}" xmlns:wst="{wst}" xmlns:ac="{ac}">"#,
+            r#"<s:Header><a:Action s:mustUnderstand="1">{action}</a:Action><a:MessageID>{mid}</a:MessageID>"#,
+            r#"<a:ReplyTo><a:Address>{anon}</a:Address></a:ReplyTo><a:To s:mustUnderstand="1">{to}</a:To>{security}</s:Header>"#,
+            r#"<s:Body>{body}</s:Body></s:Envelope>"#
+        ),
+        s = NS_SOAP12,
+        a = NS_ADDRESSING,
+        u = NS_WSU,
+        wsse = NS_WSSE,
+        wst = NS_WST,
+        ac = NS_AC,
+        action = esc(action),
+        mid = esc(message_id),
+        anon = ANONYMOUS,
+        to = esc(to),
+        security = security,
+        body = body
+    )
+}
+
+/// First element child with the given namespace and local name.
+pub fn child<'a, 'i>(node: Node<'a, 'i>, ns: &str, name: &str) -> Option<Node<'a, 'i>> {
+    node.children().find(|c| {
+        c.is_element() && c.tag_name().name() == name && c.tag_name().namespace() == Some(ns)
+    })
+}
+
+/// Like [`child`], but a missing element is an error naming `path`.
+pub fn req_child<'a, 'i>(
+    step: &'static str,
+    node: Node<'a, 'i>,
+    ns: &str,
+    name: &str,
+) -> Result<Node<'a, 'i>, ClientError> {
+    child(node, ns, name)
+        .ok_or_else(|| ClientError::missing(step, format!("{}/{}", path_of(node), name)))
+}
+
+/// Slash-separated local names from the root to `node`, for error messages.
+pub fn path_of(node: Node) -> String {
+    let mut parts: Vec<&str> = node
+        .ancestors()
+        .filter(|n| n.is_element())
+        .map(|n| n.tag_name().name())
+        .collect();
+    parts.reverse();
+    parts.join("/")
+}
+
+/// Trimmed text content of an element (concatenated text children).
+pub fn text(node: Node) -> String {
+    node.children()
+        .filter(|c| c.is_text())
+        .filter_map(|c| c.text())
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// Text of a required child; empty text counts as missing.
+pub fn req_text(
+    step: &'static str,
+    node: Node,
+    ns: &str,
+    name: &str,
+) -> Result<String, ClientError> {
+    let c = req_child(step, node, ns, name)?;
+    let t = text(c);
+    if t.is_empty() {
+        return Err(ClientError::missing(
+            step,
+            format!("{} (empty)", path_of(c)),
+        ));
+    }
+    Ok(t)
+}
+
+/// What came back over HTTP for a SOAP step.
+pub struct HttpReply<'a> {
+    pub status: u16,
+    pub content_type: Option<&'a str>,
+    pub retry_after: Option<&'a str>,
+    pub body: &'a str,
+}
+
+/// Checks HTTP status, faults and content type. Returns nothing on success; the caller then
+/// parses the envelope with [`parse_envelope`].
+pub fn check_reply(step: &'static str, reply: &HttpReply) -> Result<(), ClientError> {
+    if reply.status == 429 {
+        return Err(ClientError::Throttled {
+            step,
+            retry_after: reply.retry_after.map(str::to_string),
+        });
+    }
+    if let Ok(doc) = Document::parse(reply.body) {
+        if let Some(fault) = parse_fault(&doc, reply.status) {
+            return Err(ClientError::SoapFault(fault));
+        }
+    }
+    if reply.status != 200 {
+        return Err(ClientError::Http {
+            step,
+            status: reply.status,
+            body: reply.body.chars().take(2000).collect(),
+        });
+    }
+    let ct = reply.content_type.unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/soap+xml") {
+        return Err(ClientError::invalid(
+            step,
+            format!("Content-Type is {ct:?}, expected application/soap+xml"),
+        ));
+    }
+    Ok(())
+}
+
+/// Extracts a SOAP 1.2 `s:Fault` from an envelope, if the body carries one.
+pub fn parse_fault(doc: &Document, http_status: u16) -> Option<SoapFault> {
+    let root = doc.root_element();
+    if root.tag_name().name() != "Envelope" {
+        return None;
+    }
+    let ns = root.tag_name().namespace()?;
+    let body = child(root, ns, "Body")?;
+    let fault = child(body, ns, "Fault")?;
+    let code_el = child(fault, ns, "Code");
+    let code = code_el
+        .and_then(|c| child(c, ns, "Value"))
+        .map(text)
+        .unwrap_or_default();
+    let subcode = code_el
+        .and_then(|c| child(c, ns, "Subcode"))
+        .and_then(|c| child(c, ns, "Value"))
+        .map(text)
+        .unwrap_or_default();
+    let reason = child(fault, ns, "Reason")
+        .and_then(|r| child(r, ns, "Text"))
+        .map(text)
+        .unwrap_or_default();
+    let error_type = child(fault, ns, "Detail")
+        .and_then(|d| {
+            d.descendants()
+                .find(|n| n.is_element() && n.tag_name().name() == "ErrorType")
+        })
+        .map(text);
+    Some(SoapFault {
+        http_status,
+        code,
+        subcode,
+        reason,
+        error_type,
+    })
+}
+
+/// Parses a response envelope strictly: SOAP 1.2 namespace, `a:Action` equal to
+/// `expected_action`, `a:RelatesTo` equal to our `message_id`. Returns the document; use
+/// [`body_of`] to reach the payload.
+pub fn parse_envelope<'i>(
+    step: &'static str,
+    xml: &'i str,
+    expected_action: &str,
+    message_id: &str,
+) -> Result<Document<'i>, ClientError> {
+    let doc = Document::parse(xml).map_err(|source| ClientError::Xml { step, source })?;
+    {
+        let root = doc.root_element();
+        if root.tag_name().name() != "Envelope" {
+            return Err(ClientError::invalid(
+                step,
+                format!(
+                    "root element is {}, expected s:Envelope",
+                    root.tag_name().name()
+                ),
+            ));
+        }
+        match root.tag_name().namespace() {
+            Some(NS_SOAP12) => {}
+            Some(NS_SOAP11) => {
+                return Err(ClientError::invalid(
+                    step,
+                    format!("SOAP 1.1 envelope namespace {NS_SOAP11}; the enrollment protocols use SOAP 1.2 ({NS_SOAP12})"),
+                ))
+            }
+            other => {
+                return Err(ClientError::invalid(
+                    step,
+                    format!("envelope namespace {other:?}, expected {NS_SOAP12}"),
+                ))
+            }
+        }
+        let header = req_child(step, root, NS_SOAP12, "Header")?;
+        let action = req_text(step, header, NS_ADDRESSING, "Action")?;
+        if action != expected_action {
+            return Err(ClientError::invalid(
+                step,
+                format!("a:Action is {action:?}, expected {expected_action:?}"),
+            ));
+        }
+        let relates = req_text(step, header, NS_ADDRESSING, "RelatesTo")?;
+        if relates != message_id {
+            return Err(ClientError::invalid(
+                step,
+                format!("a:RelatesTo is {relates:?}, expected our MessageID {message_id:?}"),
+            ));
+        }
+        req_child(step, root, NS_SOAP12, "Body")?;
+    }
+    Ok(doc)
+}
+
+/// The `s:Body` element of a document accepted by [`parse_envelope`].
+pub fn body_of<'a, 'i>(
+    step: &'static str,
+    doc: &'a Document<'i>,
+) -> Result<Node<'a, 'i>, ClientError> {
+    req_child(step, doc.root_element(), NS_SOAP12, "Body")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_is_structured() {
+        let xml = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RSTRC/wstepfault</a:Action></s:Header><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>s:Authentication</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">token rejected</s:Text></s:Reason><s:Detail><DeviceEnrollmentServiceError xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollment"><ErrorType>InvalidEnrollmentData</ErrorType><Message>x</Message></DeviceEnrollmentServiceError></s:Detail></s:Fault></s:Body></s:Envelope>"#;
+        let reply = HttpReply {
+            status: 500,
+            content_type: Some(CONTENT_TYPE),
+            retry_after: None,
+            body: xml,
+        };
+        let err = check_reply("enroll", &reply).err();
+        let fault = err.as_ref().and_then(|e| e.soap_fault()).cloned();
+        assert_eq!(
+            fault,
+            Some(SoapFault {
+                http_status: 500,
+                code: "s:Receiver".into(),
+                subcode: "s:Authentication".into(),
+                reason: "token rejected".into(),
+                error_type: Some("InvalidEnrollmentData".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn throttle_carries_retry_after() {
+        let reply = HttpReply {
+            status: 429,
+            content_type: None,
+            retry_after: Some("120"),
+            body: "",
+        };
+        match check_reply("discover", &reply) {
+            Err(ClientError::Throttled { retry_after, .. }) => {
+                assert_eq!(retry_after.as_deref(), Some("120"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_content_type_is_rejected() {
+        let reply = HttpReply {
+            status: 200,
+            content_type: Some("text/html"),
+            retry_after: None,
+            body: "<html/>",
+        };
+        assert!(matches!(
+            check_reply("discover", &reply),
+            Err(ClientError::Invalid { .. })
+        ));
+    }
+}

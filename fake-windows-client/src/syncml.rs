@@ -1,0 +1,319 @@
+//! SyncML 1.2 DM messages: parsing a server message and writing the device's reply
+//! (OMA-DM 1.2 Representation Protocol, [MS-MDM] §2.2).
+
+use crate::error::ClientError;
+use crate::soap::esc;
+use roxmltree::Node;
+
+pub const NS_SYNCML: &str = "SYNCML:SYNCML1.2";
+pub const NS_METINF: &str = "syncml:metinf";
+pub const CONTENT_TYPE: &str = "application/vnd.syncml.dm+xml";
+pub const USER_AGENT: &str = "MSFT OMA DM Client/1.2.0.1";
+const STEP: &str = "sync";
+
+/// One `Item` of a command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Item {
+    pub target: Option<String>,
+    pub source: Option<String>,
+    pub format: Option<String>,
+    pub mime: Option<String>,
+    pub data: Option<String>,
+}
+
+/// A command from the server. `Atomic` and `Sequence` hold nested commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub verb: String,
+    pub cmd_id: Option<String>,
+    /// `Data` directly under the command (Alert code).
+    pub data: Option<String>,
+    pub items: Vec<Item>,
+    pub nested: Vec<Command>,
+}
+
+/// A `Status` from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCmd {
+    pub cmd_id: Option<String>,
+    pub msg_ref: Option<String>,
+    pub cmd_ref: Option<String>,
+    pub cmd: Option<String>,
+    pub code: Option<String>,
+}
+
+/// A parsed server message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMessage {
+    pub session_id: String,
+    pub msg_id: String,
+    /// Statuses in document order (the SyncHdr status first).
+    pub statuses: Vec<StatusCmd>,
+    pub commands: Vec<Command>,
+    pub is_final: bool,
+}
+
+fn el<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    n.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name)
+}
+
+fn el_text(n: Node, name: &str) -> Option<String> {
+    el(n, name).map(|c| {
+        c.children()
+            .filter(|t| t.is_text())
+            .filter_map(|t| t.text())
+            .collect::<String>()
+            .trim()
+            .to_string()
+    })
+}
+
+/// `Data` content: text, or the raw markup of element children (Format xml).
+fn data_of(n: Node) -> Option<String> {
+    let d = el(n, "Data")?;
+    if d.children().any(|c| c.is_element()) {
+        let input = d.document().input_text();
+        let first = d.first_child()?.range().start;
+        let last = d.last_child()?.range().end;
+        return input.get(first..last).map(str::to_string);
+    }
+    Some(d.children().filter_map(|t| t.text()).collect::<String>())
+}
+
+fn meta_of(n: Node) -> (Option<String>, Option<String>) {
+    match el(n, "Meta") {
+        Some(m) => (el_text(m, "Format"), el_text(m, "Type")),
+        None => (None, None),
+    }
+}
+
+fn parse_item(n: Node, cmd_meta: &(Option<String>, Option<String>)) -> Item {
+    let (format, mime) = meta_of(n);
+    Item {
+        target: el(n, "Target").and_then(|t| el_text(t, "LocURI")),
+        source: el(n, "Source").and_then(|t| el_text(t, "LocURI")),
+        format: format.or_else(|| cmd_meta.0.clone()),
+        mime: mime.or_else(|| cmd_meta.1.clone()),
+        data: data_of(n),
+    }
+}
+
+fn parse_command(n: Node) -> Command {
+    let meta = meta_of(n);
+    let verb = n.tag_name().name().to_string();
+    let nested = if verb == "Atomic" || verb == "Sequence" {
+        n.children()
+            .filter(|c| {
+                c.is_element() && !matches!(c.tag_name().name(), "CmdID" | "Meta" | "NoResp")
+            })
+            .map(parse_command)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Command {
+        cmd_id: el_text(n, "CmdID").filter(|s| !s.is_empty()),
+        data: if verb == "Alert" {
+            el_text(n, "Data")
+        } else {
+            None
+        },
+        items: n
+            .children()
+            .filter(|c| c.is_element() && c.tag_name().name() == "Item")
+            .map(|i| parse_item(i, &meta))
+            .collect(),
+        nested,
+        verb,
+    }
+}
+
+/// Parses a server message strictly: SyncML 1.2 namespace, VerDTD 1.2, VerProto DM/1.2,
+/// SessionID and MsgID present. Session matching is the caller's job.
+pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
+    let doc = roxmltree::Document::parse(xml)
+        .map_err(|source| ClientError::Xml { step: STEP, source })?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "SyncML" || root.tag_name().namespace() != Some(NS_SYNCML) {
+        return Err(ClientError::invalid(
+            STEP,
+            format!(
+                "root is {{{}}}{}, expected {{{NS_SYNCML}}}SyncML",
+                root.tag_name().namespace().unwrap_or(""),
+                root.tag_name().name()
+            ),
+        ));
+    }
+    let hdr = el(root, "SyncHdr").ok_or_else(|| ClientError::missing(STEP, "SyncML/SyncHdr"))?;
+    let body = el(root, "SyncBody").ok_or_else(|| ClientError::missing(STEP, "SyncML/SyncBody"))?;
+    let req = |name: &str| {
+        el_text(hdr, name)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ClientError::missing(STEP, format!("SyncHdr/{name}")))
+    };
+    let ver_dtd = req("VerDTD")?;
+    if ver_dtd != "1.2" {
+        return Err(ClientError::invalid(
+            STEP,
+            format!("SyncHdr/VerDTD is {ver_dtd:?}, expected 1.2"),
+        ));
+    }
+    let ver_proto = req("VerProto")?;
+    if ver_proto != "DM/1.2" {
+        return Err(ClientError::invalid(
+            STEP,
+            format!("SyncHdr/VerProto is {ver_proto:?}, expected DM/1.2"),
+        ));
+    }
+    let session_id = req("SessionID")?;
+    let msg_id = req("MsgID")?;
+    let mut msg = ServerMessage {
+        session_id,
+        msg_id,
+        statuses: Vec::new(),
+        commands: Vec::new(),
+        is_final: false,
+    };
+    for c in body.children().filter(|c| c.is_element()) {
+        match c.tag_name().name() {
+            "Status" => msg.statuses.push(StatusCmd {
+                cmd_id: el_text(c, "CmdID"),
+                msg_ref: el_text(c, "MsgRef"),
+                cmd_ref: el_text(c, "CmdRef"),
+                cmd: el_text(c, "Cmd"),
+                code: el_text(c, "Data"),
+            }),
+            "Final" => msg.is_final = true,
+            _ => msg.commands.push(parse_command(c)),
+        }
+    }
+    // The SyncHdr status must be the first element of SyncBody.
+    if let Some(first) = body.children().find(|c| c.is_element()) {
+        let is_hdr_status = first.tag_name().name() == "Status"
+            && el_text(first, "Cmd").as_deref() == Some("SyncHdr");
+        if !is_hdr_status {
+            return Err(ClientError::invalid(
+                STEP,
+                format!(
+                    "first SyncBody element is {}, expected the Status for our SyncHdr",
+                    first.tag_name().name()
+                ),
+            ));
+        }
+    }
+    Ok(msg)
+}
+
+/// Writes one device message. Commands are appended as XML fragments; CmdIDs come from
+/// [`OutMessage::next_id`] so they are unique in the message.
+pub struct OutMessage {
+    pub session_id: String,
+    pub msg_id: u32,
+    pub target: String,
+    pub source: String,
+    next: u32,
+    parts: Vec<String>,
+}
+
+impl OutMessage {
+    pub fn new(
+        session_id: &str,
+        msg_id: u32,
+        target: &str,
+        source: &str,
+        first_cmd_id: u32,
+    ) -> Self {
+        OutMessage {
+            session_id: session_id.to_string(),
+            msg_id,
+            target: target.to_string(),
+            source: source.to_string(),
+            next: first_cmd_id,
+            parts: Vec::new(),
+        }
+    }
+
+    pub fn next_id(&mut self) -> u32 {
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+
+    pub fn push(&mut self, fragment: String) {
+        self.parts.push(fragment);
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// A `Status` answering a server command (or the SyncHdr with `cmd_ref` "0").
+    pub fn status(
+        &mut self,
+        msg_ref: &str,
+        cmd_ref: Option<&str>,
+        cmd: &str,
+        targets: &[String],
+        code: u16,
+    ) {
+        let id = self.next_id();
+        let targets: String = targets
+            .iter()
+            .map(|t| format!("<TargetRef>{}</TargetRef>", esc(t)))
+            .collect();
+        self.push(format!(
+            "<Status><CmdID>{id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd>{targets}<Data>{code}</Data></Status>",
+            esc(msg_ref),
+            esc(cmd_ref.unwrap_or("")),
+            esc(cmd)
+        ));
+    }
+
+    /// `Results` for a Get: (LocURI, Format, Type, Data) per item.
+    pub fn results(
+        &mut self,
+        msg_ref: &str,
+        cmd_ref: &str,
+        items: &[(String, String, Option<String>, String)],
+    ) {
+        let id = self.next_id();
+        let items: String = items
+            .iter()
+            .map(|(uri, format, mime, data)| {
+                let mime = mime.as_deref().map(|m| format!(r#"<Type xmlns="{NS_METINF}">{}</Type>"#, esc(m))).unwrap_or_default();
+                format!(
+                    r#"<Item><Source><LocURI>{}</LocURI></Source><Meta><Format xmlns="{NS_METINF}">{}</Format>{mime}</Meta><Data>{}</Data></Item>"#,
+                    esc(uri),
+                    esc(format),
+                    esc(data)
+                )
+            })
+            .collect();
+        self.push(format!(
+            "<Results><CmdID>{id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef>{items}</Results>",
+            esc(msg_ref),
+            esc(cmd_ref)
+        ));
+    }
+
+    pub fn to_xml(&self) -> String {
+        format!(
+            concat!(
+                r#"<SyncML xmlns="{ns}"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>"#,
+                "<SessionID>{sid}</SessionID><MsgID>{mid}</MsgID><Target><LocURI>{t}</LocURI></Target>",
+                "<Source><LocURI>{s}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"
+            ),
+            ns = NS_SYNCML,
+            sid = esc(&self.session_id),
+            mid = self.msg_id,
+            t = esc(&self.target),
+            s = esc(&self.source),
+            body = self.parts.concat()
+        )
+    }
+}

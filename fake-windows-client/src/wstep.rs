@@ -1,0 +1,108 @@
+//! MS-WSTEP RequestSecurityToken and its RequestSecurityTokenResponseCollection
+//! ([MS-WSTEP] §3.1.4.1, [MS-MDE2] §3.3).
+
+use crate::error::ClientError;
+use crate::soap::{self, esc, NS_WSSE, NS_WST, NS_WSU};
+use base64::Engine;
+
+pub const ACTION_RST: &str =
+    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RST/wstep";
+pub const ACTION_RSTRC: &str =
+    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RSTRC/wstep";
+pub const TOKEN_TYPE: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken";
+pub const REQUEST_TYPE_ISSUE: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue";
+pub const PKCS10_VALUE_TYPE: &str =
+    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10";
+pub const PROVISION_DOC_VALUE_TYPE: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
+const STEP: &str = "request_security_token";
+
+/// Builds the RST carrying the CSR and the AdditionalContext items (in the given order;
+/// names may repeat, as `MAC` does on Windows).
+pub fn build_request(
+    message_id: &str,
+    to: &str,
+    token: &str,
+    csr_der: &[u8],
+    context: &[(&str, String)],
+) -> String {
+    let items: String = context
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                r#"<ac:ContextItem Name="{}"><ac:Value>{}</ac:Value></ac:ContextItem>"#,
+                esc(n),
+                esc(v)
+            )
+        })
+        .collect();
+    let body = format!(
+        concat!(
+            "<wst:RequestSecurityToken><wst:TokenType>{tt}</wst:TokenType>",
+            "<wst:RequestType>{rt}</wst:RequestType>",
+            r#"<wsse:BinarySecurityToken ValueType="{vt}" EncodingType="{et}">{csr}</wsse:BinarySecurityToken>"#,
+            r#"<ac:AdditionalContext xmlns="http://schemas.xmlsoap.org/ws/2006/12/authorization">{items}</ac:AdditionalContext>"#,
+            "</wst:RequestSecurityToken>"
+        ),
+        tt = TOKEN_TYPE,
+        rt = REQUEST_TYPE_ISSUE,
+        vt = PKCS10_VALUE_TYPE,
+        et = soap::BASE64_ENCODING_TYPE,
+        csr = base64::engine::general_purpose::STANDARD.encode(csr_der),
+        items = items
+    );
+    soap::envelope(ACTION_RST, message_id, to, Some(token), &body)
+}
+
+/// Parses the RSTRC envelope and returns the decoded provisioning document (UTF-8 XML).
+pub fn parse_response(xml: &str, message_id: &str) -> Result<String, ClientError> {
+    let doc = soap::parse_envelope(STEP, xml, ACTION_RSTRC, message_id)?;
+    let root = doc.root_element();
+    let header = soap::req_child(STEP, root, soap::NS_SOAP12, "Header")?;
+    let security = soap::req_child(STEP, header, NS_WSSE, "Security")?;
+    let ts = soap::req_child(STEP, security, NS_WSU, "Timestamp")?;
+    soap::req_text(STEP, ts, NS_WSU, "Created")?;
+    soap::req_text(STEP, ts, NS_WSU, "Expires")?;
+    let body = soap::body_of(STEP, &doc)?;
+    let coll = soap::req_child(STEP, body, NS_WST, "RequestSecurityTokenResponseCollection")?;
+    let rstr = soap::req_child(STEP, coll, NS_WST, "RequestSecurityTokenResponse")?;
+    let token_type = soap::req_text(STEP, rstr, NS_WST, "TokenType")?;
+    if token_type != TOKEN_TYPE {
+        return Err(ClientError::invalid(
+            STEP,
+            format!("TokenType is {token_type:?}, expected {TOKEN_TYPE}"),
+        ));
+    }
+    let rst = soap::req_child(STEP, rstr, NS_WST, "RequestedSecurityToken")?;
+    let bst = soap::req_child(STEP, rst, NS_WSSE, "BinarySecurityToken")?;
+    let vt = bst.attribute("ValueType").unwrap_or("");
+    if vt != PROVISION_DOC_VALUE_TYPE {
+        return Err(ClientError::invalid(
+            STEP,
+            format!("BinarySecurityToken ValueType is {vt:?}, expected {PROVISION_DOC_VALUE_TYPE}"),
+        ));
+    }
+    if let Some(et) = bst.attribute("EncodingType") {
+        if et != soap::BASE64_ENCODING_TYPE {
+            return Err(ClientError::invalid(
+                STEP,
+                format!("BinarySecurityToken EncodingType is {et:?}"),
+            ));
+        }
+    }
+    let b64: String = soap::text(bst)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if b64.is_empty() {
+        return Err(ClientError::missing(STEP, "BinarySecurityToken content"));
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| {
+            ClientError::invalid(STEP, format!("BinarySecurityToken is not base64: {e}"))
+        })?;
+    String::from_utf8(raw)
+        .map_err(|_| ClientError::invalid(STEP, "provisioning document is not UTF-8"))
+}

@@ -1,0 +1,81 @@
+//! Shared helpers: a stand-in CA that issues a provisioning document for a device.
+#![allow(dead_code)]
+
+use base64::Engine;
+use fake_windows_client::{csr, foreign, verify};
+use rsa::RsaPrivateKey;
+
+pub struct TestCa {
+    pub key: RsaPrivateKey,
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("keygen");
+        let spki = csr::spki_der(&key).expect("spki");
+        let der = foreign::issue("Test WSTEP CA", &key, "Test WSTEP CA", &spki, true).expect("ca");
+        TestCa { key, der }
+    }
+
+    pub fn client_cert(&self, cn: &str, spki: &[u8]) -> Vec<u8> {
+        foreign::issue("Test WSTEP CA", &self.key, cn, spki, false).expect("client cert")
+    }
+}
+
+pub struct DocParams<'a> {
+    pub root_der: &'a [u8],
+    pub client_der: &'a [u8],
+    pub client_thumbprint: Option<String>,
+    pub scope: &'a str,
+    pub provider_id: &'a str,
+    pub dmclient_provider: &'a str,
+    pub addr: &'a str,
+    pub criteria: String,
+}
+
+pub fn provisioning_xml(p: &DocParams) -> String {
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let root_tp = verify::thumbprint(p.root_der);
+    let client_tp = p
+        .client_thumbprint
+        .clone()
+        .unwrap_or_else(|| verify::thumbprint(p.client_der));
+    format!(
+        r#"<wap-provisioningdoc version="1.1">
+<characteristic type="CertificateStore"><characteristic type="Root"><characteristic type="System">
+<characteristic type="{root_tp}"><parm name="EncodedCertificate" value="{root}"/></characteristic>
+</characteristic></characteristic></characteristic>
+<characteristic type="CertificateStore"><characteristic type="My"><characteristic type="{scope}">
+<characteristic type="{client_tp}"><parm name="EncodedCertificate" value="{client}"/></characteristic>
+<characteristic type="PrivateKeyContainer"/></characteristic>
+<characteristic type="WSTEP"><characteristic type="Renew">
+<parm name="ROBOSupport" value="false" datatype="boolean"/><parm name="RenewPeriod" value="42" datatype="integer"/><parm name="RetryInterval" value="4" datatype="integer"/>
+</characteristic></characteristic></characteristic></characteristic>
+<characteristic type="APPLICATION">
+<parm name="APPID" value="w7"/><parm name="PROVIDER-ID" value="{provider}"/><parm name="NAME" value="Test MDM"/>
+<parm name="ADDR" value="{addr}"/><parm name="CONNRETRYFREQ" value="6"/><parm name="INITIALBACKOFFTIME" value="30000"/>
+<parm name="MAXBACKOFFTIME" value="120000"/><parm name="BACKCOMPATRETRYDISABLED"/>
+<parm name="DEFAULTENCODING" value="application/vnd.syncml.dm+xml"/>
+<parm name="SSLCLIENTCERTSEARCHCRITERIA" value="{criteria}"/>
+<characteristic type="APPAUTH"><parm name="AAUTHLEVEL" value="CLIENT"/><parm name="AAUTHTYPE" value="DIGEST"/><parm name="AAUTHSECRET" value="dummy"/><parm name="AAUTHDATA" value="nonce"/></characteristic>
+<characteristic type="APPAUTH"><parm name="AAUTHLEVEL" value="APPSRV"/><parm name="AAUTHTYPE" value="DIGEST"/><parm name="AAUTHNAME" value="dummy"/><parm name="AAUTHSECRET" value="dummy"/><parm name="AAUTHDATA" value="nonce"/></characteristic>
+</characteristic>
+<characteristic type="DMClient"><characteristic type="Provider"><characteristic type="{dmc}">
+<parm name="EntDMID" value="abc" datatype="string"/>
+<characteristic type="Poll"><parm name="NumberOfFirstRetries" value="8" datatype="integer"/></characteristic>
+</characteristic></characteristic></characteristic>
+</wap-provisioningdoc>"#,
+        root = b64(p.root_der),
+        client = b64(p.client_der),
+        scope = p.scope,
+        provider = p.provider_id,
+        addr = p.addr,
+        criteria = p.criteria.replace('&', "&amp;"),
+        dmc = p.dmclient_provider,
+    )
+}
+
+pub fn criteria(cn: &str, scope: &str) -> String {
+    format!("Subject=CN%3D{cn}&Stores=MY%5C{scope}")
+}
