@@ -15,7 +15,10 @@ use crate::orbit::{constant_time_eq, json_error};
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = state.config.admin_token.as_deref() else {
-        return Err(json_error(StatusCode::NOT_FOUND, "the admin API is disabled (start the server with --admin-token)"));
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            "the admin API is disabled (start the server with --admin-token)",
+        ));
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -23,7 +26,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if presented.is_empty() || !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        return Err(json_error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"));
+        return Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token",
+        ));
     }
     Ok(())
 }
@@ -94,7 +100,11 @@ async fn enqueue(state: &AppState, device_ids: &[String], cmd: &NewCommand) -> R
             Err(e) => return storage_error(e),
         }
     }
-    match state.store.enqueue_command(device_ids, &verb, &target, &xml).await {
+    match state
+        .store
+        .enqueue_command(device_ids, &verb, &target, &xml)
+        .await
+    {
         Ok(id) => (StatusCode::CREATED, Json(json!({ "command_id": id }))).into_response(),
         Err(e) => storage_error(e),
     }
@@ -117,7 +127,10 @@ pub async fn queue_command(
     }
     match parse_command(&body) {
         Ok(cmd) if cmd.device_ids.is_empty() => enqueue(&state, &[device_id], &cmd).await,
-        Ok(_) => json_error(StatusCode::BAD_REQUEST, "device_ids belongs in POST /api/v1/commands"),
+        Ok(_) => json_error(
+            StatusCode::BAD_REQUEST,
+            "device_ids belongs in POST /api/v1/commands",
+        ),
         Err(r) => r,
     }
 }
@@ -186,14 +199,26 @@ pub async fn unenroll_device(
     match state.store.enrollment(&device_id).await {
         Ok(Some(e)) if e.state == "enrolled" => {}
         Ok(Some(e)) => {
-            return json_error(StatusCode::CONFLICT, format!("device is {}, not enrolled", e.state))
+            return json_error(
+                StatusCode::CONFLICT,
+                format!("device is {}, not enrolled", e.state),
+            )
         }
         Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {device_id:?}")),
         Err(e) => return storage_error(e),
     }
-    let target = format!("./Vendor/MSFT/DMClient/Provider/{}/Unenroll", state.config.provider_id);
-    let built = crate::syncml::build_command("Exec", &target, Some("chr"), Some("text/plain"), Some(&state.config.provider_id))
-        .and_then(|raw| crate::syncml::normalise_command(&raw));
+    let target = format!(
+        "./Vendor/MSFT/DMClient/Provider/{}/Unenroll",
+        state.config.provider_id
+    );
+    let built = crate::syncml::build_command(
+        "Exec",
+        &target,
+        Some("chr"),
+        Some("text/plain"),
+        Some(&state.config.provider_id),
+    )
+    .and_then(|raw| crate::syncml::normalise_command(&raw));
     let (verb, target, xml) = match built {
         Ok(v) => v,
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -203,7 +228,11 @@ pub async fn unenroll_device(
         .enqueue_command(std::slice::from_ref(&device_id), &verb, &target, &xml)
         .await;
     match queued {
-        Ok(id) => match state.store.set_enrollment_state(&device_id, "unenroll_pending").await {
+        Ok(id) => match state
+            .store
+            .set_enrollment_state(&device_id, "unenroll_pending")
+            .await
+        {
             Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "command_id": id }))).into_response(),
             Err(e) => storage_error(e),
         },
@@ -219,7 +248,11 @@ struct NewProfile {
 }
 
 /// `POST /api/v1/profiles`: creates or replaces a profile.
-pub async fn save_profile(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn save_profile(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
@@ -235,7 +268,11 @@ pub async fn save_profile(State(state): State<Arc<AppState>>, headers: HeaderMap
 }
 
 /// `GET /api/v1/profiles/{name}`: the profile and each device's state.
-pub async fn get_profile(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+pub async fn get_profile(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
@@ -280,5 +317,9 @@ pub async fn assign_profile(
             Err(e) => return storage_error(e),
         }
     }
-    (StatusCode::ACCEPTED, Json(json!({ "name": name, "device_ids": a.device_ids }))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "name": name, "device_ids": a.device_ids })),
+    )
+        .into_response()
 }

@@ -30,6 +30,10 @@ pub const MANAGEMENT_PATH: &str = "/api/mdm/microsoft/management";
 /// Largest request body accepted on any route.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The peer's IP address, for per-client rate limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// The client certificate presented on this connection (DER), if any.
 #[derive(Debug, Clone, Default)]
 pub struct PeerCertificate(pub Option<Arc<Vec<u8>>>);
@@ -41,6 +45,7 @@ pub struct AppState {
     pub ca: IdentityCa,
     pub public_url: String,
     pub sessions: Sessions,
+    pub rate_limiter: crate::guards::RateLimiter,
 }
 
 impl AppState {
@@ -75,16 +80,24 @@ impl AppState {
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(ORBIT_ENROLL_PATH, post(crate::orbit::enroll))
-        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
+    use axum::middleware::{from_fn, from_fn_with_state};
+    let enrollment = Router::new()
         .route(
             DISCOVERY_PATH,
             get(crate::discovery::probe).post(crate::discovery::discover),
         )
         .route(POLICY_PATH, post(crate::policy::get_policies))
         .route(ENROLL_PATH, post(crate::enroll::request_security_token))
+        .route_layer(from_fn(crate::guards::require_soap))
+        .route(ORBIT_ENROLL_PATH, post(crate::orbit::enroll))
+        .route_layer(from_fn_with_state(state.clone(), crate::guards::rate_limit));
+    let management = Router::new()
         .route(MANAGEMENT_PATH, post(crate::management::session))
+        .route_layer(from_fn(crate::guards::require_syncml));
+    Router::new()
+        .merge(enrollment)
+        .merge(management)
+        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
         .route("/api/v1/devices", get(crate::admin::list_devices))
         .route(
             "/api/v1/devices/{device_id}/commands",
@@ -136,17 +149,23 @@ impl RunningServer {
 /// Opens storage and loads or creates the identity CA: everything but the listener.
 pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppState>, ServerError> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let database_url = config.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", config.data_dir.join("winmdm.db").display())
-    });
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("winmdm.db").display()));
     let store = Store::open(&database_url).await?;
     let ca = IdentityCa::load_or_create(&config.data_dir)?;
+    let rate_limiter = crate::guards::RateLimiter::new(
+        f64::from(config.enroll_rate_per_client),
+        f64::from(config.enroll_rate_global),
+    );
     Ok(Arc::new(AppState {
         config,
         store,
         ca,
         public_url,
         sessions: Sessions::default(),
+        rate_limiter,
     }))
 }
 
@@ -170,7 +189,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let tls = crate::tls::server_config(&cert_path, &key_path, ca_subject)?;
     let app = router(state.clone());
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), app, rx));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(Arc::new(tls)),
+        app,
+        rx,
+    ));
     tracing::info!(%addr, %public_url, tls_cert = %cert_path.display(), "winmdm-server listening");
     Ok(RunningServer {
         addr,
@@ -203,7 +227,12 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer_addr, error = %e, "TLS handshake failed");
@@ -214,6 +243,7 @@ async fn accept_loop(
                     return;
                 }
             };
+            let client = ClientAddr(peer_addr.ip());
             let peer = PeerCertificate(
                 tls.get_ref()
                     .1
@@ -221,11 +251,14 @@ async fn accept_loop(
                     .and_then(|c| c.first())
                     .map(|c| Arc::new(c.to_vec())),
             );
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                let mut app = app.clone();
-                async move { app.call(req).await }
-            });
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req.extensions_mut().insert(client);
+                    let mut app = app.clone();
+                    async move { app.call(req).await }
+                },
+            );
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(tls), svc)

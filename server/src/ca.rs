@@ -231,4 +231,3 @@ fn pkcs8_pem(key: &rsa::RsaPrivateKey) -> Result<String, ServerError> {
         .map(|p| p.to_string())
         .map_err(|e| ServerError::Crypto(format!("PKCS#8 PEM encoding: {e}")))
 }
-

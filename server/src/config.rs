@@ -57,6 +57,15 @@ pub struct Config {
     #[arg(long, env = "WINMDM_RENEWAL_GRACE_SECS", default_value_t = 86_400)]
     pub renewal_grace_secs: u32,
 
+    /// Enrollment requests (Orbit enroll, discovery, policy, enroll) per second from one
+    /// client address; 0 disables. Refusals are HTTP 429 with Retry-After.
+    #[arg(long, env = "WINMDM_ENROLL_RATE_PER_CLIENT", default_value_t = 20)]
+    pub enroll_rate_per_client: u32,
+
+    /// Enrollment requests per second over all clients; 0 disables.
+    #[arg(long, env = "WINMDM_ENROLL_RATE_GLOBAL", default_value_t = 0)]
+    pub enroll_rate_global: u32,
+
     /// Provider ID written into the provisioning document and the device registry.
     #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
     pub provider_id: String,
@@ -77,6 +86,8 @@ impl Config {
             cert_validity_days: 365,
             renewal_period_days: 42,
             renewal_grace_secs: 86_400,
+            enroll_rate_per_client: 20,
+            enroll_rate_global: 0,
             provider_id: "winmdm".to_string(),
         }
     }

@@ -13,7 +13,9 @@ use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use crate::der::{bit_string_bytes, expect, read_tlv, TAG_BIT_STRING, TAG_INTEGER, TAG_OID, TAG_SEQUENCE, TAG_SET};
+use crate::der::{
+    bit_string_bytes, expect, read_tlv, TAG_BIT_STRING, TAG_INTEGER, TAG_OID, TAG_SEQUENCE, TAG_SET,
+};
 
 /// Why a CSR is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +44,13 @@ pub struct Csr {
     pub signature_hash: &'static str,
 }
 
+impl Csr {
+    /// SHA-256 of the DER RSAPublicKey, hex: identifies the key across requests.
+    pub fn key_fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(&self.rsa_public_key))
+    }
+}
+
 const OID_RSA_ENCRYPTION: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
 const OID_PKCS1_PREFIX: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01];
 /// 1.3.14.3.2.29 sha1WithRSASignature (OIW), which Windows uses for sha1 policies.
@@ -54,7 +63,11 @@ pub fn parse_and_verify(der: &[u8], min_key_bits: usize) -> Result<Csr, CsrError
     if !trailing.is_empty() {
         return Err(CsrError::Der("trailing bytes after the request"));
     }
-    let (info, rest) = expect(outer.contents, TAG_SEQUENCE, "certificationRequestInfo is not a SEQUENCE")?;
+    let (info, rest) = expect(
+        outer.contents,
+        TAG_SEQUENCE,
+        "certificationRequestInfo is not a SEQUENCE",
+    )?;
     let (sig_alg, rest) = expect(rest, TAG_SEQUENCE, "signatureAlgorithm is not a SEQUENCE")?;
     let (signature, _) = expect(rest, TAG_BIT_STRING, "signature is not a BIT STRING")?;
 
@@ -63,14 +76,19 @@ pub fn parse_and_verify(der: &[u8], min_key_bits: usize) -> Result<Csr, CsrError
     let (spki, _attributes) = expect(rest, TAG_SEQUENCE, "subjectPKInfo is not a SEQUENCE")?;
 
     let subject_cn = common_name(subject.contents)?;
-    let (key_alg, rest) = expect(spki.contents, TAG_SEQUENCE, "SPKI algorithm is not a SEQUENCE")?;
+    let (key_alg, rest) = expect(
+        spki.contents,
+        TAG_SEQUENCE,
+        "SPKI algorithm is not a SEQUENCE",
+    )?;
     let (key_oid, _) = expect(key_alg.contents, TAG_OID, "SPKI algorithm has no OID")?;
     if key_oid.contents != OID_RSA_ENCRYPTION {
         return Err(CsrError::NotRsa);
     }
     let (key_bits_tlv, _) = expect(rest, TAG_BIT_STRING, "SPKI key is not a BIT STRING")?;
     let rsa_public_key = bit_string_bytes(key_bits_tlv.contents)?;
-    let key = RsaPublicKey::from_pkcs1_der(rsa_public_key).map_err(|_| CsrError::Der("bad RSAPublicKey"))?;
+    let key = RsaPublicKey::from_pkcs1_der(rsa_public_key)
+        .map_err(|_| CsrError::Der("bad RSAPublicKey"))?;
     let key_bits = key.n().bits();
     if key_bits < min_key_bits {
         return Err(CsrError::KeyTooShort(key_bits, min_key_bits));
@@ -88,21 +106,42 @@ pub fn parse_and_verify(der: &[u8], min_key_bits: usize) -> Result<Csr, CsrError
     })
 }
 
-fn verify(key: &RsaPublicKey, oid: &[u8], tbs: &[u8], sig: &[u8]) -> Result<&'static str, CsrError> {
-    let (hash, scheme, digest): (&'static str, Pkcs1v15Sign, Vec<u8>) = if oid == OID_OIW_SHA1_RSA
-        || oid == [OID_PKCS1_PREFIX, &[0x05]].concat().as_slice()
-    {
-        ("sha1", Pkcs1v15Sign::new::<Sha1>(), Sha1::digest(tbs).to_vec())
-    } else if oid == [OID_PKCS1_PREFIX, &[0x0B]].concat().as_slice() {
-        ("sha256", Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(tbs).to_vec())
-    } else if oid == [OID_PKCS1_PREFIX, &[0x0C]].concat().as_slice() {
-        ("sha384", Pkcs1v15Sign::new::<Sha384>(), Sha384::digest(tbs).to_vec())
-    } else if oid == [OID_PKCS1_PREFIX, &[0x0D]].concat().as_slice() {
-        ("sha512", Pkcs1v15Sign::new::<Sha512>(), Sha512::digest(tbs).to_vec())
-    } else {
-        return Err(CsrError::UnsupportedSignatureAlgorithm);
-    };
-    key.verify(scheme, &digest, sig).map_err(|_| CsrError::BadSignature)?;
+fn verify(
+    key: &RsaPublicKey,
+    oid: &[u8],
+    tbs: &[u8],
+    sig: &[u8],
+) -> Result<&'static str, CsrError> {
+    let (hash, scheme, digest): (&'static str, Pkcs1v15Sign, Vec<u8>) =
+        if oid == OID_OIW_SHA1_RSA || oid == [OID_PKCS1_PREFIX, &[0x05]].concat().as_slice() {
+            (
+                "sha1",
+                Pkcs1v15Sign::new::<Sha1>(),
+                Sha1::digest(tbs).to_vec(),
+            )
+        } else if oid == [OID_PKCS1_PREFIX, &[0x0B]].concat().as_slice() {
+            (
+                "sha256",
+                Pkcs1v15Sign::new::<Sha256>(),
+                Sha256::digest(tbs).to_vec(),
+            )
+        } else if oid == [OID_PKCS1_PREFIX, &[0x0C]].concat().as_slice() {
+            (
+                "sha384",
+                Pkcs1v15Sign::new::<Sha384>(),
+                Sha384::digest(tbs).to_vec(),
+            )
+        } else if oid == [OID_PKCS1_PREFIX, &[0x0D]].concat().as_slice() {
+            (
+                "sha512",
+                Pkcs1v15Sign::new::<Sha512>(),
+                Sha512::digest(tbs).to_vec(),
+            )
+        } else {
+            return Err(CsrError::UnsupportedSignatureAlgorithm);
+        };
+    key.verify(scheme, &digest, sig)
+        .map_err(|_| CsrError::BadSignature)?;
     Ok(hash)
 }
 
@@ -114,7 +153,11 @@ fn common_name(mut rdns: &[u8]) -> Result<Option<String>, CsrError> {
         rdns = rest;
         let mut atvs = rdn.contents;
         while !atvs.is_empty() {
-            let (atv, rest) = expect(atvs, TAG_SEQUENCE, "AttributeTypeAndValue is not a SEQUENCE")?;
+            let (atv, rest) = expect(
+                atvs,
+                TAG_SEQUENCE,
+                "AttributeTypeAndValue is not a SEQUENCE",
+            )?;
             atvs = rest;
             let (oid, value) = expect(atv.contents, TAG_OID, "attribute type is not an OID")?;
             if oid.contents == OID_COMMON_NAME {
@@ -133,7 +176,13 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_without_panic() {
-        for input in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"\x30\x80\x00\x00", b"hello"] {
+        for input in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x84\xff\xff\xff\xff",
+            b"\x30\x80\x00\x00",
+            b"hello",
+        ] {
             assert!(parse_and_verify(input, 2048).is_err());
         }
     }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_profiles.sql"),
     include_str!("../migrations/sqlite/0003_device_certs.sql"),
+    include_str!("../migrations/sqlite/0004_cert_keys.sql"),
 ];
 
 /// Current time in unix seconds.
@@ -52,6 +53,8 @@ pub struct NewEnrollment {
     pub cert_serial: String,
     pub cert_thumbprint: String,
     pub cert_not_after: String,
+    /// SHA-256 (hex) of the certificate's RSA public key.
+    pub public_key_sha256: String,
 }
 
 /// An enrollment as the admin API and the management route see it.
@@ -85,6 +88,20 @@ pub struct CommandResult {
     pub status_code: Option<String>,
     pub body_xml: String,
     pub received_at: String,
+}
+
+/// A Status or Results element a device returned, to store.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceResponse<'a> {
+    pub device_id: &'a str,
+    /// The answered CmdID: a command UUID, or `<uuid>.<n>` for a nested command.
+    pub cmd_ref: &'a str,
+    pub session_id: &'a str,
+    pub msg_ref: &'a str,
+    /// `Status` or `Results`.
+    pub kind: &'a str,
+    pub status_code: Option<&'a str>,
+    pub body_xml: &'a str,
 }
 
 /// A command and, per device, its delivery state and what the device answered.
@@ -229,7 +246,10 @@ impl Store {
 
     /// State of the host's most recent MDM enrollment (`enrolled`, `unenroll_pending`,
     /// `unenrolled`), if it ever enrolled.
-    pub async fn host_enrollment_state(&self, host_uuid: &str) -> Result<Option<String>, ServerError> {
+    pub async fn host_enrollment_state(
+        &self,
+        host_uuid: &str,
+    ) -> Result<Option<String>, ServerError> {
         Ok(sqlx::query_scalar(
             "SELECT state FROM enrollments WHERE host_uuid = ? ORDER BY updated_at DESC LIMIT 1",
         )
@@ -239,7 +259,11 @@ impl Store {
     }
 
     /// Moves an enrollment to a new state; leaving `enrolled` cancels pending commands.
-    pub async fn set_enrollment_state(&self, device_id: &str, state: &str) -> Result<(), ServerError> {
+    pub async fn set_enrollment_state(
+        &self,
+        device_id: &str,
+        state: &str,
+    ) -> Result<(), ServerError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE enrollments SET state = ?, updated_at = ? WHERE device_id = ?")
             .bind(state)
@@ -288,11 +312,21 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // A new enrollment replaces every earlier certificate of the device at once.
-        sqlx::query("UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state != 'retired'")
-            .bind(&e.device_id)
-            .execute(&mut *tx)
-            .await?;
-        insert_cert(&mut tx, &e.device_id, &e.cert_serial, &e.cert_thumbprint, &e.cert_not_after).await?;
+        sqlx::query(
+            "UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state != 'retired'",
+        )
+        .bind(&e.device_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_cert(
+            &mut tx,
+            &e.device_id,
+            &e.cert_serial,
+            &e.cert_thumbprint,
+            &e.cert_not_after,
+            &e.public_key_sha256,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -306,6 +340,7 @@ impl Store {
         serial: &str,
         thumbprint: &str,
         not_after: &str,
+        public_key_sha256: &str,
         grace_secs: i64,
     ) -> Result<(), ServerError> {
         let mut tx = self.pool.begin().await?;
@@ -316,7 +351,15 @@ impl Store {
         .bind(device_id)
         .execute(&mut *tx)
         .await?;
-        insert_cert(&mut tx, device_id, serial, thumbprint, not_after).await?;
+        insert_cert(
+            &mut tx,
+            device_id,
+            serial,
+            thumbprint,
+            not_after,
+            public_key_sha256,
+        )
+        .await?;
         sqlx::query(
             "UPDATE enrollments SET cert_serial = ?, cert_thumbprint = ?, cert_not_after = ?, updated_at = ? WHERE device_id = ?",
         )
@@ -331,12 +374,40 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a device other than `device_id` holds a certificate for this public key.
+    pub async fn key_held_by_other_device(
+        &self,
+        public_key_sha256: &str,
+        device_id: &str,
+    ) -> Result<bool, ServerError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM device_certs WHERE public_key_sha256 = ? AND device_id != ?",
+        )
+        .bind(public_key_sha256)
+        .bind(device_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// The DeviceID of the host's active enrollment, if any.
+    pub async fn host_active_device(&self, host_uuid: &str) -> Result<Option<String>, ServerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT device_id FROM enrollments WHERE host_uuid = ? AND state = 'enrolled' LIMIT 1",
+        )
+        .bind(host_uuid)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The device's first use of its active certificate retires the ones it replaced.
     pub async fn retire_replaced_certs(&self, device_id: &str) -> Result<(), ServerError> {
-        sqlx::query("UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state = 'retiring'")
-            .bind(device_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state = 'retiring'",
+        )
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -421,51 +492,56 @@ impl Store {
         Ok(command_uuid)
     }
 
-    /// Commands not yet acknowledged by the device, oldest first. Commands sent in an
-    /// earlier session that never got a Status are sent again.
-    pub async fn undelivered_commands(
+    /// Commands the device may be sent now, oldest first: pending ones, and ones sent
+    /// more than `redeliver_after_secs` ago that never got a Status (the session that
+    /// carried them died).
+    pub async fn deliverable_commands(
         &self,
         device_id: &str,
-        exclude: &[String],
+        redeliver_after_secs: i64,
     ) -> Result<Vec<QueuedCommand>, ServerError> {
         let rows = sqlx::query(
             "SELECT command_uuid, verb, body_xml FROM commands
-             WHERE device_id = ? AND state IN ('pending', 'sent') ORDER BY id",
+             WHERE device_id = ? AND (state = 'pending' OR (state = 'sent' AND sent_unix < ?)) ORDER BY id",
         )
         .bind(device_id)
+        .bind(unix_now() - redeliver_after_secs)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let command_uuid: String = r.try_get("command_uuid")?;
-            if exclude.contains(&command_uuid) {
-                continue;
-            }
-            out.push(QueuedCommand {
-                command_uuid,
-                verb: r.try_get("verb")?,
-                body_xml: r.try_get("body_xml")?,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedCommand {
+                    command_uuid: r.try_get("command_uuid")?,
+                    verb: r.try_get("verb")?,
+                    body_xml: r.try_get("body_xml")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(ServerError::from)
     }
 
-    /// Marks a device's commands as sent.
-    pub async fn mark_sent(&self, device_id: &str, command_uuids: &[String]) -> Result<(), ServerError> {
-        let ts = now();
-        let mut tx = self.pool.begin().await?;
-        for id in command_uuids {
-            sqlx::query(
-                "UPDATE commands SET state = 'sent', sent_at = ? WHERE command_uuid = ? AND device_id = ? AND state = 'pending'",
-            )
-            .bind(&ts)
-            .bind(id)
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// Claims a command for delivery in this message. Claims are atomic, so two sessions
+    /// of one device never both send a command; returns false when another took it.
+    pub async fn claim_command(
+        &self,
+        device_id: &str,
+        command_uuid: &str,
+        redeliver_after_secs: i64,
+    ) -> Result<bool, ServerError> {
+        let now = unix_now();
+        let r = sqlx::query(
+            "UPDATE commands SET state = 'sent', sent_at = ?, sent_unix = ?
+             WHERE command_uuid = ? AND device_id = ?
+               AND (state = 'pending' OR (state = 'sent' AND sent_unix < ?))",
+        )
+        .bind(crate::db::now())
+        .bind(now)
+        .bind(command_uuid)
+        .bind(device_id)
+        .bind(now - redeliver_after_secs)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Stores a Status or Results the device returned. `cmd_ref` is a command UUID, or
@@ -474,14 +550,17 @@ impl Store {
     /// the command is not this device's.
     pub async fn record_response(
         &self,
-        device_id: &str,
-        cmd_ref: &str,
-        session_id: &str,
-        msg_ref: &str,
-        kind: &str,
-        status_code: Option<&str>,
-        body_xml: &str,
+        r: &DeviceResponse<'_>,
     ) -> Result<Option<(String, String)>, ServerError> {
+        let DeviceResponse {
+            device_id,
+            cmd_ref,
+            session_id,
+            msg_ref,
+            kind,
+            status_code,
+            body_xml,
+        } = *r;
         let command_uuid = cmd_ref.split('.').next().unwrap_or(cmd_ref);
         let ts = now();
         let mut tx = self.pool.begin().await?;
@@ -592,21 +671,25 @@ async fn insert_cert(
     serial: &str,
     thumbprint: &str,
     not_after: &str,
+    public_key_sha256: &str,
 ) -> Result<(), ServerError> {
     sqlx::query(
-        "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at) VALUES (?, ?, ?, ?, 'active', ?)",
+        "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at, public_key_sha256)
+         VALUES (?, ?, ?, ?, 'active', ?, ?)",
     )
     .bind(serial)
     .bind(device_id)
     .bind(thumbprint)
     .bind(not_after)
     .bind(now())
+    .bind(public_key_sha256)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-const ENROLLMENT_SELECT: &str = "SELECT device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type,
+const ENROLLMENT_SELECT: &str =
+    "SELECT device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type,
     cert_serial, cert_thumbprint, state, enrolled_at, last_checkin_at FROM enrollments";
 
 fn enrollment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Enrollment, ServerError> {

@@ -25,7 +25,9 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), CsrError> {
     if tag & 0x1F == 0x1F {
         return Err(CsrError::Der("high-tag-number form"));
     }
-    let (&first, rest) = rest.split_first().ok_or(CsrError::Der("truncated length"))?;
+    let (&first, rest) = rest
+        .split_first()
+        .ok_or(CsrError::Der("truncated length"))?;
     let (len, rest) = if first < 0x80 {
         (usize::from(first), rest)
     } else {
@@ -36,7 +38,9 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), CsrError> {
         if n > 4 || rest.len() < n {
             return Err(CsrError::Der("bad length"));
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -53,7 +57,11 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), CsrError> {
     ))
 }
 
-pub fn expect<'a>(input: &'a [u8], tag: u8, what: &'static str) -> Result<(Tlv<'a>, &'a [u8]), CsrError> {
+pub fn expect<'a>(
+    input: &'a [u8],
+    tag: u8,
+    what: &'static str,
+) -> Result<(Tlv<'a>, &'a [u8]), CsrError> {
     let (tlv, rest) = read_tlv(input)?;
     if tlv.tag != tag {
         return Err(CsrError::Der(what));
@@ -68,4 +76,3 @@ pub fn bit_string_bytes(contents: &[u8]) -> Result<&[u8], CsrError> {
         _ => Err(CsrError::Der("BIT STRING with unused bits")),
     }
 }
-

@@ -19,7 +19,10 @@ pub const ACTION_DISCOVER_RESPONSE: &str =
 pub async fn probe() -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/html"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         "",
     )
         .into_response()
@@ -90,7 +93,11 @@ pub async fn discover(State(state): State<Arc<AppState>>, body: String) -> Respo
     let mid = req.message_id.as_deref();
     let discover = match parse_discover(req.body) {
         Ok(d) => d,
-        Err(e) => return Fault::new(FaultSubcode::MessageFormat, e).relating_to(mid).into_response(),
+        Err(e) => {
+            return Fault::new(FaultSubcode::MessageFormat, e)
+                .relating_to(mid)
+                .into_response()
+        }
     };
     if !discover.auth_policies.is_empty()
         && !discover.auth_policies.iter().any(|p| p == "OnPremise")
@@ -106,8 +113,8 @@ pub async fn discover(State(state): State<Arc<AppState>>, body: String) -> Respo
     let body = format!(
         "<DiscoverResponse xmlns=\"{NS_ENROLLMENT_DISCOVERY}\"><DiscoverResult><AuthPolicy>OnPremise</AuthPolicy><EnrollmentVersion>{}</EnrollmentVersion><EnrollmentPolicyServiceUrl>{}</EnrollmentPolicyServiceUrl><EnrollmentServiceUrl>{}</EnrollmentServiceUrl></DiscoverResult></DiscoverResponse>",
         enrollment_version(&discover.request_version),
-        escape(&state.url(crate::app::POLICY_PATH)),
-        escape(&state.url(crate::app::ENROLL_PATH)),
+        escape(state.url(crate::app::POLICY_PATH)),
+        escape(state.url(crate::app::ENROLL_PATH)),
     );
     tracing::info!(email = %discover.email, version = %discover.request_version, "discover");
     soap::soap_response(

@@ -16,14 +16,16 @@ use crate::app::{AppState, PeerCertificate};
 use crate::db::NewEnrollment;
 use crate::soap::{self, Fault, FaultSubcode, NS_AC, NS_WSSE, NS_WSTEP, NS_WSTRUST};
 
-pub const ACTION_RST: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RST/wstep";
+pub const ACTION_RST: &str =
+    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RST/wstep";
 pub const ACTION_RSTRC: &str =
     "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RSTRC/wstep";
 pub const TOKEN_TYPE: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken";
 pub const REQUEST_TYPE_ISSUE: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue";
 pub const REQUEST_TYPE_RENEW: &str = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Renew";
-pub const VALUE_TYPE_PKCS10: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10";
+pub const VALUE_TYPE_PKCS10: &str =
+    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10";
 pub const VALUE_TYPE_PROVISION_DOC: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
 
@@ -52,7 +54,9 @@ impl RstRequest {
 
 /// Parses `wst:RequestSecurityToken` (MS-WSTEP §3.1.4.1.2; children in any order).
 pub fn parse_rst(body: roxmltree::Node<'_, '_>) -> Result<RstRequest, String> {
-    if body.tag_name().name() != "RequestSecurityToken" || body.tag_name().namespace() != Some(NS_WSTRUST) {
+    if body.tag_name().name() != "RequestSecurityToken"
+        || body.tag_name().namespace() != Some(NS_WSTRUST)
+    {
         return Err("body is not a wst:RequestSecurityToken".into());
     }
     let token_type = soap::child(body, NS_WSTRUST, "TokenType")
@@ -64,10 +68,13 @@ pub fn parse_rst(body: roxmltree::Node<'_, '_>) -> Result<RstRequest, String> {
     let request_type = soap::child(body, NS_WSTRUST, "RequestType")
         .map(soap::text)
         .ok_or("missing wst:RequestType")?;
-    let bst = soap::child(body, NS_WSSE, "BinarySecurityToken").ok_or("missing wsse:BinarySecurityToken (the CSR)")?;
+    let bst = soap::child(body, NS_WSSE, "BinarySecurityToken")
+        .ok_or("missing wsse:BinarySecurityToken (the CSR)")?;
     let value_type = soap::attr_local(bst, "ValueType").unwrap_or("").trim();
     if value_type != VALUE_TYPE_PKCS10 && !value_type.ends_with("#PKCS7") {
-        return Err(format!("unsupported BinarySecurityToken ValueType {value_type:?}; expected PKCS#10 or PKCS#7"));
+        return Err(format!(
+            "unsupported BinarySecurityToken ValueType {value_type:?}; expected PKCS#10 or PKCS#7"
+        ));
     }
     let b64: String = soap::text(bst).split_whitespace().collect();
     let csr_der = base64::engine::general_purpose::STANDARD
@@ -79,8 +86,12 @@ pub fn parse_rst(body: roxmltree::Node<'_, '_>) -> Result<RstRequest, String> {
             .children()
             .filter(|c| c.is_element() && c.tag_name().name() == "ContextItem")
         {
-            let Some(name) = item.attribute("Name") else { continue };
-            let value = soap::child_local(item, "Value").map(soap::text).unwrap_or_default();
+            let Some(name) = item.attribute("Name") else {
+                continue;
+            };
+            let value = soap::child_local(item, "Value")
+                .map(soap::text)
+                .unwrap_or_default();
             context.entry(name.to_string()).or_default().push(value);
         }
     }
@@ -95,7 +106,11 @@ pub fn parse_rst(body: roxmltree::Node<'_, '_>) -> Result<RstRequest, String> {
 /// A DeviceID as Windows sends it: hex digits and dashes (32 hex chars, or a GUID in
 /// older builds and Microsoft's samples).
 fn valid_device_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '{' || c == '}')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '{' || c == '}')
 }
 
 /// `POST /api/mdm/microsoft/enroll`: RequestType Issue (enrollment) or Renew.
@@ -133,31 +148,43 @@ pub async fn request_security_token(
         Err(f) => return f.into_response(),
     };
     if rst.token_value_type != VALUE_TYPE_PKCS10 {
-        return Fault::new(FaultSubcode::MessageFormat, "an Issue request carries a PKCS#10 token")
-            .with_error_type("InvalidEnrollmentData")
-            .relating_to(mid)
-            .into_response();
+        return Fault::new(
+            FaultSubcode::MessageFormat,
+            "an Issue request carries a PKCS#10 token",
+        )
+        .with_error_type("InvalidEnrollmentData")
+        .relating_to(mid)
+        .into_response();
     }
     if rst.request_type != REQUEST_TYPE_ISSUE {
         return Fault::new(
             FaultSubcode::MessageFormat,
-            format!("RequestType {:?} is not supported by this server", rst.request_type),
+            format!(
+                "RequestType {:?} is not supported by this server",
+                rst.request_type
+            ),
         )
         .with_error_type("NotSupported")
         .relating_to(mid)
         .into_response();
     }
     let Some(device_id) = rst.context("DeviceID").map(str::to_string) else {
-        return Fault::new(FaultSubcode::MessageFormat, "AdditionalContext lacks the DeviceID item")
-            .with_error_type("InvalidEnrollmentData")
-            .relating_to(mid)
-            .into_response();
+        return Fault::new(
+            FaultSubcode::MessageFormat,
+            "AdditionalContext lacks the DeviceID item",
+        )
+        .with_error_type("InvalidEnrollmentData")
+        .relating_to(mid)
+        .into_response();
     };
     if !valid_device_id(&device_id) {
-        return Fault::new(FaultSubcode::MessageFormat, "DeviceID is not a hexadecimal device identifier")
-            .with_error_type("InvalidEnrollmentData")
-            .relating_to(mid)
-            .into_response();
+        return Fault::new(
+            FaultSubcode::MessageFormat,
+            "DeviceID is not a hexadecimal device identifier",
+        )
+        .with_error_type("InvalidEnrollmentData")
+        .relating_to(mid)
+        .into_response();
     }
     let csr = match crate::csr::parse_and_verify(&rst.csr_der, crate::policy::MINIMAL_KEY_LENGTH) {
         Ok(c) => c,
@@ -168,10 +195,52 @@ pub async fn request_security_token(
                 .into_response()
         }
     };
-    let issued = match state
-        .ca
-        .issue(&device_id, &csr.rsa_public_key, state.config.cert_validity_days)
+    // One enrollment token, one device; one key pair, one device.
+    match state.store.host_active_device(&host.host_uuid).await {
+        Ok(Some(other)) if other != device_id => {
+            return Fault::new(
+                FaultSubcode::Authorization,
+                "this enrollment token has already enrolled another device",
+            )
+            .with_error_type("DeviceCapReached")
+            .relating_to(mid)
+            .into_response()
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "enroll: storage failure");
+            return Fault::new(FaultSubcode::EnrollmentServer, "storage failure")
+                .relating_to(mid)
+                .into_response();
+        }
+    }
+    match state
+        .store
+        .key_held_by_other_device(&csr.key_fingerprint(), &device_id)
+        .await
     {
+        Ok(false) => {}
+        Ok(true) => {
+            return Fault::new(
+                FaultSubcode::CertificateRequest,
+                "the CSR's public key is already certified for another device",
+            )
+            .with_error_type("InvalidEnrollmentData")
+            .relating_to(mid)
+            .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "enroll: storage failure");
+            return Fault::new(FaultSubcode::EnrollmentServer, "storage failure")
+                .relating_to(mid)
+                .into_response();
+        }
+    }
+    let issued = match state.ca.issue(
+        &device_id,
+        &csr.rsa_public_key,
+        state.config.cert_validity_days,
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "certificate signing failed");
@@ -180,7 +249,11 @@ pub async fn request_security_token(
                 .into_response();
         }
     };
-    let client_store = if rst.context("EnrollmentType") == Some("Device") { "System" } else { "User" };
+    let client_store = if rst.context("EnrollmentType") == Some("Device") {
+        "System"
+    } else {
+        "User"
+    };
     let device_name = rst.context("DeviceName").unwrap_or("").to_string();
     let upn = host_upn(&rst);
     let record = NewEnrollment {
@@ -194,12 +267,16 @@ pub async fn request_security_token(
         cert_serial: issued.serial.clone(),
         cert_thumbprint: issued.thumbprint.clone(),
         cert_not_after: issued.not_after.format(&Rfc3339).unwrap_or_default(),
+        public_key_sha256: csr.key_fingerprint(),
     };
     if let Err(e) = state.store.upsert_enrollment(&record).await {
         tracing::error!(error = %e, "could not record enrollment");
-        return Fault::new(FaultSubcode::EnrollmentServer, "could not record the enrollment")
-            .relating_to(mid)
-            .into_response();
+        return Fault::new(
+            FaultSubcode::EnrollmentServer,
+            "could not record the enrollment",
+        )
+        .relating_to(mid)
+        .into_response();
     }
     tracing::info!(%device_id, serial = %issued.serial, csr_hash = csr.signature_hash, "device enrolled");
     let management_url = state.url(crate::app::MANAGEMENT_PATH);
@@ -235,14 +312,23 @@ async fn renew(
             .relating_to(mid)
     };
     let signed = if rst.token_value_type.ends_with("#PKCS7") {
-        Some(crate::renew::parse_signed_data(&rst.csr_der).map_err(|e| fault(FaultSubcode::MessageFormat, format!("renewal PKCS#7: {e}")))?)
+        Some(
+            crate::renew::parse_signed_data(&rst.csr_der)
+                .map_err(|e| fault(FaultSubcode::MessageFormat, format!("renewal PKCS#7: {e}")))?,
+        )
     } else {
         None
     };
-    let carried = signed.as_ref().and_then(|s| s.certificates.first()).map(Vec::as_slice);
+    let carried = signed
+        .as_ref()
+        .and_then(|s| s.certificates.first())
+        .map(Vec::as_slice);
     let cert = match (presented, carried) {
         (Some(p), Some(c)) if p != c => {
-            return Err(fault(FaultSubcode::Authentication, "the PKCS#7 signer is not the TLS client certificate".into()))
+            return Err(fault(
+                FaultSubcode::Authentication,
+                "the PKCS#7 signer is not the TLS client certificate".into(),
+            ))
         }
         (Some(p), _) => p,
         (None, Some(c)) => c,
@@ -259,16 +345,27 @@ async fn renew(
         .map_err(|e| fault(FaultSubcode::Authentication, e.to_string()))?;
     let enrollment = match state.store.enrollment_by_cert_serial(&serial).await {
         Ok(Some((e, true))) if e.state == "enrolled" => e,
-        Ok(_) => return Err(not_eligible("the certificate does not belong to an active enrollment")),
+        Ok(_) => {
+            return Err(not_eligible(
+                "the certificate does not belong to an active enrollment",
+            ))
+        }
         Err(e) => {
             tracing::error!(error = %e, "renewal: storage failure");
-            return Err(fault(FaultSubcode::EnrollmentServer, "storage failure".into()));
+            return Err(fault(
+                FaultSubcode::EnrollmentServer,
+                "storage failure".into(),
+            ));
         }
     };
     let csr_der = match &signed {
         Some(sd) => {
-            sd.verify_with(cert)
-                .map_err(|e| fault(FaultSubcode::Authentication, format!("renewal PKCS#7 signature: {e}")))?;
+            sd.verify_with(cert).map_err(|e| {
+                fault(
+                    FaultSubcode::Authentication,
+                    format!("renewal PKCS#7 signature: {e}"),
+                )
+            })?;
             sd.content.clone()
         }
         None => rst.csr_der.clone(),
@@ -278,10 +375,17 @@ async fn renew(
     let device_id = enrollment.device_id.clone();
     let issued = state
         .ca
-        .issue(&device_id, &csr.rsa_public_key, state.config.cert_validity_days)
+        .issue(
+            &device_id,
+            &csr.rsa_public_key,
+            state.config.cert_validity_days,
+        )
         .map_err(|e| {
             tracing::error!(error = %e, "renewal: signing failed");
-            fault(FaultSubcode::EnrollmentServer, "certificate signing failed".into())
+            fault(
+                FaultSubcode::EnrollmentServer,
+                "certificate signing failed".into(),
+            )
         })?;
     state
         .store
@@ -290,15 +394,23 @@ async fn renew(
             &issued.serial,
             &issued.thumbprint,
             &issued.not_after.format(&Rfc3339).unwrap_or_default(),
+            &csr.key_fingerprint(),
             i64::from(state.config.renewal_grace_secs),
         )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "renewal: storage failure");
-            fault(FaultSubcode::EnrollmentServer, "could not record the renewal".into())
+            fault(
+                FaultSubcode::EnrollmentServer,
+                "could not record the renewal".into(),
+            )
         })?;
     tracing::info!(%device_id, serial = %issued.serial, "certificate renewed");
-    let client_store = if enrollment.enrollment_type == "Device" { "System" } else { "User" };
+    let client_store = if enrollment.enrollment_type == "Device" {
+        "System"
+    } else {
+        "User"
+    };
     let root_thumbprint = state.ca.thumbprint();
     let doc = crate::provisioning::build_renewal(&crate::provisioning::RenewalInput {
         provider_id: &state.config.provider_id,
@@ -321,7 +433,9 @@ fn host_upn(rst: &RstRequest) -> String {
 fn rstrc(relates_to: Option<&str>, provisioning_doc: &str) -> String {
     let now = time::OffsetDateTime::now_utc();
     let created = now.format(&Rfc3339).unwrap_or_default();
-    let expires = (now + time::Duration::minutes(5)).format(&Rfc3339).unwrap_or_default();
+    let expires = (now + time::Duration::minutes(5))
+        .format(&Rfc3339)
+        .unwrap_or_default();
     let security = format!(
         "<o:Security s:mustUnderstand=\"1\" xmlns:o=\"{NS_WSSE}\"><u:Timestamp u:Id=\"_0\"><u:Created>{created}</u:Created><u:Expires>{expires}</u:Expires></u:Timestamp></o:Security>"
     );

@@ -5,6 +5,9 @@
 //! [`provisioning`] (MS-WSTEP), [`management`] with [`syncml`] (OMA-DM 1.2), plus the
 //! [`admin`] API, [`db`] storage and the [`app`] that wires them to HTTPS.
 
+// Handlers and their helpers return ready-made responses as errors (axum style).
+#![allow(clippy::result_large_err)]
+
 pub mod admin;
 pub mod app;
 pub mod ca;
@@ -15,6 +18,7 @@ pub mod der;
 pub mod discovery;
 pub mod enroll;
 pub mod error;
+pub mod guards;
 pub mod management;
 pub mod orbit;
 pub mod policy;

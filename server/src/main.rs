@@ -4,7 +4,9 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let config = winmdm_server::Config::parse();
     let server = match winmdm_server::start(config).await {
@@ -14,8 +16,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("winmdm-server listening on {} (public URL {})", server.addr, server.public_url);
-    println!("TLS certificate for clients (--ca-file): {}", server.tls_cert_path.display());
+    println!(
+        "winmdm-server listening on {} (public URL {})",
+        server.addr, server.public_url
+    );
+    println!(
+        "TLS certificate for clients (--ca-file): {}",
+        server.tls_cert_path.display()
+    );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("shutting down");

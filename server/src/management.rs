@@ -11,12 +11,24 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
+use sha2::{Digest, Sha256};
+
 use crate::app::{AppState, PeerCertificate};
+use crate::sessions::Replay;
 use crate::syncml::{self, ServerMessage, CONTENT_TYPE};
+
+/// A command sent but not answered within this many seconds is sent again: the session
+/// that carried it was lost.
+const REDELIVER_AFTER_SECS: i64 = 600;
 
 fn refuse(status: StatusCode, message: &str) -> Response {
     tracing::info!(%status, message, "management request refused");
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
 /// Status code for a client command the server does not act on further.
@@ -35,15 +47,25 @@ pub async fn session(
     body: String,
 ) -> Response {
     let Some(cert) = peer.0.as_deref() else {
-        return refuse(StatusCode::UNAUTHORIZED, "a client certificate issued at enrollment is required");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate issued at enrollment is required",
+        );
     };
     let (serial, _thumbprint) = match state.ca.verify_issued(cert) {
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
     };
     let (enrollment, current_cert) = match state.store.enrollment_by_cert_serial(&serial).await {
-        Ok(Some((e, current))) if e.state == "enrolled" || e.state == "unenroll_pending" => (e, current),
-        Ok(_) => return refuse(StatusCode::FORBIDDEN, "client certificate does not belong to an active enrollment"),
+        Ok(Some((e, current))) if e.state == "enrolled" || e.state == "unenroll_pending" => {
+            (e, current)
+        }
+        Ok(_) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "client certificate does not belong to an active enrollment",
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "management: storage failure");
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
@@ -64,9 +86,46 @@ pub async fn session(
         );
     }
     if msg.hdr.ver_proto != "DM/1.2" || msg.hdr.ver_dtd != "1.2" {
-        return refuse(StatusCode::BAD_REQUEST, "only SyncML 1.2 / DM/1.2 is supported");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "only SyncML 1.2 / DM/1.2 is supported",
+        );
     }
     let device_id = &enrollment.device_id;
+    // A message resent after a dropped connection gets the answer it got the first
+    // time; it is not processed twice.
+    let session_key = (device_id.clone(), msg.hdr.session_id.clone());
+    let digest: [u8; 32] = Sha256::digest(body.as_bytes()).into();
+    match state
+        .sessions
+        .check_replay(&session_key, &msg.hdr.msg_id, &digest)
+    {
+        Replay::New => {}
+        Replay::Repeat(xml) => {
+            tracing::info!(%device_id, msg = %msg.hdr.msg_id, "resent message answered from the session record");
+            return syncml_response(xml);
+        }
+        Replay::Conflict => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "MsgID already used in this session for a different message",
+            )
+        }
+    }
+    let xml = process(&state, &msg, device_id, current_cert).await;
+    state
+        .sessions
+        .remember(session_key, &msg.hdr.msg_id, digest, &xml);
+    syncml_response(xml)
+}
+
+/// Processes a message from an authenticated device and returns the server's answer.
+async fn process(
+    state: &AppState,
+    msg: &syncml::ClientMessage,
+    device_id: &str,
+    current_cert: bool,
+) -> String {
     if current_cert {
         if let Err(e) = state.store.retire_replaced_certs(device_id).await {
             tracing::warn!(error = %e, "could not retire replaced certificates");
@@ -84,7 +143,7 @@ pub async fn session(
             // Status answers one of our commands; it is not itself acknowledged.
             "Status" => {
                 if let Some(cmd_ref) = cmd.cmd_ref.as_deref().filter(|r| *r != "0") {
-                    let answered = store_response(&state, device_id, &msg.hdr, cmd_ref, cmd).await;
+                    let answered = store_response(state, device_id, &msg.hdr, cmd_ref, cmd).await;
                     if is_unenroll_exec(answered.as_ref()) && cmd.data.as_deref() == Some("200") {
                         unenrolled = true;
                     }
@@ -95,7 +154,7 @@ pub async fn session(
                 reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, 200);
             }
             "Results" => {
-                let code = results(&state, device_id, &msg.hdr, cmd).await;
+                let code = results(state, device_id, &msg.hdr, cmd).await;
                 reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, code);
             }
             _ => reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd)),
@@ -104,26 +163,32 @@ pub async fn session(
 
     if unenrolled {
         tracing::info!(%device_id, "device unenrolled");
-        if let Err(e) = state.store.set_enrollment_state(device_id, "unenrolled").await {
+        if let Err(e) = state
+            .store
+            .set_enrollment_state(device_id, "unenrolled")
+            .await
+        {
             tracing::error!(error = %e, "could not record unenrollment");
         }
-        return syncml_response(reply.finish());
+        return reply.finish();
     }
 
     // A message without Final is one of several in the device's package: ask for the
     // next one (Alert 1222) and hold new commands until the package is complete.
     if !msg.is_final {
         reply.alert(1222);
-        return syncml_response(reply.finish());
+        return reply.finish();
     }
 
     if let Err(e) = crate::profiles::advance(&state.store, device_id).await {
         tracing::error!(error = %e, "could not advance profile assignments");
     }
 
-    let session_key = (device_id.clone(), msg.hdr.session_id.clone());
-    let already_sent = state.sessions.sent_in(&session_key);
-    let pending = match state.store.undelivered_commands(device_id, &already_sent).await {
+    let pending = match state
+        .store
+        .deliverable_commands(device_id, REDELIVER_AFTER_SECS)
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "management: could not read the command queue");
@@ -132,23 +197,27 @@ pub async fn session(
     };
     // Honour the device's MaxMsgSize: commands that do not fit wait for the next message.
     let limit = msg.hdr.max_msg_size.unwrap_or(usize::MAX);
-    let mut ids: Vec<String> = Vec::new();
+    let mut sent = 0usize;
     for c in &pending {
         let size = c.body_xml.len() + 2 * c.command_uuid.len();
-        if reply.len() + size > limit && !ids.is_empty() {
+        if reply.len() + size > limit && sent > 0 {
             break;
         }
-        reply.command(&c.command_uuid, &c.body_xml);
-        ids.push(c.command_uuid.clone());
-    }
-    if !ids.is_empty() {
-        if let Err(e) = state.store.mark_sent(device_id, &ids).await {
-            tracing::error!(error = %e, "management: could not mark commands sent");
+        match state
+            .store
+            .claim_command(device_id, &c.command_uuid, REDELIVER_AFTER_SECS)
+            .await
+        {
+            Ok(true) => {
+                reply.command(&c.command_uuid, &c.body_xml);
+                sent += 1;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "management: could not claim a command"),
         }
-        state.sessions.record_sent(session_key, &ids);
     }
-    tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = ids.len(), "management message");
-    syncml_response(reply.finish())
+    tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = sent, "management message");
+    reply.finish()
 }
 
 fn syncml_response(xml: String) -> Response {
@@ -191,15 +260,29 @@ fn is_unenroll_exec(answered: Option<&(String, String)>) -> bool {
 
 /// Stores a Results command, reassembling large objects sent in chunks with MoreData.
 /// Returns the status code to answer it with: 200, 213 (chunk accepted), 413 (too large).
-async fn results(state: &AppState, device_id: &str, hdr: &syncml::SyncHdr, cmd: &syncml::ClientCommand) -> u16 {
+async fn results(
+    state: &AppState,
+    device_id: &str,
+    hdr: &syncml::SyncHdr,
+    cmd: &syncml::ClientCommand,
+) -> u16 {
     let Some(cmd_ref) = cmd.cmd_ref.as_deref() else {
         return 200;
     };
     let items = cmd.result_items();
     let chunked = items.iter().find(|i| i.more_data);
-    let pending_key = |item: &syncml::ResultItem| (device_id.to_string(), cmd_ref.to_string(), item.loc_uri.clone());
+    let pending_key = |item: &syncml::ResultItem| {
+        (
+            device_id.to_string(),
+            cmd_ref.to_string(),
+            item.loc_uri.clone(),
+        )
+    };
     if let Some(item) = chunked {
-        return match state.sessions.add_chunk(pending_key(item), &item.data, true) {
+        return match state
+            .sessions
+            .add_chunk(pending_key(item), &item.data, true)
+        {
             crate::sessions::Chunk::TooLarge => 413,
             _ => 213,
         };
@@ -207,7 +290,10 @@ async fn results(state: &AppState, device_id: &str, hdr: &syncml::SyncHdr, cmd: 
     // The last chunk completes a buffered object; a plain Results is stored as sent.
     if let Some(item) = items.first() {
         if state.sessions.has_chunks(&pending_key(item)) {
-            return match state.sessions.add_chunk(pending_key(item), &item.data, false) {
+            return match state
+                .sessions
+                .add_chunk(pending_key(item), &item.data, false)
+            {
                 crate::sessions::Chunk::Complete(data) => {
                     let mut whole = cmd.clone();
                     whole.xml = syncml::reassembled_results(cmd, item, &data);
@@ -229,10 +315,22 @@ async fn store_response(
     cmd_ref: &str,
     cmd: &syncml::ClientCommand,
 ) -> Option<(String, String)> {
-    let code = if cmd.verb == "Status" { cmd.data.as_deref() } else { None };
+    let code = if cmd.verb == "Status" {
+        cmd.data.as_deref()
+    } else {
+        None
+    };
     match state
         .store
-        .record_response(device_id, cmd_ref, &hdr.session_id, cmd.msg_ref.as_deref().unwrap_or(""), &cmd.verb, code, &cmd.xml)
+        .record_response(&crate::db::DeviceResponse {
+            device_id,
+            cmd_ref,
+            session_id: &hdr.session_id,
+            msg_ref: cmd.msg_ref.as_deref().unwrap_or(""),
+            kind: &cmd.verb,
+            status_code: code,
+            body_xml: &cmd.xml,
+        })
         .await
     {
         Ok(Some(answered)) => Some(answered),

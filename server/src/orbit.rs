@@ -29,7 +29,10 @@ pub fn hash_node_key(node_key: &str) -> String {
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let da = Sha256::digest(a);
     let db = Sha256::digest(b);
-    da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
@@ -55,13 +58,19 @@ pub async fn enroll(State(state): State<Arc<AppState>>, body: Bytes) -> Response
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if !constant_time_eq(req.enroll_secret.as_bytes(), state.config.enroll_secret.as_bytes()) {
+    if !constant_time_eq(
+        req.enroll_secret.as_bytes(),
+        state.config.enroll_secret.as_bytes(),
+    ) {
         tracing::info!(hardware_uuid = %req.hardware_uuid, "orbit enroll refused: invalid enroll secret");
         return json_error(StatusCode::UNAUTHORIZED, "invalid enroll secret");
     }
     let hardware_uuid = req.hardware_uuid.trim();
     if hardware_uuid.is_empty() || hardware_uuid.len() > 128 {
-        return json_error(StatusCode::BAD_REQUEST, "hardware_uuid is required (at most 128 characters)");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "hardware_uuid is required (at most 128 characters)",
+        );
     }
     let node_key = hex::encode(rand::random::<[u8; 24]>());
     match state

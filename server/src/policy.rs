@@ -29,10 +29,15 @@ pub async fn get_policies(State(state): State<Arc<AppState>>, body: String) -> R
         Err(f) => return f.into_response(),
     };
     let mid = req.message_id.as_deref();
-    if req.body.tag_name().name() != "GetPolicies" || req.body.tag_name().namespace() != Some(NS_XCEP) {
-        return Fault::new(FaultSubcode::MessageFormat, "body is not an MS-XCEP GetPolicies element")
-            .relating_to(mid)
-            .into_response();
+    if req.body.tag_name().name() != "GetPolicies"
+        || req.body.tag_name().namespace() != Some(NS_XCEP)
+    {
+        return Fault::new(
+            FaultSubcode::MessageFormat,
+            "body is not an MS-XCEP GetPolicies element",
+        )
+        .relating_to(mid)
+        .into_response();
     }
     if let Err(f) = state.authenticate_token(&req).await {
         return f.into_response();

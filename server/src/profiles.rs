@@ -27,7 +27,10 @@ pub struct ProfileItem {
 impl ProfileItem {
     fn command_xml(&self) -> Result<String, String> {
         if self.verb != "Replace" && self.verb != "Add" {
-            return Err(format!("profile items are Replace or Add, not {:?}", self.verb));
+            return Err(format!(
+                "profile items are Replace or Add, not {:?}",
+                self.verb
+            ));
         }
         let raw = crate::syncml::build_command(
             &self.verb,
@@ -42,7 +45,8 @@ impl ProfileItem {
     /// Where the applied value is read back: Policy CSP reports applied policies under
     /// `Policy/Result/<Area>/<Policy>` (Policy CSP DDF); other nodes are read directly.
     pub fn readback_target(&self) -> String {
-        self.target.replacen("/Policy/Config/", "/Policy/Result/", 1)
+        self.target
+            .replacen("/Policy/Config/", "/Policy/Result/", 1)
     }
 }
 
@@ -64,7 +68,11 @@ pub struct ProfileView {
 }
 
 /// Creates or replaces a profile after checking every item builds a valid command.
-pub async fn save(store: &Store, name: &str, items: &[ProfileItem]) -> Result<Result<(), String>, ServerError> {
+pub async fn save(
+    store: &Store,
+    name: &str,
+    items: &[ProfileItem],
+) -> Result<Result<(), String>, ServerError> {
     if name.is_empty() || name.len() > 128 {
         return Ok(Err("profile name must be 1 to 128 characters".into()));
     }
@@ -96,8 +104,11 @@ async fn items(store: &Store, name: &str) -> Result<Option<Vec<ProfileItem>>, Se
         .bind(name)
         .fetch_optional(store.pool())
         .await?;
-    json.map(|j| serde_json::from_str(&j).map_err(|e| ServerError::Config(format!("stored profile {name}: {e}"))))
-        .transpose()
+    json.map(|j| {
+        serde_json::from_str(&j)
+            .map_err(|e| ServerError::Config(format!("stored profile {name}: {e}")))
+    })
+    .transpose()
 }
 
 /// The profile with every assignment's state.
@@ -149,7 +160,14 @@ pub async fn assign(store: &Store, name: &str, device_id: &str) -> Result<bool, 
     Ok(true)
 }
 
-async fn record_command(store: &Store, name: &str, device_id: &str, id: &str, phase: &str, index: usize) -> Result<(), ServerError> {
+async fn record_command(
+    store: &Store,
+    name: &str,
+    device_id: &str,
+    id: &str,
+    phase: &str,
+    index: usize,
+) -> Result<(), ServerError> {
     sqlx::query(
         "INSERT INTO profile_commands (profile_name, device_id, command_uuid, phase, item_index) VALUES (?, ?, ?, ?, ?)",
     )
@@ -163,7 +181,13 @@ async fn record_command(store: &Store, name: &str, device_id: &str, id: &str, ph
     Ok(())
 }
 
-async fn set_state(store: &Store, name: &str, device_id: &str, state: &str, detail: &str) -> Result<(), ServerError> {
+async fn set_state(
+    store: &Store,
+    name: &str,
+    device_id: &str,
+    state: &str,
+    detail: &str,
+) -> Result<(), ServerError> {
     sqlx::query(
         "INSERT INTO profile_assignments (profile_name, device_id, state, detail, updated_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (profile_name, device_id) DO UPDATE SET state = excluded.state, detail = excluded.detail, updated_at = excluded.updated_at",
@@ -188,7 +212,8 @@ struct Tracked {
 }
 
 fn is_success(code: Option<&str>) -> bool {
-    code.and_then(|c| c.parse::<u16>().ok()).is_some_and(|c| (200..300).contains(&c))
+    code.and_then(|c| c.parse::<u16>().ok())
+        .is_some_and(|c| (200..300).contains(&c))
 }
 
 /// Moves the device's open assignments forward after a management message: failed on
@@ -202,15 +227,39 @@ pub async fn advance(store: &Store, device_id: &str) -> Result<(), ServerError> 
     .fetch_all(store.pool())
     .await?;
     for (name, state) in open {
-        let Some(items) = items(store, &name).await? else { continue };
+        let Some(items) = items(store, &name).await? else {
+            continue;
+        };
         let tracked = tracked(store, &name, device_id).await?;
-        let phase = if state == "pending" { "apply" } else { "verify" };
+        let phase = if state == "pending" {
+            "apply"
+        } else {
+            "verify"
+        };
         let current: Vec<&Tracked> = tracked.iter().filter(|t| t.phase == phase).collect();
-        if let Some(bad) = current.iter().find(|t| t.state == "acknowledged" && !is_success(t.status.as_deref())) {
+        if let Some(bad) = current
+            .iter()
+            .find(|t| t.state == "acknowledged" && !is_success(t.status.as_deref()))
+        {
             let item = items.get(bad.index);
-            let node = item.map(|i| if phase == "apply" { i.target.clone() } else { i.readback_target() }).unwrap_or_default();
-            let verb = if phase == "apply" { item.map(|i| i.verb.as_str()).unwrap_or("") } else { "Get" };
-            let detail = format!("{verb} {node} returned status {}", bad.status.as_deref().unwrap_or("?"));
+            let node = item
+                .map(|i| {
+                    if phase == "apply" {
+                        i.target.clone()
+                    } else {
+                        i.readback_target()
+                    }
+                })
+                .unwrap_or_default();
+            let verb = if phase == "apply" {
+                item.map(|i| i.verb.as_str()).unwrap_or("")
+            } else {
+                "Get"
+            };
+            let detail = format!(
+                "{verb} {node} returned status {}",
+                bad.status.as_deref().unwrap_or("?")
+            );
             set_state(store, &name, device_id, "failed", &detail).await?;
             continue;
         }
@@ -219,9 +268,14 @@ pub async fn advance(store: &Store, device_id: &str) -> Result<(), ServerError> 
         }
         if phase == "apply" {
             for (i, item) in items.iter().enumerate() {
-                let raw = crate::syncml::build_command("Get", &item.readback_target(), None, None, None).map_err(ServerError::Config)?;
-                let (_, target, xml) = crate::syncml::normalise_command(&raw).map_err(ServerError::Config)?;
-                let id = store.enqueue_command(&[device_id.to_string()], "Get", &target, &xml).await?;
+                let raw =
+                    crate::syncml::build_command("Get", &item.readback_target(), None, None, None)
+                        .map_err(ServerError::Config)?;
+                let (_, target, xml) =
+                    crate::syncml::normalise_command(&raw).map_err(ServerError::Config)?;
+                let id = store
+                    .enqueue_command(&[device_id.to_string()], "Get", &target, &xml)
+                    .await?;
                 record_command(store, &name, device_id, &id, "verify", i).await?;
             }
             set_state(store, &name, device_id, "verifying", "").await?;
@@ -229,8 +283,18 @@ pub async fn advance(store: &Store, device_id: &str) -> Result<(), ServerError> 
         }
         let mismatch = current.iter().find_map(|t| {
             let item = items.get(t.index)?;
-            let got = t.results.as_deref().and_then(crate::syncml::results_data).unwrap_or_default();
-            (got.trim() != item.data.trim()).then(|| format!("{} reads back {got:?}, expected {:?}", item.readback_target(), item.data))
+            let got = t
+                .results
+                .as_deref()
+                .and_then(crate::syncml::results_data)
+                .unwrap_or_default();
+            (got.trim() != item.data.trim()).then(|| {
+                format!(
+                    "{} reads back {got:?}, expected {:?}",
+                    item.readback_target(),
+                    item.data
+                )
+            })
         });
         match mismatch {
             Some(detail) => set_state(store, &name, device_id, "failed", &detail).await?,

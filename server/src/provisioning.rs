@@ -23,7 +23,11 @@ pub struct ProvisioningInput<'a> {
 }
 
 fn parm(name: &str, value: &str) -> String {
-    format!("<parm name=\"{}\" value=\"{}\"/>", escape(name), escape(value))
+    format!(
+        "<parm name=\"{}\" value=\"{}\"/>",
+        escape(name),
+        escape(value)
+    )
 }
 
 fn typed_parm(name: &str, value: &str, datatype: &str) -> String {
@@ -95,7 +99,12 @@ pub fn build(p: &ProvisioningInput<'_>) -> String {
     let mut doc = String::with_capacity(8192);
     doc.push_str("<wap-provisioningdoc version=\"1.1\">");
     doc.push_str(&root_store(p.root_thumbprint, p.root_cert_der));
-    doc.push_str(&my_store(p.client_store, p.client_thumbprint, p.client_cert_der, p.renewal_period_days));
+    doc.push_str(&my_store(
+        p.client_store,
+        p.client_thumbprint,
+        p.client_cert_der,
+        p.renewal_period_days,
+    ));
     doc.push_str("<characteristic type=\"APPLICATION\">");
     for (name, value) in [
         ("APPID", "w7"),

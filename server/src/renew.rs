@@ -12,7 +12,10 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::csr::CsrError;
-use crate::der::{bit_string_bytes, expect, read_tlv, TAG_CONTEXT_0, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, TAG_SET};
+use crate::der::{
+    bit_string_bytes, expect, read_tlv, TAG_CONTEXT_0, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID,
+    TAG_SEQUENCE, TAG_SET,
+};
 
 /// 1.2.840.113549.1.7.2 signedData
 const OID_SIGNED_DATA: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02];
@@ -22,6 +25,9 @@ const OID_MESSAGE_DIGEST: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x
 const OID_SHA1: &[u8] = &[0x2B, 0x0E, 0x03, 0x02, 0x1A];
 /// 2.16.840.1.101.3.4.2.1 sha256
 const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+
+/// Hashes a message with the signer's digest algorithm.
+type Hasher = fn(&[u8]) -> Vec<u8>;
 
 /// A parsed CMS SignedData with one signer.
 #[derive(Debug, Clone)]
@@ -45,13 +51,21 @@ pub fn parse_signed_data(der: &[u8]) -> Result<SignedRequest, CsrError> {
         return Err(CsrError::Der("PKCS#7 content is not signedData"));
     }
     let (explicit, _) = expect(rest, TAG_CONTEXT_0, "ContentInfo has no content")?;
-    let (sd, _) = expect(explicit.contents, TAG_SEQUENCE, "SignedData is not a SEQUENCE")?;
+    let (sd, _) = expect(
+        explicit.contents,
+        TAG_SEQUENCE,
+        "SignedData is not a SEQUENCE",
+    )?;
     let (_version, rest) = expect(sd.contents, TAG_INTEGER, "SignedData version")?;
     let (_digest_algs, rest) = expect(rest, TAG_SET, "SignedData digestAlgorithms")?;
     let (encap, mut rest) = expect(rest, TAG_SEQUENCE, "SignedData encapContentInfo")?;
     let (_ctype, econtent) = expect(encap.contents, TAG_OID, "encapContentInfo eContentType")?;
     let (econtent, _) = expect(econtent, TAG_CONTEXT_0, "encapContentInfo has no eContent")?;
-    let (octets, _) = expect(econtent.contents, TAG_OCTET_STRING, "eContent is not an OCTET STRING")?;
+    let (octets, _) = expect(
+        econtent.contents,
+        TAG_OCTET_STRING,
+        "eContent is not an OCTET STRING",
+    )?;
     let content = octets.contents.to_vec();
 
     let mut certificates = Vec::new();
@@ -116,16 +130,21 @@ fn message_digest_attr(mut attrs: &[u8]) -> Result<Option<Vec<u8>>, CsrError> {
 impl SignedRequest {
     /// Verifies the signer's signature with the RSA key of `cert_der`.
     pub fn verify_with(&self, cert_der: &[u8]) -> Result<(), CsrError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|_| CsrError::Der("signer certificate"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+            .map_err(|_| CsrError::Der("signer certificate"))?;
         let spki = cert.public_key().raw;
         let (spki, _) = expect(spki, TAG_SEQUENCE, "signer SPKI")?;
         let (_alg, rest) = expect(spki.contents, TAG_SEQUENCE, "signer SPKI algorithm")?;
         let (bits, _) = expect(rest, crate::der::TAG_BIT_STRING, "signer SPKI key")?;
-        let key = RsaPublicKey::from_pkcs1_der(bit_string_bytes(bits.contents)?).map_err(|_| CsrError::NotRsa)?;
-        let (hash_content, scheme): (fn(&[u8]) -> Vec<u8>, Pkcs1v15Sign) = if self.digest_oid == OID_SHA1 {
+        let key = RsaPublicKey::from_pkcs1_der(bit_string_bytes(bits.contents)?)
+            .map_err(|_| CsrError::NotRsa)?;
+        let (hash_content, scheme): (Hasher, Pkcs1v15Sign) = if self.digest_oid == OID_SHA1 {
             (|d| Sha1::digest(d).to_vec(), Pkcs1v15Sign::new::<Sha1>())
         } else if self.digest_oid == OID_SHA256 {
-            (|d| Sha256::digest(d).to_vec(), Pkcs1v15Sign::new::<Sha256>())
+            (
+                |d| Sha256::digest(d).to_vec(),
+                Pkcs1v15Sign::new::<Sha256>(),
+            )
         } else {
             return Err(CsrError::UnsupportedSignatureAlgorithm);
         };
@@ -139,6 +158,7 @@ impl SignedRequest {
             (Some(_), None) => return Err(CsrError::Der("signedAttrs without messageDigest")),
             (None, _) => hash_content(&self.content),
         };
-        key.verify(scheme, &signed, &self.signature).map_err(|_| CsrError::BadSignature)
+        key.verify(scheme, &signed, &self.signature)
+            .map_err(|_| CsrError::BadSignature)
     }
 }

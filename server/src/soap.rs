@@ -179,7 +179,10 @@ pub fn parse_request<'a, 'input>(
 ) -> Result<Request<'a, 'input>, Fault> {
     let root = doc.root_element();
     if root.tag_name().name() != "Envelope" {
-        return Err(Fault::new(FaultSubcode::MessageFormat, "root element is not a SOAP Envelope"));
+        return Err(Fault::new(
+            FaultSubcode::MessageFormat,
+            "root element is not a SOAP Envelope",
+        ));
     }
     if root.tag_name().namespace() != Some(NS_SOAP12) {
         return Err(Fault::new(
@@ -223,8 +226,9 @@ pub fn child<'a, 'input>(
     ns: &str,
     name: &str,
 ) -> Option<roxmltree::Node<'a, 'input>> {
-    node.children()
-        .find(|c| c.is_element() && c.tag_name().name() == name && c.tag_name().namespace() == Some(ns))
+    node.children().find(|c| {
+        c.is_element() && c.tag_name().name() == name && c.tag_name().namespace() == Some(ns)
+    })
 }
 
 /// First child element with the given local name, whatever its namespace.
@@ -255,7 +259,11 @@ pub fn user_token(req: &Request<'_, '_>) -> Result<String, Fault> {
     use base64::Engine;
     let mid = req.message_id.as_deref();
     let security = child(req.header, NS_WSSE, "Security").ok_or_else(|| {
-        Fault::new(FaultSubcode::InvalidSecurity, "missing wsse:Security header").relating_to(mid)
+        Fault::new(
+            FaultSubcode::InvalidSecurity,
+            "missing wsse:Security header",
+        )
+        .relating_to(mid)
     })?;
     if child(security, NS_WSSE, "UsernameToken").is_some() {
         return Err(Fault::new(
@@ -265,7 +273,11 @@ pub fn user_token(req: &Request<'_, '_>) -> Result<String, Fault> {
         .relating_to(mid));
     }
     let bst = child(security, NS_WSSE, "BinarySecurityToken").ok_or_else(|| {
-        Fault::new(FaultSubcode::InvalidSecurity, "missing wsse:BinarySecurityToken").relating_to(mid)
+        Fault::new(
+            FaultSubcode::InvalidSecurity,
+            "missing wsse:BinarySecurityToken",
+        )
+        .relating_to(mid)
     })?;
     let value_type = attr_local(bst, "ValueType").unwrap_or("").trim();
     if value_type != VALUE_TYPE_USER_TOKEN {
@@ -285,16 +297,26 @@ pub fn user_token(req: &Request<'_, '_>) -> Result<String, Fault> {
     }
     let b64: String = text(bst).split_whitespace().collect();
     if b64.is_empty() || b64.len() > 8192 {
-        return Err(Fault::new(FaultSubcode::Authentication, "empty or oversized security token")
-            .relating_to(mid));
+        return Err(Fault::new(
+            FaultSubcode::Authentication,
+            "empty or oversized security token",
+        )
+        .relating_to(mid));
     }
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b64.as_bytes())
         .map_err(|_| {
-            Fault::new(FaultSubcode::InvalidSecurity, "security token is not valid base64")
-                .relating_to(mid)
+            Fault::new(
+                FaultSubcode::InvalidSecurity,
+                "security token is not valid base64",
+            )
+            .relating_to(mid)
         })?;
     String::from_utf8(raw).map_err(|_| {
-        Fault::new(FaultSubcode::Authentication, "security token is not valid UTF-8").relating_to(mid)
+        Fault::new(
+            FaultSubcode::Authentication,
+            "security token is not valid UTF-8",
+        )
+        .relating_to(mid)
     })
 }

@@ -62,7 +62,10 @@ impl ClientCommand {
             .map(|item| ResultItem {
                 loc_uri: loc_uri(item, "Source").unwrap_or_default(),
                 meta_xml: child(item, "Meta").map(|m| wrapped[m.range()].to_string()),
-                data: child(item, "Data").and_then(|d| d.text()).unwrap_or("").to_string(),
+                data: child(item, "Data")
+                    .and_then(|d| d.text())
+                    .unwrap_or("")
+                    .to_string(),
                 more_data: child(item, "MoreData").is_some(),
             })
             .collect()
@@ -78,7 +81,8 @@ pub struct ClientMessage {
 }
 
 fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
-    n.children().find(|c| c.is_element() && c.tag_name().name() == name)
+    n.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name)
 }
 
 fn child_text(n: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
@@ -186,14 +190,16 @@ impl ServerMessage {
     /// Appends a queued command under `cmd_id` (the command's UUID, so that the device's
     /// Status maps straight back to the queue entry; nested commands get `<uuid>.<n>`).
     pub fn command(&mut self, cmd_id: &str, body_xml: &str) {
-        self.body.push_str(&body_xml.replace(CMD_ID_PLACEHOLDER, cmd_id));
+        self.body
+            .push_str(&body_xml.replace(CMD_ID_PLACEHOLDER, cmd_id));
     }
 
     /// Appends an Alert (e.g. 1222, "next message").
     pub fn alert(&mut self, code: u16) {
         let id = self.cmd_id();
-        self.body
-            .push_str(&format!("<Alert><CmdID>{id}</CmdID><Data>{code}</Data></Alert>"));
+        self.body.push_str(&format!(
+            "<Alert><CmdID>{id}</CmdID><Data>{code}</Data></Alert>"
+        ));
     }
 
     /// Length of the message so far, for MaxMsgSize accounting.
@@ -219,7 +225,9 @@ impl ServerMessage {
 pub const CMD_ID_PLACEHOLDER: &str = "{{winmdm:cmdid}}";
 
 /// OMA-DM commands the server may queue.
-pub const SERVER_VERBS: &[&str] = &["Get", "Add", "Replace", "Delete", "Exec", "Atomic", "Sequence"];
+pub const SERVER_VERBS: &[&str] = &[
+    "Get", "Add", "Replace", "Delete", "Exec", "Atomic", "Sequence",
+];
 
 /// Normalises a raw command for the queue: checks it is one well-formed command element
 /// of an allowed verb and removes its top-level CmdID (assigned at delivery).
@@ -234,7 +242,9 @@ pub fn normalise_command(raw: &str) -> Result<(String, String, String), String> 
     }
     let verb = cmd.tag_name().name().to_string();
     if !SERVER_VERBS.contains(&verb.as_str()) {
-        return Err(format!("{verb} is not an OMA-DM command the server can send"));
+        return Err(format!(
+            "{verb} is not an OMA-DM command the server can send"
+        ));
     }
     let target = cmd
         .descendants()
@@ -245,7 +255,9 @@ pub fn normalise_command(raw: &str) -> Result<(String, String, String), String> 
 }
 
 /// Commands that may appear inside Atomic and Sequence.
-const NESTED_VERBS: &[&str] = &["Get", "Add", "Replace", "Delete", "Exec", "Copy", "Atomic", "Sequence"];
+const NESTED_VERBS: &[&str] = &[
+    "Get", "Add", "Replace", "Delete", "Exec", "Copy", "Atomic", "Sequence",
+];
 
 /// Rewrites a command element so that it and every command nested in it carry a
 /// placeholder CmdID as first child (any CmdID the caller wrote is dropped).
@@ -265,7 +277,9 @@ fn assign_cmd_ids(doc: &roxmltree::Document<'_>, cmd: roxmltree::Node<'_, '_>) -
             let name = c.tag_name().name();
             if name == "CmdID" {
                 edits.push((c.range().start, c.range().len(), String::new()));
-            } else if matches!(node.tag_name().name(), "Atomic" | "Sequence") && NESTED_VERBS.contains(&name) {
+            } else if matches!(node.tag_name().name(), "Atomic" | "Sequence")
+                && NESTED_VERBS.contains(&name)
+            {
                 nested += 1;
                 stack.push((c, format!("{CMD_ID_PLACEHOLDER}.{nested}")));
             }
@@ -284,8 +298,15 @@ fn assign_cmd_ids(doc: &roxmltree::Document<'_>, cmd: roxmltree::Node<'_, '_>) -
 pub fn results_data(results_xml: &str) -> Option<String> {
     let wrapped = format!("<SyncBody xmlns=\"{NS_SYNCML}\">{results_xml}</SyncBody>");
     let doc = roxmltree::Document::parse(&wrapped).ok()?;
-    let item = doc.descendants().find(|n| n.is_element() && n.tag_name().name() == "Item")?;
-    Some(child(item, "Data").and_then(|d| d.text()).unwrap_or("").to_string())
+    let item = doc
+        .descendants()
+        .find(|n| n.is_element() && n.tag_name().name() == "Item")?;
+    Some(
+        child(item, "Data")
+            .and_then(|d| d.text())
+            .unwrap_or("")
+            .to_string(),
+    )
 }
 
 /// A Results element holding a large object reassembled from its chunks.
@@ -310,20 +331,36 @@ pub fn build_command(
     data: Option<&str>,
 ) -> Result<String, String> {
     if !["Get", "Add", "Replace", "Delete", "Exec"].contains(&verb) {
-        return Err(format!("verb {verb:?} is not one of Get, Add, Replace, Delete, Exec"));
+        return Err(format!(
+            "verb {verb:?} is not one of Get, Add, Replace, Delete, Exec"
+        ));
     }
     if !target.starts_with("./") {
-        return Err(format!("target {target:?} must be an absolute OMA-DM URI starting with ./"));
+        return Err(format!(
+            "target {target:?} must be an absolute OMA-DM URI starting with ./"
+        ));
     }
     let mut meta = String::new();
     if let Some(f) = format {
-        meta.push_str(&format!("<Format xmlns=\"syncml:metinf\">{}</Format>", escape(f)));
+        meta.push_str(&format!(
+            "<Format xmlns=\"syncml:metinf\">{}</Format>",
+            escape(f)
+        ));
     }
     if let Some(t) = mime_type {
-        meta.push_str(&format!("<Type xmlns=\"syncml:metinf\">{}</Type>", escape(t)));
+        meta.push_str(&format!(
+            "<Type xmlns=\"syncml:metinf\">{}</Type>",
+            escape(t)
+        ));
     }
-    let meta = if meta.is_empty() { meta } else { format!("<Meta>{meta}</Meta>") };
-    let data = data.map(|d| format!("<Data>{}</Data>", escape(d))).unwrap_or_default();
+    let meta = if meta.is_empty() {
+        meta
+    } else {
+        format!("<Meta>{meta}</Meta>")
+    };
+    let data = data
+        .map(|d| format!("<Data>{}</Data>", escape(d)))
+        .unwrap_or_default();
     Ok(format!(
         "<{verb}><Item><Target><LocURI>{}</LocURI></Target>{meta}{data}</Item></{verb}>",
         escape(target)

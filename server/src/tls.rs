@@ -45,7 +45,9 @@ pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ServerError
 
 /// Returns the path of the server certificate in use, generating a self-signed one for
 /// localhost/127.0.0.1 in the data directory when none is configured.
-pub fn server_cert_paths(config: &Config) -> Result<(std::path::PathBuf, std::path::PathBuf), ServerError> {
+pub fn server_cert_paths(
+    config: &Config,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), ServerError> {
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         return Ok((cert.clone(), key.clone()));
     }

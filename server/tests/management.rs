@@ -20,20 +20,46 @@ async fn enrolled(s: &TestServer) -> Vec<u8> {
 async fn enrolled_with_key(s: &TestServer) -> (Vec<u8>, String) {
     let key = s.node_key().await;
     let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    let r = s.soap("/api/mdm/microsoft/enroll", rst_request(&key, &hand_csr(&rsa, b"d", false), DEVICE)).await;
+    let r = s
+        .soap(
+            "/api/mdm/microsoft/enroll",
+            rst_request(&key, &hand_csr(&rsa, b"d", false), DEVICE),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let token = element_text(&r.body, "BinarySecurityToken").unwrap();
-    let doc = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token).unwrap()).unwrap();
+    let doc = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .unwrap(),
+    )
+    .unwrap();
     let d = roxmltree::Document::parse(&doc).unwrap();
-    let my = d.descendants().find(|n| n.attribute("type") == Some("My")).unwrap();
-    let parm = my.descendants().find(|n| n.attribute("name") == Some("EncodedCertificate")).unwrap();
-    let cert = base64::engine::general_purpose::STANDARD.decode(parm.attribute("value").unwrap()).unwrap();
+    let my = d
+        .descendants()
+        .find(|n| n.attribute("type") == Some("My"))
+        .unwrap();
+    let parm = my
+        .descendants()
+        .find(|n| n.attribute("name") == Some("EncodedCertificate"))
+        .unwrap();
+    let cert = base64::engine::general_purpose::STANDARD
+        .decode(parm.attribute("value").unwrap())
+        .unwrap();
     (cert, key)
 }
 
 async fn config(s: &TestServer, node_key: &str) -> serde_json::Value {
     let body = serde_json::json!({ "orbit_node_key": node_key }).to_string();
-    let r = s.send("POST", "/api/fleet/orbit/config", "application/json", body, None).await;
+    let r = s
+        .send(
+            "POST",
+            "/api/fleet/orbit/config",
+            "application/json",
+            body,
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["notifications"].clone()
 }
@@ -49,7 +75,9 @@ const PKG1: &str = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
 #[tokio::test]
 async fn no_certificate_is_401() {
     let s = server().await;
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), None).await;
+    let r = s
+        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), None)
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.body.contains("client certificate"));
 }
@@ -59,7 +87,15 @@ async fn certificate_from_another_ca_is_403() {
     let s = server().await;
     let _ = enrolled(&s).await;
     let other = rcgen::generate_simple_self_signed(vec!["device".to_string()]).unwrap();
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(other.cert.der().to_vec())).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, PKG1),
+            Some(other.cert.der().to_vec()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("identity CA"), "{}", r.body);
 }
@@ -68,7 +104,15 @@ async fn certificate_from_another_ca_is_403() {
 async fn certificate_bound_to_another_device_id_is_403() {
     let s = server().await;
     let cert = enrolled(&s).await;
-    let r = s.send("POST", PATH, SYNCML, message("FFEEDDCCBBAA99887766554433221100", 1, PKG1), Some(cert)).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message("FFEEDDCCBBAA99887766554433221100", 1, PKG1),
+            Some(cert),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("DeviceID"), "{}", r.body);
 }
@@ -77,7 +121,15 @@ async fn certificate_bound_to_another_device_id_is_403() {
 async fn malformed_syncml_is_400() {
     let s = server().await;
     let cert = enrolled(&s).await;
-    let r = s.send("POST", PATH, SYNCML, "<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncBody/></SyncML>".into(), Some(cert)).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            "<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncBody/></SyncML>".into(),
+            Some(cert),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("SyncHdr"), "{}", r.body);
 }
@@ -87,14 +139,33 @@ async fn queued_command_is_delivered_once_and_its_result_stored() {
     let s = server().await;
     let cert = enrolled(&s).await;
     let q = s
-        .send_admin("POST", &format!("/api/v1/devices/{DEVICE}/commands"), r#"{"verb":"Get","target":"./DevDetail/SwV"}"#)
+        .send_admin(
+            "POST",
+            &format!("/api/v1/devices/{DEVICE}/commands"),
+            r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
+        )
         .await;
     assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
-    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"].as_str().unwrap().to_string();
+    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, PKG1),
+            Some(cert.clone()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body.contains(&format!("<Get><CmdID>{id}</CmdID>")), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("<Get><CmdID>{id}</CmdID>")),
+        "{}",
+        r.body
+    );
     assert!(r.content_type.starts_with(SYNCML));
 
     let reply = format!(
@@ -102,28 +173,56 @@ async fn queued_command_is_delivered_once_and_its_result_stored() {
          <Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\
          <Results><CmdID>3</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Item><Source><LocURI>./DevDetail/SwV</LocURI></Source><Data>10.0.22631.2428</Data></Item></Results>"
     );
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 2, &reply), Some(cert.clone())).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 2, &reply),
+            Some(cert.clone()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(!r.body.contains("<Get>"), "delivered once: {}", r.body);
-    assert!(r.body.contains("<Cmd>Results</Cmd>"), "Results are acknowledged: {}", r.body);
+    assert!(
+        r.body.contains("<Cmd>Results</Cmd>"),
+        "Results are acknowledged: {}",
+        r.body
+    );
 
-    let c = s.send_admin("GET", &format!("/api/v1/commands/{id}"), "").await;
+    let c = s
+        .send_admin("GET", &format!("/api/v1/commands/{id}"), "")
+        .await;
     let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
     let v = &v["devices"][0];
     assert_eq!(v["device_id"], DEVICE);
     assert_eq!(v["status_code"], "200");
     assert_eq!(v["state"], "acknowledged");
-    assert!(v["results"].as_array().unwrap().iter().any(|r| r["body_xml"].as_str().unwrap().contains("10.0.22631.2428")));
+    assert!(v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["body_xml"].as_str().unwrap().contains("10.0.22631.2428")));
 
     // A new session does not deliver it again.
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1).replace("<SessionID>7<", "<SessionID>8<"), Some(cert)).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, PKG1).replace("<SessionID>7<", "<SessionID>8<"),
+            Some(cert),
+        )
+        .await;
     assert!(!r.body.contains("<Get>"), "{}", r.body);
 }
 
 #[tokio::test]
 async fn admin_api_requires_the_bearer_token() {
     let s = server().await;
-    let r = s.send("GET", "/api/v1/devices", "", String::new(), None).await;
+    let r = s
+        .send("GET", "/api/v1/devices", "", String::new(), None)
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = s.send_admin("GET", "/api/v1/devices", "").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -140,10 +239,18 @@ async fn published_client_alert_vectors_are_acknowledged() {
         vector("omadm-alert-1224-loginstatus.xml").replace("<CmdID>1</CmdID>", "<CmdID>2</CmdID>"),
         vector("omadm-alert-1226-unenroll.xml").replace("<CmdID>4</CmdID>", "<CmdID>3</CmdID>"),
     );
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, &body), Some(cert)).await;
+    let r = s
+        .send("POST", PATH, SYNCML, message(DEVICE, 1, &body), Some(cert))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     for cmd_ref in ["1", "2", "3"] {
-        assert!(r.body.contains(&format!("<CmdRef>{cmd_ref}</CmdRef><Cmd>Alert</Cmd><Data>200</Data>")), "{cmd_ref}: {}", r.body);
+        assert!(
+            r.body.contains(&format!(
+                "<CmdRef>{cmd_ref}</CmdRef><Cmd>Alert</Cmd><Data>200</Data>"
+            )),
+            "{cmd_ref}: {}",
+            r.body
+        );
     }
 }
 
@@ -154,29 +261,83 @@ async fn device_initiated_unenrollment_retires_the_certificate() {
     assert_eq!(config(&s, &key).await, serde_json::json!({}));
     // Newer builds send the 1226 alert with an empty Meta/Type.
     let alert = "<Alert><CmdID>2</CmdID><Data>1226</Data><Item><Meta><Type xmlns=\"syncml:metinf\"></Type><Format xmlns=\"syncml:metinf\">int</Format></Meta><Data>1</Data></Item></Alert>";
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, &format!("{PKG1}{alert}")), Some(cert.clone())).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, &format!("{PKG1}{alert}")),
+            Some(cert.clone()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(r.body.contains("<CmdRef>2</CmdRef><Cmd>Alert</Cmd><Data>200</Data>"), "{}", r.body);
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert)).await;
+    assert!(
+        r.body
+            .contains("<CmdRef>2</CmdRef><Cmd>Alert</Cmd><Data>200</Data>"),
+        "{}",
+        r.body
+    );
+    let r = s
+        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "old certificate refused");
-    assert_eq!(config(&s, &key).await["needs_programmatic_windows_mdm_enrollment"], true, "may enroll again");
+    assert_eq!(
+        config(&s, &key).await["needs_programmatic_windows_mdm_enrollment"],
+        true,
+        "may enroll again"
+    );
 }
 
 #[tokio::test]
 async fn server_initiated_unenrollment_via_notification_and_exec() {
     let s = server().await;
     let (cert, key) = enrolled_with_key(&s).await;
-    let r = s.send_admin("POST", &format!("/api/v1/devices/{DEVICE}/unenroll"), "").await;
+    let r = s
+        .send_admin("POST", &format!("/api/v1/devices/{DEVICE}/unenroll"), "")
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-    let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["command_id"].as_str().unwrap().to_string();
-    assert_eq!(config(&s, &key).await["needs_programmatic_windows_mdm_unenrollment"], true);
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
-    assert!(r.body.contains(&format!("<Exec><CmdID>{id}</CmdID>")), "{}", r.body);
-    assert!(r.body.contains("./Vendor/MSFT/DMClient/Provider/winmdm/Unenroll"), "{}", r.body);
+    let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        config(&s, &key).await["needs_programmatic_windows_mdm_unenrollment"],
+        true
+    );
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, PKG1),
+            Some(cert.clone()),
+        )
+        .await;
+    assert!(
+        r.body.contains(&format!("<Exec><CmdID>{id}</CmdID>")),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("./Vendor/MSFT/DMClient/Provider/winmdm/Unenroll"),
+        "{}",
+        r.body
+    );
     let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Exec</Cmd><Data>200</Data></Status>");
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 2, &status), Some(cert.clone())).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 2, &status),
+            Some(cert.clone()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert)).await;
+    let r = s
+        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
@@ -186,11 +347,18 @@ async fn cancelled_commands_are_not_delivered() {
     let cert = enrolled(&s).await;
     let q = s.send_admin("POST", "/api/v1/commands", &format!(r#"{{"device_ids":["{DEVICE}"],"syncml":"<Get><Item><Target><LocURI>./DevDetail/OEM</LocURI></Target></Item></Get>"}}"#)).await;
     assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
-    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"].as_str().unwrap().to_string();
-    let c = s.send_admin("DELETE", &format!("/api/v1/commands/{id}"), "").await;
+    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = s
+        .send_admin("DELETE", &format!("/api/v1/commands/{id}"), "")
+        .await;
     assert_eq!(c.status, StatusCode::OK, "{}", c.body);
     assert!(c.body.contains("\"cancelled\":1"), "{}", c.body);
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert)).await;
+    let r = s
+        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert))
+        .await;
     assert!(!r.body.contains("<Get>"), "{}", r.body);
 }
 
@@ -198,9 +366,26 @@ async fn cancelled_commands_are_not_delivered() {
 async fn large_results_arrive_in_chunks_and_are_stored_whole() {
     let s = server().await;
     let cert = enrolled(&s).await;
-    let q = s.send_admin("POST", &format!("/api/v1/devices/{DEVICE}/commands"), r#"{"verb":"Get","target":"./Vendor/MSFT/Big"}"#).await;
-    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"].as_str().unwrap().to_string();
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    let q = s
+        .send_admin(
+            "POST",
+            &format!("/api/v1/devices/{DEVICE}/commands"),
+            r#"{"verb":"Get","target":"./Vendor/MSFT/Big"}"#,
+        )
+        .await;
+    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, PKG1),
+            Some(cert.clone()),
+        )
+        .await;
     assert!(r.body.contains(&id));
     let chunk = |n: u32, data: &str, more: bool| {
         format!(
@@ -215,18 +400,49 @@ async fn large_results_arrive_in_chunks_and_are_stored_whole() {
     // No Final: the server answers 213 and asks for the next message.
     let msg2 = message(DEVICE, 2, &first).replace("<Final/>", "");
     let r = s.send("POST", PATH, SYNCML, msg2, Some(cert.clone())).await;
-    assert!(r.body.contains("<CmdRef>2</CmdRef><Cmd>Results</Cmd><Data>213</Data>"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("<CmdRef>2</CmdRef><Cmd>Results</Cmd><Data>213</Data>"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("<Data>1222</Data>"), "{}", r.body);
     let msg3 = message(DEVICE, 3, &chunk(1, "BBBB", true)).replace("<Final/>", "");
     let r = s.send("POST", PATH, SYNCML, msg3, Some(cert.clone())).await;
     assert!(r.body.contains("<Data>213</Data>"), "{}", r.body);
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 4, &chunk(1, "CC", false)), Some(cert)).await;
-    assert!(r.body.contains("<CmdRef>1</CmdRef><Cmd>Results</Cmd><Data>200</Data>"), "{}", r.body);
-    let c = s.send_admin("GET", &format!("/api/v1/commands/{id}"), "").await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 4, &chunk(1, "CC", false)),
+            Some(cert),
+        )
+        .await;
+    assert!(
+        r.body
+            .contains("<CmdRef>1</CmdRef><Cmd>Results</Cmd><Data>200</Data>"),
+        "{}",
+        r.body
+    );
+    let c = s
+        .send_admin("GET", &format!("/api/v1/commands/{id}"), "")
+        .await;
     let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
-    let results: Vec<&serde_json::Value> = v["devices"][0]["results"].as_array().unwrap().iter().filter(|r| r["kind"] == "Results").collect();
+    let results: Vec<&serde_json::Value> = v["devices"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "Results")
+        .collect();
     assert_eq!(results.len(), 1, "stored once, whole: {v}");
-    assert!(results[0]["body_xml"].as_str().unwrap().contains("<Data>AAAABBBBCC</Data>"), "{v}");
+    assert!(
+        results[0]["body_xml"]
+            .as_str()
+            .unwrap()
+            .contains("<Data>AAAABBBBCC</Data>"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -234,15 +450,26 @@ async fn max_msg_size_spreads_commands_over_messages() {
     let s = server().await;
     let cert = enrolled(&s).await;
     for n in 0..5 {
-        let body = format!(r#"{{"verb":"Replace","target":"./Vendor/MSFT/Node{n}","format":"chr","data":"{}"}}"#, "x".repeat(300));
-        let q = s.send_admin("POST", &format!("/api/v1/devices/{DEVICE}/commands"), &body).await;
+        let body = format!(
+            r#"{{"verb":"Replace","target":"./Vendor/MSFT/Node{n}","format":"chr","data":"{}"}}"#,
+            "x".repeat(300)
+        );
+        let q = s
+            .send_admin("POST", &format!("/api/v1/devices/{DEVICE}/commands"), &body)
+            .await;
         assert_eq!(q.status, StatusCode::CREATED);
     }
-    let small = message(DEVICE, 1, PKG1).replace("</Source></SyncHdr>", "</Source><Meta><MaxMsgSize xmlns=\"syncml:metinf\">1500</MaxMsgSize></Meta></SyncHdr>");
+    let small = message(DEVICE, 1, PKG1).replace(
+        "</Source></SyncHdr>",
+        "</Source><Meta><MaxMsgSize xmlns=\"syncml:metinf\">1500</MaxMsgSize></Meta></SyncHdr>",
+    );
     let r = s.send("POST", PATH, SYNCML, small, Some(cert)).await;
     assert!(r.body.len() <= 1500, "{} bytes", r.body.len());
     let sent = r.body.matches("<Replace>").count();
-    assert!((1..5).contains(&sent), "{sent} commands in the first message");
+    assert!(
+        (1..5).contains(&sent),
+        "{sent} commands in the first message"
+    );
 }
 
 /// The CmdID the server gave the first command of `verb` in a message.
@@ -252,15 +479,26 @@ fn cmd_id_of(body: &str, verb: &str) -> String {
 }
 
 async fn profile_state(s: &TestServer, name: &str) -> serde_json::Value {
-    let r = s.send_admin("GET", &format!("/api/v1/profiles/{name}"), "").await;
+    let r = s
+        .send_admin("GET", &format!("/api/v1/profiles/{name}"), "")
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["devices"][0].clone()
 }
 
 async fn assign_camera_profile(s: &TestServer) {
     let p = r#"{"name":"no-camera","items":[{"verb":"Replace","target":"./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera","format":"int","data":"0"}]}"#;
-    assert_eq!(s.send_admin("POST", "/api/v1/profiles", p).await.status, StatusCode::CREATED);
-    let a = s.send_admin("POST", "/api/v1/profiles/no-camera/assign", &format!(r#"{{"device_ids":["{DEVICE}"]}}"#)).await;
+    assert_eq!(
+        s.send_admin("POST", "/api/v1/profiles", p).await.status,
+        StatusCode::CREATED
+    );
+    let a = s
+        .send_admin(
+            "POST",
+            "/api/v1/profiles/no-camera/assign",
+            &format!(r#"{{"device_ids":["{DEVICE}"]}}"#),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
 }
 
@@ -270,18 +508,46 @@ async fn profile_is_applied_read_back_and_verified() {
     let cert = enrolled(&s).await;
     assign_camera_profile(&s).await;
     assert_eq!(profile_state(&s, "no-camera").await["state"], "pending");
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, PKG1),
+            Some(cert.clone()),
+        )
+        .await;
     let replace = cmd_id_of(&r.body, "Replace");
     let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{replace}</CmdRef><Cmd>Replace</Cmd><Data>200</Data></Status>");
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 2, &status), Some(cert.clone())).await;
-    assert!(r.body.contains("./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera"), "{}", r.body);
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 2, &status),
+            Some(cert.clone()),
+        )
+        .await;
+    assert!(
+        r.body
+            .contains("./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera"),
+        "{}",
+        r.body
+    );
     assert_eq!(profile_state(&s, "no-camera").await["state"], "verifying");
     let get = cmd_id_of(&r.body, "Get");
     let answer = format!(
         "<Status><CmdID>1</CmdID><MsgRef>2</MsgRef><CmdRef>{get}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\
          <Results><CmdID>2</CmdID><MsgRef>2</MsgRef><CmdRef>{get}</CmdRef><Item><Source><LocURI>./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera</LocURI></Source><Data>0</Data></Item></Results>"
     );
-    s.send("POST", PATH, SYNCML, message(DEVICE, 3, &answer), Some(cert)).await;
+    s.send(
+        "POST",
+        PATH,
+        SYNCML,
+        message(DEVICE, 3, &answer),
+        Some(cert),
+    )
+    .await;
     assert_eq!(profile_state(&s, "no-camera").await["state"], "verified");
 }
 
@@ -290,12 +556,30 @@ async fn profile_fails_with_the_status_and_node() {
     let s = server().await;
     let cert = enrolled(&s).await;
     assign_camera_profile(&s).await;
-    let r = s.send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            message(DEVICE, 1, PKG1),
+            Some(cert.clone()),
+        )
+        .await;
     let replace = cmd_id_of(&r.body, "Replace");
     let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{replace}</CmdRef><Cmd>Replace</Cmd><Data>404</Data></Status>");
-    s.send("POST", PATH, SYNCML, message(DEVICE, 2, &status), Some(cert)).await;
+    s.send(
+        "POST",
+        PATH,
+        SYNCML,
+        message(DEVICE, 2, &status),
+        Some(cert),
+    )
+    .await;
     let st = profile_state(&s, "no-camera").await;
     assert_eq!(st["state"], "failed");
     let detail = st["detail"].as_str().unwrap();
-    assert!(detail.contains("404") && detail.contains("Policy/Config/Camera/AllowCamera"), "{detail}");
+    assert!(
+        detail.contains("404") && detail.contains("Policy/Config/Camera/AllowCamera"),
+        "{detail}"
+    );
 }

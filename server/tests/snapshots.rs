@@ -12,8 +12,14 @@ fn settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots"));
     s.set_prepend_module_to_snapshot(false);
-    s.add_filter(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "[UUID]");
-    s.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "[TIMESTAMP]");
+    s.add_filter(
+        r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        "[UUID]",
+    );
+    s.add_filter(
+        r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z",
+        "[TIMESTAMP]",
+    );
     s.add_filter(r">[A-Za-z0-9+/]{60,}={0,2}<", ">[BASE64]<");
     s.add_filter(r#"value="[A-Za-z0-9+/]{60,}={0,2}""#, r#"value="[BASE64]""#);
     s.add_filter(r"\b[0-9A-F]{40}\b", "[THUMBPRINT]");
@@ -52,32 +58,62 @@ fn syncml_pkg1(device_id: &str) -> String {
 #[tokio::test]
 async fn soap_and_first_syncml_responses() {
     let s = server().await;
-    let r = s.soap("/api/mdm/microsoft/discovery", vector("mde2-discover-request.xml")).await;
+    let r = s
+        .soap(
+            "/api/mdm/microsoft/discovery",
+            vector("mde2-discover-request.xml"),
+        )
+        .await;
     snap("discover_response", &r.body);
 
     let key = s.node_key().await;
-    let req = vector("xcep-getpolicies-request.xml").replace("B64EncodedSampleBinarySecurityToken", &b64(key.as_bytes()));
+    let req = vector("xcep-getpolicies-request.xml")
+        .replace("B64EncodedSampleBinarySecurityToken", &b64(key.as_bytes()));
     let r = s.soap("/api/mdm/microsoft/policy", req).await;
     snap("get_policies_response", &r.body);
 
     let device_id = "0123456789ABCDEF0123456789ABCDEF";
     let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
     let csr = hand_csr(&rsa, b"device", true);
-    let r = s.soap("/api/mdm/microsoft/enroll", rst_request(&key, &csr, device_id)).await;
+    let r = s
+        .soap(
+            "/api/mdm/microsoft/enroll",
+            rst_request(&key, &csr, device_id),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     snap("rstrc_response", &r.body);
     let token = element_text(&r.body, "BinarySecurityToken").unwrap();
-    let doc = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token).unwrap()).unwrap();
+    let doc = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .unwrap(),
+    )
+    .unwrap();
     snap("provisioning_doc", &doc);
 
-    let r = s.soap("/api/mdm/microsoft/policy", vector("xcep-getpolicies-request.xml").replace("B64EncodedSampleBinarySecurityToken", &b64(b"bogus"))).await;
+    let r = s
+        .soap(
+            "/api/mdm/microsoft/policy",
+            vector("xcep-getpolicies-request.xml")
+                .replace("B64EncodedSampleBinarySecurityToken", &b64(b"bogus")),
+        )
+        .await;
     snap("fault_authentication", &r.body);
 
     // First SyncML response: the device presents the issued certificate.
     let e = s.state.store.enrollment(device_id).await.unwrap().unwrap();
     let cert = client_cert_from_doc(&doc);
     assert_eq!(winmdm_server::ca::thumbprint(&cert), e.cert_thumbprint);
-    let r = s.send("POST", "/api/mdm/microsoft/management?mode=Maintenance&Platform=WoA", "application/vnd.syncml.dm+xml", syncml_pkg1(device_id), Some(cert)).await;
+    let r = s
+        .send(
+            "POST",
+            "/api/mdm/microsoft/management?mode=Maintenance&Platform=WoA",
+            "application/vnd.syncml.dm+xml",
+            syncml_pkg1(device_id),
+            Some(cert),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     snap("syncml_first_response", &r.body);
 }

@@ -35,7 +35,14 @@ pub struct Reply {
 }
 
 impl TestServer {
-    pub async fn send(&self, method: &str, path: &str, content_type: &str, body: String, peer: Option<Vec<u8>>) -> Reply {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: String,
+        peer: Option<Vec<u8>>,
+    ) -> Reply {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -44,12 +51,22 @@ impl TestServer {
             .expect("request");
         req.extensions_mut()
             .insert(PeerCertificate(peer.map(Arc::new)));
-        let resp = router(self.state.clone()).oneshot(req).await.expect("infallible");
+        let resp = router(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("infallible");
         let status = resp.status();
-        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let content_type = header("content-type").unwrap_or_default();
         let content_length = header("content-length");
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
         Reply {
             status,
             content_type,
@@ -59,13 +76,28 @@ impl TestServer {
     }
 
     pub async fn soap(&self, path: &str, body: String) -> Reply {
-        self.send("POST", path, "application/soap+xml; charset=utf-8", body, None).await
+        self.send(
+            "POST",
+            path,
+            "application/soap+xml; charset=utf-8",
+            body,
+            None,
+        )
+        .await
     }
 
     /// Enrolls a host through Orbit and returns its node key.
     pub async fn node_key(&self) -> String {
         let body = serde_json::json!({"enroll_secret": SECRET, "hardware_uuid": uuid::Uuid::new_v4().to_string(), "platform": "windows"});
-        let r = self.send("POST", "/api/fleet/orbit/enroll", "application/json", body.to_string(), None).await;
+        let r = self
+            .send(
+                "POST",
+                "/api/fleet/orbit/enroll",
+                "application/json",
+                body.to_string(),
+                None,
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
         v["orbit_node_key"].as_str().expect("node key").to_string()
@@ -73,8 +105,11 @@ impl TestServer {
 }
 
 pub fn vector(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/../testdata/vectors/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("vector")
+    std::fs::read_to_string(format!(
+        "{}/../testdata/vectors/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("vector")
 }
 
 pub fn b64(data: &[u8]) -> String {
@@ -92,7 +127,9 @@ pub fn rsa_csr(cn: &str) -> (rcgen::KeyPair, Vec<u8>) {
     )
     .expect("keypair");
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
     let csr = params.serialize_request(&key).expect("csr");
     (key, csr.der().to_vec())
 }
@@ -105,7 +142,10 @@ pub fn rst_request(token: &str, csr_der: &[u8], device_id: &str) -> String {
             "<ac:Value>CC:CC:CC:CC:CC:CC</ac:Value>\n",
             "<ac:Value>CC:CC:CC:CC:CC:CC</ac:Value>\n            </ac:ContextItem>\n",
         )
-        .replace("B64EncodedSampleBinarySecurityToken", &b64(token.as_bytes()))
+        .replace(
+            "B64EncodedSampleBinarySecurityToken",
+            &b64(token.as_bytes()),
+        )
         .replace(
             "DER format PKCS#10 certificate request in Base64 encoding Insterted Here",
             &b64(csr_der),
@@ -116,7 +156,9 @@ pub fn rst_request(token: &str, csr_der: &[u8], device_id: &str) -> String {
 /// Extracts the text of the first element with this local name.
 pub fn element_text(xml: &str, local: &str) -> Option<String> {
     let doc = roxmltree::Document::parse(xml).ok()?;
-    let n = doc.descendants().find(|n| n.is_element() && n.tag_name().name() == local)?;
+    let n = doc
+        .descendants()
+        .find(|n| n.is_element() && n.tag_name().name() == local)?;
     Some(n.text().unwrap_or("").trim().to_string())
 }
 
@@ -141,17 +183,53 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 pub fn hand_csr(key: &rsa::RsaPrivateKey, cn: &[u8], oiw_sha1: bool) -> Vec<u8> {
     use rsa::pkcs8::EncodePublicKey;
     use sha1::Digest;
-    let spki = key.to_public_key().to_public_key_der().expect("spki").as_bytes().to_vec();
-    let name = tlv(0x30, &tlv(0x31, &tlv(0x30, &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(0x13, cn)].concat())));
-    let info = tlv(0x30, &[tlv(0x02, &[0]), name, spki, vec![0xA0, 0x00]].concat());
+    let spki = key
+        .to_public_key()
+        .to_public_key_der()
+        .expect("spki")
+        .as_bytes()
+        .to_vec();
+    let name = tlv(
+        0x30,
+        &tlv(
+            0x31,
+            &tlv(
+                0x30,
+                &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(0x13, cn)].concat(),
+            ),
+        ),
+    );
+    let info = tlv(
+        0x30,
+        &[tlv(0x02, &[0]), name, spki, vec![0xA0, 0x00]].concat(),
+    );
     let (alg, sig) = if oiw_sha1 {
         let digest = sha1::Sha1::digest(&info);
-        (tlv(0x30, &[tlv(0x06, &[0x2B, 0x0E, 0x03, 0x02, 0x1D]), vec![0x05, 0x00]].concat()),
-         key.sign(rsa::Pkcs1v15Sign::new::<sha1::Sha1>(), &digest).expect("sign"))
+        (
+            tlv(
+                0x30,
+                &[tlv(0x06, &[0x2B, 0x0E, 0x03, 0x02, 0x1D]), vec![0x05, 0x00]].concat(),
+            ),
+            key.sign(rsa::Pkcs1v15Sign::new::<sha1::Sha1>(), &digest)
+                .expect("sign"),
+        )
     } else {
         let digest = sha2::Sha256::digest(&info);
-        (tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0B]), vec![0x05, 0x00]].concat()),
-         key.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest).expect("sign"))
+        (
+            tlv(
+                0x30,
+                &[
+                    tlv(
+                        0x06,
+                        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0B],
+                    ),
+                    vec![0x05, 0x00],
+                ]
+                .concat(),
+            ),
+            key.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+                .expect("sign"),
+        )
     };
     let sig_bits = [vec![0u8], sig].concat();
     tlv(0x30, &[info, alg, tlv(0x03, &sig_bits)].concat())
@@ -168,9 +246,14 @@ impl TestServer {
             .body(Body::from(body.to_string()))
             .expect("request");
         req.extensions_mut().insert(PeerCertificate(None));
-        let resp = router(self.state.clone()).oneshot(req).await.expect("infallible");
+        let resp = router(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("infallible");
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
         Reply {
             status,
             content_type: String::new(),
@@ -182,25 +265,116 @@ impl TestServer {
 
 /// A CMS SignedData (PKCS#7) over `content`, signed with sha256 by `key`, carrying
 /// `cert`; with `signed_attrs` the signature covers contentType + messageDigest.
-pub fn pkcs7_signed(content: &[u8], key: &rsa::RsaPrivateKey, cert: &[u8], signed_attrs: bool) -> Vec<u8> {
+pub fn pkcs7_signed(
+    content: &[u8],
+    key: &rsa::RsaPrivateKey,
+    cert: &[u8],
+    signed_attrs: bool,
+) -> Vec<u8> {
     use sha2::Digest;
-    let sha256_alg = tlv(0x30, &[tlv(0x06, &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01]), vec![0x05, 0x00]].concat());
-    let rsa_alg = tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01]), vec![0x05, 0x00]].concat());
-    let data_oid = tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x01]);
+    let sha256_alg = tlv(
+        0x30,
+        &[
+            tlv(
+                0x06,
+                &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
+    let rsa_alg = tlv(
+        0x30,
+        &[
+            tlv(
+                0x06,
+                &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
+    let data_oid = tlv(
+        0x06,
+        &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x01],
+    );
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).expect("cert");
-    let sid = tlv(0x30, &[parsed.tbs_certificate.issuer.as_raw().to_vec(), tlv(0x02, parsed.raw_serial())].concat());
+    let sid = tlv(
+        0x30,
+        &[
+            parsed.tbs_certificate.issuer.as_raw().to_vec(),
+            tlv(0x02, parsed.raw_serial()),
+        ]
+        .concat(),
+    );
     let digest = sha2::Sha256::digest(content).to_vec();
     let (attrs_field, to_sign) = if signed_attrs {
-        let content_type = tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x03]), tlv(0x31, &data_oid)].concat());
-        let md = tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x04]), tlv(0x31, &tlv(0x04, &digest))].concat());
+        let content_type = tlv(
+            0x30,
+            &[
+                tlv(
+                    0x06,
+                    &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x03],
+                ),
+                tlv(0x31, &data_oid),
+            ]
+            .concat(),
+        );
+        let md = tlv(
+            0x30,
+            &[
+                tlv(
+                    0x06,
+                    &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x04],
+                ),
+                tlv(0x31, &tlv(0x04, &digest)),
+            ]
+            .concat(),
+        );
         let inner = [content_type, md].concat();
-        (tlv(0xA0, &inner), sha2::Sha256::digest(tlv(0x31, &inner)).to_vec())
+        (
+            tlv(0xA0, &inner),
+            sha2::Sha256::digest(tlv(0x31, &inner)).to_vec(),
+        )
     } else {
         (Vec::new(), digest)
     };
-    let sig = key.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &to_sign).expect("sign");
-    let signer = tlv(0x30, &[tlv(0x02, &[1]), sid, sha256_alg.clone(), attrs_field, rsa_alg, tlv(0x04, &sig)].concat());
+    let sig = key
+        .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &to_sign)
+        .expect("sign");
+    let signer = tlv(
+        0x30,
+        &[
+            tlv(0x02, &[1]),
+            sid,
+            sha256_alg.clone(),
+            attrs_field,
+            rsa_alg,
+            tlv(0x04, &sig),
+        ]
+        .concat(),
+    );
     let encap = tlv(0x30, &[data_oid, tlv(0xA0, &tlv(0x04, content))].concat());
-    let signed_data = tlv(0x30, &[tlv(0x02, &[1]), tlv(0x31, &sha256_alg), encap, tlv(0xA0, cert), tlv(0x31, &signer)].concat());
-    tlv(0x30, &[tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02]), tlv(0xA0, &signed_data)].concat())
+    let signed_data = tlv(
+        0x30,
+        &[
+            tlv(0x02, &[1]),
+            tlv(0x31, &sha256_alg),
+            encap,
+            tlv(0xA0, cert),
+            tlv(0x31, &signer),
+        ]
+        .concat(),
+    );
+    tlv(
+        0x30,
+        &[
+            tlv(
+                0x06,
+                &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02],
+            ),
+            tlv(0xA0, &signed_data),
+        ]
+        .concat(),
+    )
 }

@@ -1,0 +1,150 @@
+//! Request guards applied before the protocol handlers: content types and rate limits.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::{AppState, ClientAddr};
+use crate::soap::{Fault, FaultSubcode};
+
+fn content_type(req: &Request) -> &str {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// SOAP endpoints take `application/soap+xml` POSTs (MS-MDE2 §2.1); anything else is
+/// refused with 415 and a SOAP fault saying so.
+pub async fn require_soap(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST
+        && !content_type(&req)
+            .to_ascii_lowercase()
+            .starts_with("application/soap+xml")
+    {
+        let mut resp = Fault::new(
+            FaultSubcode::MessageFormat,
+            format!(
+                "Content-Type must be application/soap+xml, not {:?}",
+                content_type(&req)
+            ),
+        )
+        .into_response();
+        *resp.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return resp;
+    }
+    next.run(req).await
+}
+
+/// The management endpoint takes `application/vnd.syncml.dm+xml` (MS-MDM §2.1; the WBXML
+/// encoding is not offered: the provisioning document sets DEFAULTENCODING to XML).
+pub async fn require_syncml(req: Request, next: Next) -> Response {
+    if !content_type(&req)
+        .to_ascii_lowercase()
+        .starts_with(crate::syncml::CONTENT_TYPE)
+    {
+        let msg = format!(
+            "Content-Type must be {}, not {:?}\n",
+            crate::syncml::CONTENT_TYPE,
+            content_type(&req)
+        );
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
+    }
+    next.run(req).await
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Per-client and global token buckets for the enrollment endpoints. Refusals are
+/// HTTP 429 with Retry-After, which Windows honours (protocol-reference §6).
+pub struct RateLimiter {
+    per_client_rate: f64,
+    global_rate: f64,
+    global: Mutex<Bucket>,
+    clients: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimiter {
+    /// Limits in requests per second; 0 disables that limit. Bursts are 4 seconds' worth.
+    pub fn new(per_client_rate: f64, global_rate: f64) -> Self {
+        let now = Instant::now();
+        RateLimiter {
+            per_client_rate,
+            global_rate,
+            global: Mutex::new(Bucket {
+                tokens: global_rate * 4.0,
+                at: now,
+            }),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token, or returns the seconds to wait.
+    fn take(bucket: &mut Bucket, rate: f64, now: Instant) -> Result<(), u64> {
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let burst = (rate * 4.0).max(1.0);
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Admits one request from `client`, or returns Retry-After seconds.
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), u64> {
+        let now = Instant::now();
+        if let (Some(ip), true) = (client, self.per_client_rate > 0.0) {
+            let Ok(mut clients) = self.clients.lock() else {
+                return Ok(());
+            };
+            if clients.len() > 100_000 {
+                clients.retain(|_, b| now.duration_since(b.at).as_secs() < 60);
+            }
+            let burst = (self.per_client_rate * 4.0).max(1.0);
+            let b = clients.entry(ip).or_insert(Bucket {
+                tokens: burst,
+                at: now,
+            });
+            Self::take(b, self.per_client_rate, now)?;
+        }
+        let Ok(mut global) = self.global.lock() else {
+            return Ok(());
+        };
+        Self::take(&mut global, self.global_rate, now)
+    }
+}
+
+/// Applies the enrollment rate limits.
+pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+    if let Err(retry_after) = state.rate_limiter.admit(client) {
+        tracing::info!(?client, retry_after, "enrollment request rate-limited");
+        let mut resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many enrollment requests; retry later\n",
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    next.run(req).await
+}
