@@ -1,0 +1,8 @@
+//! winmdm: the conformance harness. Loads scenario files and runs them with emulated
+//! Windows devices against the embedded reference server or any external one.
+
+pub mod checks;
+pub mod embedded;
+pub mod report;
+pub mod runner;
+pub mod scenario;

@@ -1,0 +1,227 @@
+//! Scenario files: TOML documents naming a sequence of steps, each an arrow or note of
+//! the enrollment sequence diagram or a management action, with expectations.
+//!
+//! ```toml
+//! name = "happy-path"
+//! description = "..."
+//!
+//! [[steps]]
+//! step = "orbit_enroll"
+//!
+//! [[steps]]
+//! step = "get_policies"
+//! token = "not-a-node-key"          # override the DeviceEnrollmentUserToken
+//! expect_fault = "s:Authentication" # negative expectation
+//! ```
+//! See `scenarios/README.md` for every step and option.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A parsed scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub steps: Vec<Step>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Which identity the device presents on the management route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// The certificate issued at enrollment (as Windows does).
+    #[default]
+    Enrolled,
+    /// No client certificate at all.
+    None,
+    /// A certificate from a CA the server never saw.
+    Foreign,
+}
+
+/// One step. Every step may carry expectations; a step with `expect_status` or
+/// `expect_fault` passes only when the server refuses as stated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Orbit: `POST /api/fleet/orbit/enroll` with the enroll secret and hardware UUID.
+    OrbitEnroll {
+        enroll_secret: Option<String>,
+        expect_status: Option<u16>,
+    },
+    /// Orbit: `POST /api/fleet/orbit/config`, polled until the enrollment notification
+    /// arrives (`expect_notification = true`) or checked to be absent (`false`).
+    OrbitConfig {
+        #[serde(default = "default_true")]
+        expect_notification: bool,
+        #[serde(default = "default_max_polls")]
+        max_polls: u32,
+        #[serde(default)]
+        poll_interval_ms: u64,
+    },
+    /// Orbit calls `RegisterDeviceWithManagement(upn, discovery URL, node key)`.
+    RegisterDeviceWithManagement {
+        upn: Option<String>,
+        /// Replace the access token handed to Windows.
+        token: Option<String>,
+    },
+    /// MS-MDE2: `GET` on the discovery URL.
+    DiscoveryProbe {},
+    /// MS-MDE2: SOAP Discover.
+    Discover { expect_fault: Option<String> },
+    /// MS-XCEP GetPolicies with the access token.
+    GetPolicies {
+        token: Option<String>,
+        expect_fault: Option<String>,
+    },
+    /// Windows generates its key pair as the policy demands.
+    GenerateKeyPair {},
+    /// MS-WSTEP RequestSecurityToken with the CSR.
+    RequestSecurityToken {
+        token: Option<String>,
+        expect_fault: Option<String>,
+    },
+    /// The issued certificate chains to the root in the provisioning document
+    /// (checked with `openssl verify` too when openssl is installed).
+    VerifyCertificate {},
+    /// Registry keys and certificate stores as Windows writes them.
+    CheckDeviceState {},
+    /// Queue a command for the device through the admin API.
+    QueueCommand {
+        verb: String,
+        target: String,
+        format: Option<String>,
+        data: Option<String>,
+    },
+    /// One OMA-DM session over mTLS.
+    ManagementSession {
+        #[serde(default)]
+        identity: Identity,
+        expect_status: Option<u16>,
+        #[serde(default)]
+        min_round_trips: usize,
+        /// Commands the server must send, as "Verb target".
+        #[serde(default)]
+        expect_commands: Vec<String>,
+    },
+    /// The last queued command was answered with this status (and result text).
+    CheckCommandResult {
+        expect_status: String,
+        expect_result_contains: Option<String>,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_polls() -> u32 {
+    5
+}
+
+impl Step {
+    /// The step's name as written in scenario files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::OrbitEnroll { .. } => "orbit_enroll",
+            Step::OrbitConfig { .. } => "orbit_config",
+            Step::RegisterDeviceWithManagement { .. } => "register_device_with_management",
+            Step::DiscoveryProbe {} => "discovery_probe",
+            Step::Discover { .. } => "discover",
+            Step::GetPolicies { .. } => "get_policies",
+            Step::GenerateKeyPair {} => "generate_key_pair",
+            Step::RequestSecurityToken { .. } => "request_security_token",
+            Step::VerifyCertificate {} => "verify_certificate",
+            Step::CheckDeviceState {} => "check_device_state",
+            Step::QueueCommand { .. } => "queue_command",
+            Step::ManagementSession { .. } => "management_session",
+            Step::CheckCommandResult { .. } => "check_command_result",
+        }
+    }
+}
+
+/// A scenario file that could not be loaded; the message names file, line and problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct LoadError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Loads one scenario file.
+pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    let err = |message: String| LoadError {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse(&text, path).map_err(err)
+}
+
+/// Parses scenario text; errors carry the line and column of the problem.
+pub fn parse(text: &str, path: &Path) -> Result<Scenario, String> {
+    let mut s: Scenario = toml::from_str(text).map_err(|e| {
+        let pos = e.span().map(|span| line_col(text, span.start));
+        match pos {
+            Some((line, col)) => format!("line {line}, column {col}: {}", e.message()),
+            None => e.message().to_string(),
+        }
+    })?;
+    if s.steps.is_empty() {
+        return Err("a scenario needs at least one [[steps]] entry".into());
+    }
+    s.path = path.to_path_buf();
+    Ok(s)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Expands paths: files as given, directories to their `*.toml` files, sorted.
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| LoadError {
+                path: p.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_step_names_the_line() {
+        let text = "name = \"x\"\n\n[[steps]]\nstep = \"orbit_enroll\"\n\n[[steps]]\nstep = \"fly_to_moon\"\n";
+        let e = parse(text, Path::new("x.toml")).unwrap_err();
+        assert!(e.contains("line 6") || e.contains("line 7"), "{e}");
+        assert!(e.contains("fly_to_moon"), "{e}");
+    }
+
+    #[test]
+    fn unknown_option_is_refused() {
+        let text = "name = \"x\"\n[[steps]]\nstep = \"discovery_probe\"\nbogus = 1\n";
+        assert!(parse(text, Path::new("x.toml")).is_err());
+    }
+}
