@@ -91,9 +91,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(from_fn(crate::guards::require_soap))
         .route(ORBIT_ENROLL_PATH, post(crate::orbit::enroll))
         .route_layer(from_fn_with_state(state.clone(), crate::guards::rate_limit));
+    // SyncML bodies are bounded by the MaxMsgSize the server announces (with headroom
+    // for devices that overshoot it slightly); larger ones are refused with 413.
     let management = Router::new()
         .route(MANAGEMENT_PATH, post(crate::management::session))
-        .route_layer(from_fn(crate::guards::require_syncml));
+        .route_layer(from_fn(crate::guards::require_syncml))
+        .layer(DefaultBodyLimit::max(
+            state.config.max_msg_size.saturating_mul(2),
+        ));
     Router::new()
         .merge(enrollment)
         .merge(management)

@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "WINMDM_ENROLL_RATE_GLOBAL", default_value_t = 0)]
     pub enroll_rate_global: u32,
 
+    /// Largest SyncML message the server accepts, announced to devices as MaxMsgSize;
+    /// larger results arrive in chunks. Management bodies above it are refused.
+    #[arg(long, env = "WINMDM_MAX_MSG_SIZE", default_value_t = 65_536)]
+    pub max_msg_size: usize,
+
     /// Provider ID written into the provisioning document and the device registry.
     #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
     pub provider_id: String,
@@ -88,6 +93,7 @@ impl Config {
             renewal_grace_secs: 86_400,
             enroll_rate_per_client: 20,
             enroll_rate_global: 0,
+            max_msg_size: 65_536,
             provider_id: "winmdm".to_string(),
         }
     }

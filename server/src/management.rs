@@ -135,7 +135,11 @@ async fn process(
         tracing::warn!(error = %e, "could not record check-in");
     }
 
-    let mut reply = ServerMessage::reply_to(&msg.hdr, &state.url(crate::app::MANAGEMENT_PATH));
+    let mut reply = ServerMessage::reply_to(
+        &msg.hdr,
+        &state.url(crate::app::MANAGEMENT_PATH),
+        state.config.max_msg_size,
+    );
     reply.status(&msg.hdr.msg_id, "0", "SyncHdr", 200);
     let mut unenrolled = false;
     for cmd in &msg.commands {

@@ -152,8 +152,71 @@ pub fn envelope(action: &str, relates_to: Option<&str>, extra_header: &str, body
     )
 }
 
-/// Parses XML with DTDs refused (no entity expansion, no external entities) and a node cap.
+/// Deepest element nesting accepted; real SOAP and SyncML stay under 20 levels.
+const MAX_DEPTH: usize = 64;
+
+/// Whether elements nest deeper than `max` (a linear pre-scan, so that hostile nesting
+/// is refused before any tree is built). Comments, CDATA, PIs and quoted attribute
+/// values are skipped.
+fn nesting_exceeds(text: &str, max: usize) -> bool {
+    let b = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    let find = |from: usize, pat: &[u8]| -> usize {
+        b[from.min(b.len())..]
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|p| from + p + pat.len())
+            .unwrap_or(b.len())
+    };
+    while i < b.len() {
+        if b[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &b[i..];
+        if rest.starts_with(b"<!--") {
+            i = find(i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = find(i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") || rest.starts_with(b"<!") {
+            i = find(i + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = find(i + 2, b">");
+        } else {
+            // A start tag: find its end outside quoted attribute values.
+            let mut j = i + 1;
+            let mut quote = None;
+            while j < b.len() {
+                match (quote, b[j]) {
+                    (None, b'"') | (None, b'\'') => quote = Some(b[j]),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j < b.len() && b[j - 1] != b'/' {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            i = j + 1;
+        }
+    }
+    false
+}
+
+/// Parses XML with DTDs refused (no entity expansion, no external entities), a node
+/// cap and a nesting cap.
 pub fn parse_xml(text: &str) -> Result<roxmltree::Document<'_>, String> {
+    if nesting_exceeds(text, MAX_DEPTH) {
+        return Err(format!(
+            "malformed XML: elements nested deeper than {MAX_DEPTH} levels"
+        ));
+    }
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: MAX_NODES,
@@ -319,4 +382,17 @@ pub fn user_token(req: &Request<'_, '_>) -> Result<String, Fault> {
         )
         .relating_to(mid)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_scan_counts_only_real_elements() {
+        let ok = "<a x='>' y=\"<b>\"><!-- <c><c><c> --><![CDATA[<d><d>]]><e/><f></f></a>";
+        assert!(!nesting_exceeds(ok, 2));
+        assert!(nesting_exceeds("<a><b><c></c></b></a>", 2));
+        assert!(!nesting_exceeds("<a><b/><b/><b/></a>", 2));
+    }
 }

@@ -154,10 +154,12 @@ pub struct ServerMessage {
 }
 
 impl ServerMessage {
-    /// A message answering `client`, from `server_url`.
-    pub fn reply_to(client: &SyncHdr, server_url: &str) -> Self {
+    /// A message answering `client`, from `server_url`, announcing the largest message
+    /// the server accepts (`Meta/MaxMsgSize`, OMA-DM 1.2 representation §5.1.13): larger
+    /// device results must come in chunks (Alert 1222, MoreData).
+    pub fn reply_to(client: &SyncHdr, server_url: &str, max_msg_size: usize) -> Self {
         let hdr = format!(
-            "<SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>{}</LocURI></Target><Source><LocURI>{}</LocURI></Source></SyncHdr>",
+            "<SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>{}</LocURI></Target><Source><LocURI>{}</LocURI></Source><Meta><MaxMsgSize xmlns=\"syncml:metinf\">{max_msg_size}</MaxMsgSize></Meta></SyncHdr>",
             escape(&client.session_id),
             escape(&client.msg_id),
             escape(&client.source),

@@ -20,9 +20,15 @@ pub struct TestServer {
 }
 
 pub async fn server() -> TestServer {
+    server_with(|_| {}).await
+}
+
+/// A server whose configuration `adjust` may change first.
+pub async fn server_with(adjust: impl FnOnce(&mut winmdm_server::Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = winmdm_server::Config::for_data_dir(dir.path().to_path_buf(), SECRET);
     config.admin_token = Some("admin".into());
+    adjust(&mut config);
     let state = build_state(config, PUBLIC_URL.into()).await.expect("state");
     TestServer { state, _dir: dir }
 }

@@ -1,0 +1,228 @@
+//! Hostile and malformed input: each protection here fails its test when removed.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+
+const DEVICE: &str = "0F1E2D3C4B5A69788796A5B4C3D2E1F0";
+const PATH: &str = "/api/mdm/microsoft/management";
+const SYNCML: &str = "application/vnd.syncml.dm+xml";
+
+async fn enroll(s: &TestServer, device: &str, rsa: &rsa::RsaPrivateKey) -> (u16, String) {
+    let key = s.node_key().await;
+    let r = s
+        .soap(
+            "/api/mdm/microsoft/enroll",
+            rst_request(&key, &hand_csr(rsa, b"d", false), device),
+        )
+        .await;
+    (r.status.as_u16(), r.body)
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let s = server().await;
+    let r = s
+        .send(
+            "POST",
+            "/api/mdm/microsoft/discovery",
+            "text/xml",
+            vector("mde2-discover-request.xml"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        r.body.contains("s:MessageFormat") && r.body.contains("Content-Type"),
+        "{}",
+        r.body
+    );
+    let r = s.send("POST", PATH, "text/plain", "x".into(), None).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn enrollment_endpoints_are_rate_limited_with_retry_after() {
+    let s = server_with(|c| c.enroll_rate_global = 1).await;
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = s
+            .soap(
+                "/api/mdm/microsoft/discovery",
+                vector("mde2-discover-request.xml"),
+            )
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("a 429 within 10 requests at 1 request/s");
+    assert!(r.body.contains("retry"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn csr_key_already_certified_for_another_device_is_refused() {
+    let s = server().await;
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    assert_eq!(enroll(&s, DEVICE, &rsa).await.0, 200);
+    let (status, body) = enroll(&s, "11111111111111111111111111111111", &rsa).await;
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("s:CertificateRequest") && body.contains("another device"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn one_node_key_enrolls_one_device() {
+    let s = server().await;
+    let key = s.node_key().await;
+    let a = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let b = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let r = s
+        .soap(
+            "/api/mdm/microsoft/enroll",
+            rst_request(&key, &hand_csr(&a, b"d", false), DEVICE),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .soap(
+            "/api/mdm/microsoft/enroll",
+            rst_request(
+                &key,
+                &hand_csr(&b, b"d", false),
+                "22222222222222222222222222222222",
+            ),
+        )
+        .await;
+    assert!(
+        r.body.contains("s:Authorization") && r.body.contains("DeviceCapReached"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn empty_and_oversized_tokens_are_faults() {
+    let s = server().await;
+    for token in [String::new(), "A".repeat(20_000)] {
+        let req = vector("xcep-getpolicies-request.xml")
+            .replace("B64EncodedSampleBinarySecurityToken", &token);
+        let r = s.soap("/api/mdm/microsoft/policy", req).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.body.contains("s:Authentication"), "{}", r.body);
+    }
+    let wrong_type = vector("xcep-getpolicies-request.xml")
+        .replace("DeviceEnrollmentUserToken", "SomethingElse");
+    let r = s.soap("/api/mdm/microsoft/policy", wrong_type).await;
+    assert!(r.body.contains("a:InvalidSecurity"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn deeply_nested_and_huge_documents_are_refused_early() {
+    let s = server().await;
+    let deep = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
+    let r = s.soap("/api/mdm/microsoft/discovery", deep).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.body.contains("s:MessageFormat"), "{}", r.body);
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let r = s.soap("/api/mdm/microsoft/discovery", huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn resent_message_is_answered_once_and_msgid_reuse_is_refused() {
+    let s = server().await;
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let (_, body) = enroll(&s, DEVICE, &rsa).await;
+    let token = element_text(&body, "BinarySecurityToken").unwrap();
+    use base64::Engine;
+    let doc = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .unwrap(),
+    )
+    .unwrap();
+    let d = roxmltree::Document::parse(&doc).unwrap();
+    let my = d
+        .descendants()
+        .find(|n| n.attribute("type") == Some("My"))
+        .unwrap();
+    let v = my
+        .descendants()
+        .find(|n| n.attribute("name") == Some("EncodedCertificate"))
+        .unwrap();
+    let cert = base64::engine::general_purpose::STANDARD
+        .decode(v.attribute("value").unwrap())
+        .unwrap();
+
+    let q = s
+        .send_admin(
+            "POST",
+            &format!("/api/v1/devices/{DEVICE}/commands"),
+            r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::CREATED);
+    let msg = |body: &str| {
+        format!(
+            r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>5</SessionID><MsgID>1</MsgID><Target><LocURI>x</LocURI></Target><Source><LocURI>{DEVICE}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
+        )
+    };
+    let first = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            msg("<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>"),
+            Some(cert.clone()),
+        )
+        .await;
+    assert!(first.body.contains("<Get>"));
+    // The connection dropped; the device sends the same message again.
+    let again = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            msg("<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>"),
+            Some(cert.clone()),
+        )
+        .await;
+    assert_eq!(
+        again.body, first.body,
+        "same answer, command not claimed twice"
+    );
+    let conflict = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            msg("<Alert><CmdID>1</CmdID><Data>1200</Data></Alert>"),
+            Some(cert.clone()),
+        )
+        .await;
+    assert_eq!(conflict.status, StatusCode::BAD_REQUEST);
+    // Another session at the same time does not get the command a second time.
+    let other = s
+        .send(
+            "POST",
+            PATH,
+            SYNCML,
+            msg("<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>")
+                .replace("<SessionID>5<", "<SessionID>6<"),
+            Some(cert),
+        )
+        .await;
+    assert!(!other.body.contains("<Get>"), "{}", other.body);
+}
+
+#[tokio::test]
+async fn syncml_bodies_over_the_message_limit_are_413() {
+    let s = server_with(|c| c.max_msg_size = 4096).await;
+    let r = s.send("POST", PATH, SYNCML, "x".repeat(20_000), None).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
