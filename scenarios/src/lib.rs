@@ -6,3 +6,4 @@ pub mod embedded;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+mod steps;

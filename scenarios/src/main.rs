@@ -77,6 +77,7 @@ async fn run(args: RunArgs) -> Result<bool, String> {
                 admin_token: args.admin_token,
                 ca_pem,
                 insecure: args.insecure,
+                control: None,
             };
             (target, None)
         }

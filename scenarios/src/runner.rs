@@ -2,12 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use fake_windows_client::{
-    ClientError, DeviceProfile, DiscoverResult, EnrollmentPolicy, IdentityOverride, TlsOptions,
-};
-use serde_json::Value;
+use fake_windows_client::{DeviceProfile, DiscoverResult, EnrollmentPolicy, TlsOptions};
 
-use crate::scenario::{Identity, Scenario, Step};
+use crate::scenario::Scenario;
 
 /// The server under test and how to reach it.
 #[derive(Debug, Clone)]
@@ -18,10 +15,12 @@ pub struct Target {
     pub admin_token: Option<String>,
     pub ca_pem: Option<Vec<u8>>,
     pub insecure: bool,
+    /// The embedded server's controls (restart), absent for external servers.
+    pub control: Option<std::sync::Arc<crate::embedded::Control>>,
 }
 
 impl Target {
-    fn tls(&self) -> TlsOptions {
+    pub(crate) fn tls(&self) -> TlsOptions {
         TlsOptions {
             ca_pem: self.ca_pem.clone(),
             insecure: self.insecure,
@@ -53,16 +52,18 @@ impl ScenarioOutcome {
 }
 
 /// What the steps of one scenario share.
-struct Context<'a> {
-    target: &'a Target,
-    device: fake_windows_client::Device,
-    discovery_endpoint: Option<String>,
-    upn: String,
-    token: Option<String>,
-    discover: Option<DiscoverResult>,
-    policy: Option<EnrollmentPolicy>,
-    last_command: Option<String>,
-    http: reqwest::Client,
+pub(crate) struct Context<'a> {
+    pub(crate) target: &'a Target,
+    pub(crate) device: fake_windows_client::Device,
+    pub(crate) discovery_endpoint: Option<String>,
+    pub(crate) upn: String,
+    pub(crate) token: Option<String>,
+    pub(crate) discover: Option<DiscoverResult>,
+    pub(crate) policy: Option<EnrollmentPolicy>,
+    pub(crate) last_command: Option<String>,
+    /// Named commands: name → command id.
+    pub(crate) commands: std::collections::HashMap<String, String>,
+    pub(crate) http: reqwest::Client,
 }
 
 /// Runs one scenario; stops at the first failing step.
@@ -97,11 +98,12 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
         discover: None,
         policy: None,
         last_command: None,
+        commands: Default::default(),
         http,
     };
     for step in &scenario.steps {
         let t = Instant::now();
-        let result = run_step(&mut ctx, step).await;
+        let result = crate::steps::run_step(&mut ctx, step).await;
         let passed = result.is_ok();
         steps.push(StepOutcome {
             name: step.name(),
@@ -118,334 +120,4 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
         steps,
         elapsed: started.elapsed(),
     }
-}
-
-type StepResult = Result<String, String>;
-
-/// Checks a result against an optional expected SOAP fault subcode.
-fn check_fault<T>(
-    result: Result<T, ClientError>,
-    expect_fault: &Option<String>,
-) -> Result<Option<T>, String> {
-    match (result, expect_fault) {
-        (Ok(v), None) => Ok(Some(v)),
-        (Ok(_), Some(f)) => Err(format!(
-            "expected SOAP fault {f}, but the server accepted the request"
-        )),
-        (Err(e), None) => Err(e.to_string()),
-        (Err(e), Some(f)) => match e.soap_fault() {
-            Some(fault) if subcode_matches(&fault.subcode, f) => Ok(None),
-            Some(fault) => Err(format!(
-                "expected fault {f}, got {} ({})",
-                fault.subcode, fault.reason
-            )),
-            None => Err(format!("expected fault {f}, got: {e}")),
-        },
-    }
-}
-
-fn subcode_matches(actual: &str, expected: &str) -> bool {
-    let local = |s: &str| s.rsplit(':').next().unwrap_or(s).to_string();
-    actual == expected || local(actual) == local(expected)
-}
-
-fn check_status<T>(
-    result: Result<T, ClientError>,
-    expect: Option<u16>,
-) -> Result<Option<T>, String> {
-    match (result, expect) {
-        (Ok(v), None) => Ok(Some(v)),
-        (Ok(_), Some(s)) => Err(format!("expected HTTP {s}, but the request succeeded")),
-        (Err(e), None) => Err(e.to_string()),
-        (Err(e), Some(s)) => match e.http_status() {
-            Some(got) if got == s => Ok(None),
-            _ => Err(format!("expected HTTP {s}, got: {e}")),
-        },
-    }
-}
-
-fn need<'a, T>(v: &'a Option<T>, what: &str) -> Result<&'a T, String> {
-    v.as_ref()
-        .ok_or_else(|| format!("no {what} yet: an earlier step must provide it"))
-}
-
-async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
-    let target = ctx.target;
-    match step {
-        Step::OrbitEnroll {
-            enroll_secret,
-            expect_status,
-        } => {
-            let secret = enroll_secret.as_deref().unwrap_or(&target.enroll_secret);
-            let r = ctx.device.orbit_enroll(&target.server_url, secret).await;
-            match check_status(r, *expect_status)? {
-                Some(_) => Ok("node key issued".into()),
-                None => Ok(format!(
-                    "refused with HTTP {}",
-                    expect_status.unwrap_or_default()
-                )),
-            }
-        }
-        Step::OrbitConfig {
-            expect_notification,
-            max_polls,
-            poll_interval_ms,
-        } => {
-            for poll in 1..=(*max_polls).max(1) {
-                let n = ctx.device.orbit_config().await.map_err(|e| e.to_string())?;
-                let notified = n.needs_programmatic_windows_mdm_enrollment;
-                if !*expect_notification {
-                    return if notified {
-                        Err("server still asks for MDM enrollment".into())
-                    } else {
-                        Ok("no enrollment notification".into())
-                    };
-                }
-                if notified {
-                    let url = n.windows_mdm_discovery_endpoint.ok_or(
-                        "needs_programmatic_windows_mdm_enrollment without windows_mdm_discovery_endpoint",
-                    )?;
-                    ctx.discovery_endpoint = Some(url.clone());
-                    return Ok(format!("notified after {poll} poll(s): {url}"));
-                }
-                tokio::time::sleep(Duration::from_millis(*poll_interval_ms)).await;
-            }
-            Err(format!(
-                "no enrollment notification after {max_polls} polls"
-            ))
-        }
-        Step::RegisterDeviceWithManagement { upn, token } => {
-            need(&ctx.discovery_endpoint, "discovery endpoint")?;
-            if let Some(u) = upn {
-                ctx.upn = u.clone();
-            }
-            let t = match token {
-                Some(t) => t.clone(),
-                None => ctx
-                    .device
-                    .node_key()
-                    .ok_or("no node key: run orbit_enroll first")?
-                    .to_string(),
-            };
-            ctx.token = Some(t);
-            Ok(format!(
-                "RegisterDeviceWithManagement({}, discovery URL, node key)",
-                ctx.upn
-            ))
-        }
-        Step::DiscoveryProbe {} => {
-            let url = need(&ctx.discovery_endpoint, "discovery endpoint")?.clone();
-            ctx.device
-                .discovery_probe(&url)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok("GET answered 200".into())
-        }
-        Step::Discover { expect_fault } => {
-            let url = need(&ctx.discovery_endpoint, "discovery endpoint")?.clone();
-            let upn = ctx.upn.clone();
-            let r = ctx.device.discover(&url, &upn).await;
-            match check_fault(r, expect_fault)? {
-                Some(d) => {
-                    let detail = format!(
-                        "policy {} / enroll {}",
-                        d.enrollment_policy_service_url, d.enrollment_service_url
-                    );
-                    ctx.discover = Some(d);
-                    Ok(detail)
-                }
-                None => Ok("fault as expected".into()),
-            }
-        }
-        Step::GetPolicies {
-            token,
-            expect_fault,
-        } => {
-            let d = need(&ctx.discover, "discovery result")?.clone();
-            let t = token
-                .clone()
-                .or_else(|| ctx.token.clone())
-                .ok_or("no access token")?;
-            let r = ctx.device.get_policies(&d, &t).await;
-            match check_fault(r, expect_fault)? {
-                Some(p) => {
-                    let detail = format!("minimalKeyLength {}", p.minimal_key_length);
-                    ctx.policy = Some(p);
-                    Ok(detail)
-                }
-                None => Ok("fault as expected".into()),
-            }
-        }
-        Step::GenerateKeyPair {} => {
-            let p = need(&ctx.policy, "enrollment policy")?.clone();
-            ctx.device
-                .generate_key_pair(&p)
-                .map_err(|e| e.to_string())?;
-            Ok(format!("RSA-{} key pair", p.minimal_key_length.max(2048)))
-        }
-        Step::RequestSecurityToken {
-            token,
-            expect_fault,
-        } => {
-            let d = need(&ctx.discover, "discovery result")?.clone();
-            let p = need(&ctx.policy, "enrollment policy")?.clone();
-            let t = token
-                .clone()
-                .or_else(|| ctx.token.clone())
-                .ok_or("no access token")?;
-            let r = ctx.device.request_security_token(&d, &p, &t).await;
-            match check_fault(r, expect_fault)? {
-                Some(doc) => {
-                    let url = need(&ctx.discovery_endpoint, "discovery endpoint")?.clone();
-                    let upn = ctx.upn.clone();
-                    ctx.device
-                        .apply_provisioning(&url, &upn, &doc)
-                        .map_err(|e| e.to_string())?;
-                    Ok("certificate issued, provisioning document applied".into())
-                }
-                None => Ok("fault as expected".into()),
-            }
-        }
-        Step::VerifyCertificate {} => crate::checks::verify_certificate(&ctx.device),
-        Step::CheckDeviceState {} => {
-            crate::checks::device_state(&ctx.device, ctx.discovery_endpoint.as_deref())
-        }
-        Step::QueueCommand {
-            verb,
-            target: node,
-            format,
-            data,
-        } => {
-            let body =
-                serde_json::json!({ "verb": verb, "target": node, "format": format, "data": data });
-            let v = admin(
-                ctx,
-                reqwest::Method::POST,
-                &format!("/api/v1/devices/{}/commands", ctx.device.device_id()),
-                Some(body),
-            )
-            .await?;
-            let id = v["command_id"]
-                .as_str()
-                .ok_or("admin API answer lacks command_id")?
-                .to_string();
-            ctx.last_command = Some(id.clone());
-            Ok(format!("{verb} {node} queued as {id}"))
-        }
-        Step::ManagementSession {
-            identity,
-            expect_status,
-            min_round_trips,
-            expect_commands,
-        } => {
-            let o = match identity {
-                Identity::Enrolled => IdentityOverride::None,
-                Identity::None => IdentityOverride::NoCertificate,
-                Identity::Foreign => {
-                    let (cert_pem, key_pem) =
-                        fake_windows_client::foreign_identity(ctx.device.device_id())
-                            .map_err(|e| e.to_string())?;
-                    IdentityOverride::Foreign { cert_pem, key_pem }
-                }
-            };
-            ctx.device.set_identity_override(o);
-            let r = ctx.device.sync().await;
-            ctx.device.set_identity_override(IdentityOverride::None);
-            let Some(report) = check_status(r, *expect_status)? else {
-                return Ok(format!(
-                    "refused with HTTP {}",
-                    expect_status.unwrap_or_default()
-                ));
-            };
-            if report.round_trips < *min_round_trips {
-                return Err(format!(
-                    "{} round trip(s), expected at least {min_round_trips}",
-                    report.round_trips
-                ));
-            }
-            for want in expect_commands {
-                let found = report
-                    .server_commands
-                    .iter()
-                    .any(|c| format!("{} {}", c.verb, c.target.as_deref().unwrap_or("")) == *want);
-                if !found {
-                    return Err(format!("server did not send {want:?}"));
-                }
-            }
-            Ok(format!(
-                "{} round trip(s), {} server command(s)",
-                report.round_trips,
-                report.server_commands.len()
-            ))
-        }
-        Step::CheckCommandResult {
-            expect_status,
-            expect_result_contains,
-        } => {
-            let id = need(&ctx.last_command, "queued command")?.clone();
-            let all = admin(
-                ctx,
-                reqwest::Method::GET,
-                &format!("/api/v1/commands/{id}"),
-                None,
-            )
-            .await?;
-            let device_id = ctx.device.device_id().to_string();
-            let v = all["devices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|d| d["device_id"] == device_id.as_str())
-                .cloned()
-                .ok_or_else(|| format!("command {id} has no delivery for this device ({all})"))?;
-            let status = v["status_code"].as_str().unwrap_or("");
-            if status != expect_status {
-                return Err(format!(
-                    "command status {status:?}, expected {expect_status:?} ({v})"
-                ));
-            }
-            if let Some(text) = expect_result_contains {
-                let found = v["results"].as_array().into_iter().flatten().any(|r| {
-                    r["kind"] == "Results"
-                        && r["body_xml"]
-                            .as_str()
-                            .is_some_and(|b| b.contains(text.as_str()))
-                });
-                if !found {
-                    return Err(format!("no stored Results containing {text:?}"));
-                }
-            }
-            Ok(format!("status {status} stored"))
-        }
-    }
-}
-
-/// Calls the admin API of the target.
-async fn admin(
-    ctx: &Context<'_>,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value, String> {
-    let token = ctx
-        .target
-        .admin_token
-        .as_deref()
-        .ok_or("this step needs the server's admin API: pass --admin-token")?;
-    let mut req = ctx
-        .http
-        .request(method, format!("{}{path}", ctx.target.server_url))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.map_err(|e| format!("admin API: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("admin API: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("admin API {path}: HTTP {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("admin API {path}: invalid JSON: {e}"))
 }

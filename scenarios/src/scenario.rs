@@ -91,11 +91,16 @@ pub enum Step {
     VerifyCertificate {},
     /// Registry keys and certificate stores as Windows writes them.
     CheckDeviceState {},
-    /// Queue a command for the device through the admin API.
+    /// Queue a command for the device through the admin API: raw `syncml`, or `verb` +
+    /// `target` (+ `format`, `type`, `data`). `name` labels it for later checks.
     QueueCommand {
-        verb: String,
-        target: String,
+        name: Option<String>,
+        syncml: Option<String>,
+        verb: Option<String>,
+        target: Option<String>,
         format: Option<String>,
+        #[serde(rename = "type")]
+        mime_type: Option<String>,
         data: Option<String>,
     },
     /// One OMA-DM session over mTLS.
@@ -108,12 +113,38 @@ pub enum Step {
         /// Commands the server must send, as "Verb target".
         #[serde(default)]
         expect_commands: Vec<String>,
+        /// The server must send no command at all.
+        #[serde(default)]
+        expect_no_commands: bool,
     },
-    /// The last queued command was answered with this status (and result text).
+    /// A queued command (`command` = its name; default the last one) was answered with
+    /// this status, is in this delivery state, and/or stored results with this text.
     CheckCommandResult {
-        expect_status: String,
+        command: Option<String>,
+        expect_status: Option<String>,
+        expect_state: Option<String>,
         expect_result_contains: Option<String>,
+        /// The stored Results data is at least this many bytes (large objects).
+        expect_result_min_bytes: Option<usize>,
     },
+    /// Create (or replace) a configuration profile through the admin API.
+    CreateProfile {
+        name: String,
+        items: Vec<serde_json::Value>,
+    },
+    /// Assign a profile to this device.
+    AssignProfile { name: String },
+    /// The profile's state on this device: pending, verifying, verified or failed.
+    CheckProfile {
+        name: String,
+        expect_state: String,
+        expect_detail_contains: Option<String>,
+    },
+    /// The server asks the device to unenroll (admin API).
+    ServerUnenroll {},
+    /// Restart the embedded server on the same port and data (skipped for external
+    /// servers).
+    RestartServer {},
 }
 
 fn default_true() -> bool {
@@ -140,6 +171,11 @@ impl Step {
             Step::QueueCommand { .. } => "queue_command",
             Step::ManagementSession { .. } => "management_session",
             Step::CheckCommandResult { .. } => "check_command_result",
+            Step::CreateProfile { .. } => "create_profile",
+            Step::AssignProfile { .. } => "assign_profile",
+            Step::CheckProfile { .. } => "check_profile",
+            Step::ServerUnenroll {} => "server_unenroll",
+            Step::RestartServer {} => "restart_server",
         }
     }
 }

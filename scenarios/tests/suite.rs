@@ -22,7 +22,7 @@ async fn bundled_suite_passes_against_the_embedded_server() {
             failures.push(String::from_utf8_lossy(&out).into_owned());
         }
     }
-    server.server.shutdown().await;
+    server.control.shutdown().await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

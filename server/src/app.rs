@@ -217,7 +217,11 @@ async fn accept_loop(
     app: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Connections live in a JoinSet so that shutting down also ends keep-alive
+    // connections (a restarted server must not leave old ones serving).
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (tcp, peer_addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -227,11 +231,14 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                connections.abort_all();
+                return;
+            }
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(30),
                 acceptor.accept(tcp),
