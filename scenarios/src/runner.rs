@@ -35,6 +35,11 @@ pub struct StepOutcome {
     pub passed: bool,
     pub detail: String,
     pub elapsed: Duration,
+    /// Every HTTP exchange the device made during the step.
+    pub exchanges: Vec<fake_windows_client::Exchange>,
+    /// SHA-1 thumbprint of the client certificate the device presented on its TLS
+    /// connections during the step, if any.
+    pub client_cert: Option<String>,
 }
 
 /// Result of one scenario.
@@ -63,6 +68,8 @@ pub(crate) struct Context<'a> {
     pub(crate) last_command: Option<String>,
     /// Named commands: name → command id.
     pub(crate) commands: std::collections::HashMap<String, String>,
+    /// Thumbprint of the client certificate presented in the current step.
+    pub(crate) presented_cert: Option<String>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -80,6 +87,8 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
                 passed: false,
                 detail: e.to_string(),
                 elapsed: started.elapsed(),
+                exchanges: Vec::new(),
+                client_cert: None,
             });
             return ScenarioOutcome {
                 name: scenario.name.clone(),
@@ -99,10 +108,13 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
         policy: None,
         last_command: None,
         commands: Default::default(),
+        presented_cert: None,
         http,
     };
     for step in &scenario.steps {
         let t = Instant::now();
+        let seen = ctx.device.exchanges().len();
+        ctx.presented_cert = None;
         let result = crate::steps::run_step(&mut ctx, step).await;
         let passed = result.is_ok();
         steps.push(StepOutcome {
@@ -110,6 +122,13 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
             passed,
             detail: result.unwrap_or_else(|e| e),
             elapsed: t.elapsed(),
+            exchanges: ctx
+                .device
+                .exchanges()
+                .get(seen..)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            client_cert: ctx.presented_cert.take(),
         });
         if !passed {
             break;

@@ -244,6 +244,11 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                     IdentityOverride::Foreign { cert_pem, key_pem }
                 }
             };
+            ctx.presented_cert = match identity {
+                Identity::Enrolled => ctx.device.enrollment().map(|e| e.client_thumbprint.clone()),
+                Identity::None => None,
+                Identity::Foreign => Some("foreign (self-signed CA)".into()),
+            };
             ctx.device.set_identity_override(o);
             let r = ctx.device.sync().await;
             ctx.device.set_identity_override(IdentityOverride::None);
