@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "WINMDM_MAX_MSG_SIZE", default_value_t = 65_536)]
     pub max_msg_size: usize,
 
+    /// Seconds after which a command sent but never answered (its session died) is
+    /// sent again.
+    #[arg(long, env = "WINMDM_REDELIVER_AFTER_SECS", default_value_t = 600)]
+    pub redeliver_after_secs: u32,
+
     /// Provider ID written into the provisioning document and the device registry.
     #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
     pub provider_id: String,
@@ -94,6 +99,7 @@ impl Config {
             enroll_rate_per_client: 20,
             enroll_rate_global: 0,
             max_msg_size: 65_536,
+            redeliver_after_secs: 600,
             provider_id: "winmdm".to_string(),
         }
     }

@@ -544,64 +544,61 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Stores a Status or Results the device returned. `cmd_ref` is a command UUID, or
-    /// `<uuid>.<n>` for a command nested in an Atomic/Sequence; only a Status for the
-    /// command itself acknowledges it. Returns the command's (verb, target), or None when
-    /// the command is not this device's.
-    pub async fn record_response(
+    /// Stores the Status and Results elements of one device message in a single
+    /// transaction, so a crash never keeps half a message: either the whole message
+    /// is stored (its commands acknowledged) or none of it (the commands stay `sent`
+    /// and are delivered again). `cmd_ref` is a command UUID, or `<uuid>.<n>` for a
+    /// command nested in an Atomic/Sequence; only a Status for the command itself
+    /// acknowledges it. Returns, per response, the answered command's (verb, target),
+    /// or None when it is not one of this device's queued commands.
+    pub async fn record_responses(
         &self,
-        r: &DeviceResponse<'_>,
-    ) -> Result<Option<(String, String)>, ServerError> {
-        let DeviceResponse {
-            device_id,
-            cmd_ref,
-            session_id,
-            msg_ref,
-            kind,
-            status_code,
-            body_xml,
-        } = *r;
-        let command_uuid = cmd_ref.split('.').next().unwrap_or(cmd_ref);
+        responses: &[DeviceResponse<'_>],
+    ) -> Result<Vec<Option<(String, String)>>, ServerError> {
         let ts = now();
         let mut tx = self.pool.begin().await?;
-        let known: Option<(String, String)> = sqlx::query_as(
-            "SELECT verb, target FROM commands WHERE command_uuid = ? AND device_id = ?",
-        )
-        .bind(command_uuid)
-        .bind(device_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if known.is_none() {
-            return Ok(None);
-        }
-        sqlx::query(
-            "INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(command_uuid)
-        .bind(device_id)
-        .bind(session_id)
-        .bind(msg_ref)
-        .bind(kind)
-        .bind(status_code)
-        .bind(body_xml)
-        .bind(&ts)
-        .execute(&mut *tx)
-        .await?;
-        if kind == "Status" && cmd_ref == command_uuid {
-            sqlx::query(
-                "UPDATE commands SET state = 'acknowledged', status_code = ?, acked_at = ?
-                 WHERE command_uuid = ? AND device_id = ?",
+        let mut answered = Vec::with_capacity(responses.len());
+        for r in responses {
+            let command_uuid = r.cmd_ref.split('.').next().unwrap_or(r.cmd_ref);
+            let known: Option<(String, String)> = sqlx::query_as(
+                "SELECT verb, target FROM commands WHERE command_uuid = ? AND device_id = ?",
             )
-            .bind(status_code)
-            .bind(&ts)
             .bind(command_uuid)
-            .bind(device_id)
-            .execute(&mut *tx)
+            .bind(r.device_id)
+            .fetch_optional(&mut *tx)
             .await?;
+            if known.is_some() {
+                sqlx::query(
+                    "INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(command_uuid)
+                .bind(r.device_id)
+                .bind(r.session_id)
+                .bind(r.msg_ref)
+                .bind(r.kind)
+                .bind(r.status_code)
+                .bind(r.body_xml)
+                .bind(&ts)
+                .execute(&mut *tx)
+                .await?;
+                if r.kind == "Status" && r.cmd_ref == command_uuid {
+                    sqlx::query(
+                        "UPDATE commands SET state = 'acknowledged', status_code = ?, acked_at = ?
+                         WHERE command_uuid = ? AND device_id = ?",
+                    )
+                    .bind(r.status_code)
+                    .bind(&ts)
+                    .bind(command_uuid)
+                    .bind(r.device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            answered.push(known);
         }
         tx.commit().await?;
-        Ok(known)
+        Ok(answered)
     }
 
     /// Cancels the deliveries of a command that have not been sent yet; returns how many.

@@ -33,3 +33,20 @@ pub mod tls;
 pub use app::{start, RunningServer};
 pub use config::Config;
 pub use error::ServerError;
+
+/// Runs the server until Ctrl-C: what the `winmdm-server` binary does.
+pub async fn serve_until_interrupted(config: Config) -> Result<(), ServerError> {
+    let server = start(config).await?;
+    println!(
+        "winmdm-server listening on {} (public URL {})",
+        server.addr, server.public_url
+    );
+    println!(
+        "TLS certificate for clients (--ca-file): {}",
+        server.tls_cert_path.display()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

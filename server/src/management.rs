@@ -17,10 +17,6 @@ use crate::app::{AppState, PeerCertificate};
 use crate::sessions::Replay;
 use crate::syncml::{self, ServerMessage, CONTENT_TYPE};
 
-/// A command sent but not answered within this many seconds is sent again: the session
-/// that carried it was lost.
-const REDELIVER_AFTER_SECS: i64 = 600;
-
 fn refuse(status: StatusCode, message: &str) -> Response {
     tracing::info!(%status, message, "management request refused");
     (
@@ -142,15 +138,14 @@ async fn process(
     );
     reply.status(&msg.hdr.msg_id, "0", "SyncHdr", 200);
     let mut unenrolled = false;
+    // (CmdRef, element to store): everything the device answered in this message.
+    let mut answers: Vec<(String, syncml::ClientCommand)> = Vec::new();
     for cmd in &msg.commands {
         match cmd.verb.as_str() {
             // Status answers one of our commands; it is not itself acknowledged.
             "Status" => {
                 if let Some(cmd_ref) = cmd.cmd_ref.as_deref().filter(|r| *r != "0") {
-                    let answered = store_response(state, device_id, &msg.hdr, cmd_ref, cmd).await;
-                    if is_unenroll_exec(answered.as_ref()) && cmd.data.as_deref() == Some("200") {
-                        unenrolled = true;
-                    }
+                    answers.push((cmd_ref.to_string(), cmd.clone()));
                 }
             }
             "Alert" if is_unenroll_alert(cmd) => {
@@ -158,10 +153,50 @@ async fn process(
                 reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, 200);
             }
             "Results" => {
-                let code = results(state, device_id, &msg.hdr, cmd).await;
+                let (code, store) = results(state, device_id, cmd);
+                if let (Some(cmd_ref), Some(whole)) = (cmd.cmd_ref.as_deref(), store) {
+                    answers.push((cmd_ref.to_string(), whole));
+                }
                 reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, code);
             }
             _ => reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd)),
+        }
+    }
+    let records: Vec<crate::db::DeviceResponse<'_>> = answers
+        .iter()
+        .map(|(cmd_ref, cmd)| crate::db::DeviceResponse {
+            device_id,
+            cmd_ref,
+            session_id: &msg.hdr.session_id,
+            msg_ref: cmd.msg_ref.as_deref().unwrap_or(""),
+            kind: &cmd.verb,
+            status_code: if cmd.verb == "Status" {
+                cmd.data.as_deref()
+            } else {
+                None
+            },
+            body_xml: &cmd.xml,
+        })
+        .collect();
+    match state.store.record_responses(&records).await {
+        Ok(answered) => {
+            for ((_, cmd), known) in answers.iter().zip(&answered) {
+                if known.is_none() {
+                    tracing::debug!(%device_id, "response to a command not from the queue");
+                }
+                if cmd.verb == "Status"
+                    && cmd.data.as_deref() == Some("200")
+                    && is_unenroll_exec(known.as_ref())
+                {
+                    unenrolled = true;
+                }
+            }
+        }
+        // Nothing of this message was stored: the device gets no new commands, and
+        // the ones it answered will be sent again.
+        Err(e) => {
+            tracing::error!(error = %e, "could not store the device's answers");
+            return reply.finish();
         }
     }
 
@@ -188,9 +223,11 @@ async fn process(
         tracing::error!(error = %e, "could not advance profile assignments");
     }
 
+    // A command sent but not answered for a while is sent again: its session was lost.
+    let redeliver_after = i64::from(state.config.redeliver_after_secs);
     let pending = match state
         .store
-        .deliverable_commands(device_id, REDELIVER_AFTER_SECS)
+        .deliverable_commands(device_id, redeliver_after)
         .await
     {
         Ok(p) => p,
@@ -209,7 +246,7 @@ async fn process(
         }
         match state
             .store
-            .claim_command(device_id, &c.command_uuid, REDELIVER_AFTER_SECS)
+            .claim_command(device_id, &c.command_uuid, redeliver_after)
             .await
         {
             Ok(true) => {
@@ -262,89 +299,43 @@ fn is_unenroll_exec(answered: Option<&(String, String)>) -> bool {
     })
 }
 
-/// Stores a Results command, reassembling large objects sent in chunks with MoreData.
-/// Returns the status code to answer it with: 200, 213 (chunk accepted), 413 (too large).
-async fn results(
+/// Handles a Results command, reassembling large objects sent in chunks with MoreData.
+/// Returns the status code to answer it with (200, 213 chunk accepted, 413 too large)
+/// and the element to store, once complete.
+fn results(
     state: &AppState,
     device_id: &str,
-    hdr: &syncml::SyncHdr,
     cmd: &syncml::ClientCommand,
-) -> u16 {
+) -> (u16, Option<syncml::ClientCommand>) {
     let Some(cmd_ref) = cmd.cmd_ref.as_deref() else {
-        return 200;
+        return (200, None);
     };
     let items = cmd.result_items();
-    let chunked = items.iter().find(|i| i.more_data);
-    let pending_key = |item: &syncml::ResultItem| {
+    let key = |item: &syncml::ResultItem| {
         (
             device_id.to_string(),
             cmd_ref.to_string(),
             item.loc_uri.clone(),
         )
     };
-    if let Some(item) = chunked {
-        return match state
-            .sessions
-            .add_chunk(pending_key(item), &item.data, true)
-        {
-            crate::sessions::Chunk::TooLarge => 413,
-            _ => 213,
+    if let Some(item) = items.iter().find(|i| i.more_data) {
+        return match state.sessions.add_chunk(key(item), &item.data, true) {
+            crate::sessions::Chunk::TooLarge => (413, None),
+            _ => (213, None),
         };
     }
     // The last chunk completes a buffered object; a plain Results is stored as sent.
     if let Some(item) = items.first() {
-        if state.sessions.has_chunks(&pending_key(item)) {
-            return match state
-                .sessions
-                .add_chunk(pending_key(item), &item.data, false)
-            {
+        if state.sessions.has_chunks(&key(item)) {
+            return match state.sessions.add_chunk(key(item), &item.data, false) {
                 crate::sessions::Chunk::Complete(data) => {
                     let mut whole = cmd.clone();
                     whole.xml = syncml::reassembled_results(cmd, item, &data);
-                    store_response(state, device_id, hdr, cmd_ref, &whole).await;
-                    200
+                    (200, Some(whole))
                 }
-                _ => 413,
+                _ => (413, None),
             };
         }
     }
-    store_response(state, device_id, hdr, cmd_ref, cmd).await;
-    200
-}
-
-async fn store_response(
-    state: &AppState,
-    device_id: &str,
-    hdr: &syncml::SyncHdr,
-    cmd_ref: &str,
-    cmd: &syncml::ClientCommand,
-) -> Option<(String, String)> {
-    let code = if cmd.verb == "Status" {
-        cmd.data.as_deref()
-    } else {
-        None
-    };
-    match state
-        .store
-        .record_response(&crate::db::DeviceResponse {
-            device_id,
-            cmd_ref,
-            session_id: &hdr.session_id,
-            msg_ref: cmd.msg_ref.as_deref().unwrap_or(""),
-            kind: &cmd.verb,
-            status_code: code,
-            body_xml: &cmd.xml,
-        })
-        .await
-    {
-        Ok(Some(answered)) => Some(answered),
-        Ok(None) => {
-            tracing::debug!(%device_id, cmd_ref, "response to a command not from the queue");
-            None
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not store a command response");
-            None
-        }
-    }
+    (200, Some(cmd.clone()))
 }
