@@ -226,3 +226,53 @@ async fn syncml_bodies_over_the_message_limit_are_413() {
     let r = s.send("POST", PATH, SYNCML, "x".repeat(20_000), None).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+/// A certificate for DEVICE signed by the server's own identity CA, with the given
+/// validity window and extended key usages: what only someone holding the CA key could
+/// make, to check the route's own validity and EKU checks.
+fn ca_signed(s: &TestServer, not_before: time::OffsetDateTime, not_after: time::OffsetDateTime, client_auth: bool) -> Vec<u8> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let ca_pem = std::fs::read_to_string(s.dir.path().join("identity-ca.pem")).unwrap();
+    let key_pem = std::fs::read_to_string(s.dir.path().join("identity-ca.key.pem")).unwrap();
+    let ca_key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let device_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let der = device_key.to_pkcs8_der().unwrap();
+    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes()), &rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, DEVICE);
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.extended_key_usages = if client_auth {
+        vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]
+    };
+    params.signed_by(&kp, &issuer).unwrap().der().to_vec()
+}
+
+#[tokio::test]
+async fn expired_not_yet_valid_and_wrong_eku_certificates_are_403() {
+    let s = server().await;
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    enroll(&s, DEVICE, &rsa).await;
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let msg = format!(
+        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>x</LocURI></Target><Source><LocURI>{DEVICE}</LocURI></Source></SyncHdr><SyncBody><Final/></SyncBody></SyncML>"#
+    );
+    for (cert, why) in [
+        (ca_signed(&s, now - day * 10, now - day, true), "expired"),
+        (ca_signed(&s, now + day, now + day * 10, true), "not yet valid"),
+        (ca_signed(&s, now - day, now + day, false), "clientAuth"),
+    ] {
+        let r = s.send("POST", PATH, SYNCML, msg.clone(), Some(cert)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{why}: {}", r.body);
+        assert!(r.body.contains(why), "{why}: {}", r.body);
+    }
+    // Valid and from the right CA, but never issued to an enrollment: still refused.
+    let stray = ca_signed(&s, now - day, now + day, true);
+    let r = s.send("POST", PATH, SYNCML, msg, Some(stray)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("active enrollment"), "{}", r.body);
+}

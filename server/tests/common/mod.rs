@@ -16,7 +16,7 @@ pub const PUBLIC_URL: &str = "https://mdm.example.test";
 
 pub struct TestServer {
     pub state: Arc<AppState>,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 pub async fn server() -> TestServer {
@@ -30,7 +30,7 @@ pub async fn server_with(adjust: impl FnOnce(&mut winmdm_server::Config)) -> Tes
     config.admin_token = Some("admin".into());
     adjust(&mut config);
     let state = build_state(config, PUBLIC_URL.into()).await.expect("state");
-    TestServer { state, _dir: dir }
+    TestServer { state, dir }
 }
 
 pub struct Reply {
