@@ -65,11 +65,8 @@ impl Device {
             u32::from(renew.robo_support.unwrap_or(false)),
         );
         reg.set_dword(&ek, "RenewStatus", 0);
-        // Windows stores a FILETIME here; the emulation writes the enrollment time as text.
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        reg.set_sz(&ek, "RenewTimestamp", now);
+        // Windows stores a FILETIME here; the emulation writes the device clock as text.
+        reg.set_sz(&ek, "RenewTimestamp", self.state.clock.now_rfc3339());
         reg.set_dword(&ek, "RenewErrorCode", 0);
         // Set when the endpoints came from a discovery service rather than manual entry.
         reg.set_dword(&ek, "isFederated", 1);
@@ -138,7 +135,17 @@ impl Device {
                 );
             }
         }
+        let (wstep_url, hash) = self
+            .state
+            .pending_wstep
+            .take()
+            .map(|(u, h)| (u, Some(h)))
+            .unwrap_or_default();
         self.state.enrollment = Some(EnrollmentInfo {
+            enrollment_service_url: wstep_url,
+            csr_hash: hash,
+            renew: doc.renew.clone().unwrap_or_default(),
+            enrolled_at: self.state.clock.now().unix_timestamp(),
             enrollment_guid: guid,
             provider_id: v.provider_id,
             management_url: v.addr,

@@ -14,6 +14,7 @@ pub mod code {
     pub const NOT_FOUND: u16 = 404;
     pub const NOT_ALLOWED: u16 = 405;
     pub const OPTIONAL_NOT_SUPPORTED: u16 = 406;
+    pub const UNSUPPORTED_MEDIA_TYPE: u16 = 415;
     pub const ALREADY_EXISTS: u16 = 418;
     pub const COMMAND_FAILED: u16 = 500;
     pub const ATOMIC_FAILED: u16 = 507;

@@ -15,6 +15,60 @@ pub mod oid {
     pub const KEY_USAGE: &str = "2.5.29.15";
     pub const EXT_KEY_USAGE: &str = "2.5.29.37";
     pub const CLIENT_AUTH: &str = "1.3.6.1.5.5.7.3.2";
+    pub const DATA: &str = "1.2.840.113549.1.7.1";
+    pub const SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
+    pub const CONTENT_TYPE: &str = "1.2.840.113549.1.9.3";
+    pub const MESSAGE_DIGEST: &str = "1.2.840.113549.1.9.4";
+    pub const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+}
+
+/// One decoded TLV (definite lengths only, as DER requires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tlv<'a> {
+    pub tag: u8,
+    pub content: &'a [u8],
+    /// Tag, length and content.
+    pub encoded: &'a [u8],
+}
+
+/// Reads one TLV from the front of `input`; `None` on truncated or non-DER lengths.
+pub fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = input.get(2..2 + n)?;
+        let len = bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    let content = input.get(header..end)?;
+    let encoded = input.get(..end)?;
+    let rest = input.get(end..)?;
+    Some((
+        Tlv {
+            tag,
+            content,
+            encoded,
+        },
+        rest,
+    ))
+}
+
+/// All TLVs in `input`, in order; `None` if any is malformed.
+pub fn read_all(mut input: &[u8]) -> Option<Vec<Tlv<'_>>> {
+    let mut out = Vec::new();
+    while !input.is_empty() {
+        let (t, rest) = read_tlv(input)?;
+        out.push(t);
+        input = rest;
+    }
+    Some(out)
 }
 
 fn push_len(out: &mut Vec<u8>, len: usize) {
@@ -139,6 +193,29 @@ fn push_base128(out: &mut Vec<u8>, mut v: u64) {
     }
     tmp.reverse();
     out.extend_from_slice(&tmp);
+}
+
+/// Dotted text of OBJECT IDENTIFIER content bytes.
+pub fn oid_string(content: &[u8]) -> String {
+    let mut arcs: Vec<u64> = Vec::new();
+    let mut v: u64 = 0;
+    for b in content {
+        v = (v << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if arcs.is_empty() {
+                let first = (v / 40).min(2);
+                arcs.push(first);
+                arcs.push(v - first * 40);
+            } else {
+                arcs.push(v);
+            }
+            v = 0;
+        }
+    }
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// AlgorithmIdentifier with NULL parameters.

@@ -1,16 +1,20 @@
 //! One emulated Windows machine: its persistent state and inspection accessors.
 
+use crate::clock::Clock;
 use crate::csp::NodeStore;
+use crate::csr::HashAlg;
 use crate::error::ClientError;
 use crate::http::{ClientIdentity, Exchange, TlsOptions};
 use crate::profile::DeviceProfile;
-use crate::registry::{CertStores, Registry};
+use crate::provisioning::RenewSettings;
+use crate::registry::{CertStores, Registry, StoredCert};
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::RsaPrivateKey;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::time::Duration;
 
 pub const STATE_FILE: &str = "device.json";
 
@@ -34,6 +38,34 @@ pub struct EnrollmentInfo {
     pub root_thumbprint: String,
     /// Raw `SSLCLIENTCERTSEARCHCRITERIA`.
     pub cert_search_criteria: String,
+    /// MS-WSTEP endpoint the certificate came from; renewals go there too.
+    #[serde(default)]
+    pub enrollment_service_url: String,
+    /// Hash the enrollment policy asked for; renewal CSRs use it again.
+    #[serde(default)]
+    pub csr_hash: Option<HashAlg>,
+    /// `CertificateStore/My/WSTEP/Renew` settings.
+    #[serde(default)]
+    pub renew: RenewSettings,
+    /// Device clock (Unix seconds) when the enrollment was applied.
+    #[serde(default)]
+    pub enrolled_at: i64,
+}
+
+/// A certificate the device replaced (kept for negative tests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousIdentity {
+    #[serde(with = "crate::registry::b64")]
+    pub cert_der: Vec<u8>,
+    pub key_pem: String,
+}
+
+/// A RebootNow Exec the device accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootRecord {
+    /// Device clock, RFC 3339.
+    pub at: String,
+    pub session_id: String,
 }
 
 /// How the device authenticates management sessions (for negative tests).
@@ -67,6 +99,18 @@ pub(crate) struct DeviceState {
     pub enrollment: Option<EnrollmentInfo>,
     pub nodes: NodeStore,
     pub session_counter: u64,
+    #[serde(default)]
+    pub clock: Clock,
+    /// Endpoint and hash of the last MS-WSTEP request, for the enrollment it produces.
+    #[serde(default)]
+    pub pending_wstep: Option<(String, HashAlg)>,
+    #[serde(default)]
+    pub previous_identity: Option<PreviousIdentity>,
+    #[serde(default)]
+    pub reboots: Vec<RebootRecord>,
+    /// Device clock (Unix seconds) of the last completed management session.
+    #[serde(default)]
+    pub last_session_at: Option<i64>,
 }
 
 /// One emulated Windows machine.
@@ -76,7 +120,12 @@ pub struct Device {
     pub(crate) key: Option<RsaPrivateKey>,
     pub(crate) exchanges: Vec<Exchange>,
     pub(crate) identity_override: IdentityOverride,
+    /// Longest Retry-After wait honoured before retrying (60 s unless set for tests).
+    pub(crate) retry_after_cap: Duration,
 }
+
+/// Default cap on a Retry-After wait.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 
 fn random_hex(bytes: usize) -> String {
     let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
@@ -104,6 +153,11 @@ impl Device {
             enrollment: None,
             nodes: NodeStore::default(),
             session_counter: 0,
+            clock: Clock::default(),
+            pending_wstep: None,
+            previous_identity: None,
+            reboots: Vec::new(),
+            last_session_at: None,
         };
         Ok(Device {
             state,
@@ -111,6 +165,7 @@ impl Device {
             key: None,
             exchanges: Vec::new(),
             identity_override: IdentityOverride::None,
+            retry_after_cap: RETRY_AFTER_CAP,
         })
     }
 
@@ -150,6 +205,7 @@ impl Device {
             key,
             exchanges: Vec::new(),
             identity_override: IdentityOverride::None,
+            retry_after_cap: RETRY_AFTER_CAP,
         })
     }
 
@@ -223,6 +279,56 @@ impl Device {
         ))
     }
 
+    /// The certificate and key (PEM) a renewal replaced, for presenting a retired identity.
+    pub fn previous_identity_pem(&self) -> Option<(String, String)> {
+        self.state.previous_identity.as_ref().map(|p| {
+            (
+                crate::foreign::pem("CERTIFICATE", &p.cert_der),
+                p.key_pem.clone(),
+            )
+        })
+    }
+
+    /// Whether the device holds an MDM enrollment.
+    pub fn is_enrolled(&self) -> bool {
+        self.state.enrollment.is_some()
+    }
+
+    /// The device clock.
+    pub fn clock(&self) -> Clock {
+        self.state.clock
+    }
+
+    /// The device's current time.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.state.clock.now()
+    }
+
+    /// Moves the device clock forward.
+    pub fn advance_clock(&mut self, by: Duration) {
+        self.state.clock.advance(by);
+    }
+
+    /// Sets the device clock.
+    pub fn set_clock(&mut self, at: time::OffsetDateTime) {
+        self.state.clock.set(at);
+    }
+
+    /// Caps how long a Retry-After from an enrollment endpoint is honoured.
+    pub fn set_retry_after_cap(&mut self, cap: Duration) {
+        self.retry_after_cap = cap;
+    }
+
+    /// Number of RebootNow Execs the device accepted.
+    pub fn reboots(&self) -> usize {
+        self.state.reboots.len()
+    }
+
+    /// The RebootNow Execs the device accepted.
+    pub fn reboot_requests(&self) -> &[RebootRecord] {
+        &self.state.reboots
+    }
+
     /// The identity for a management session: the override, or the store certificate
     /// chosen by SSLCLIENTCERTSEARCHCRITERIA.
     pub(crate) fn session_identity(&self) -> Result<Option<ClientIdentity>, ClientError> {
@@ -242,7 +348,8 @@ impl Device {
         }
     }
 
-    fn select_store_identity(&self) -> Result<ClientIdentity, ClientError> {
+    /// The certificate chosen by SSLCLIENTCERTSEARCHCRITERIA (with a private key).
+    pub(crate) fn select_store_cert(&self) -> Result<&StoredCert, ClientError> {
         let e = self
             .state
             .enrollment
@@ -257,7 +364,7 @@ impl Device {
             ClientError::State(format!("certificate store {store_name:?} does not exist"))
         })?;
         let wanted_cns = criteria.common_names();
-        let chosen = store
+        store
             .iter()
             .rev()
             .filter(|c| c.private_key_pem.is_some())
@@ -277,7 +384,11 @@ impl Device {
                     "no certificate with a private key in {store_name} matches SSLCLIENTCERTSEARCHCRITERIA {:?}",
                     e.cert_search_criteria
                 ))
-            })?;
+            })
+    }
+
+    pub(crate) fn select_store_identity(&self) -> Result<ClientIdentity, ClientError> {
+        let chosen = self.select_store_cert()?;
         let key_pem = chosen.private_key_pem.as_deref().unwrap_or("");
         let key = RsaPrivateKey::from_pkcs8_pem(key_pem)
             .map_err(|e| ClientError::Crypto(format!("stored client key: {e}")))?;

@@ -6,6 +6,7 @@ use crate::device::Device;
 use crate::discovery::{self, DiscoverRequest, DiscoverResult};
 use crate::error::ClientError;
 use crate::http::{self, Response};
+
 use crate::provisioning::{self, ProvisioningDoc};
 use crate::soap::{self, HttpReply};
 use crate::wstep;
@@ -37,19 +38,19 @@ impl Device {
         body: String,
     ) -> Result<Response, ClientError> {
         let client = self.plain_client()?;
-        let r = http::send(
-            &mut self.exchanges,
-            &client,
-            step,
-            reqwest::Method::POST,
-            url,
-            &[
-                ("Content-Type", soap::CONTENT_TYPE),
-                ("User-Agent", soap::USER_AGENT),
-            ],
-            Some(body),
-        )
-        .await?;
+        let r = self
+            .send_retrying(
+                &client,
+                step,
+                reqwest::Method::POST,
+                url,
+                &[
+                    ("Content-Type", soap::CONTENT_TYPE),
+                    ("User-Agent", soap::USER_AGENT),
+                ],
+                Some(body),
+            )
+            .await?;
         soap::check_reply(step, &reply(&r))?;
         Ok(r)
     }
@@ -58,20 +59,20 @@ impl Device {
     pub async fn discovery_probe(&mut self, discovery_url: &str) -> Result<(), ClientError> {
         const STEP: &str = "discovery_probe";
         let client = self.plain_client()?;
-        let r = http::send(
-            &mut self.exchanges,
-            &client,
-            STEP,
-            reqwest::Method::GET,
-            discovery_url,
-            &[
-                ("User-Agent", soap::USER_AGENT),
-                ("Cache-Control", "no-cache"),
-                ("Pragma", "no-cache"),
-            ],
-            None,
-        )
-        .await?;
+        let r = self
+            .send_retrying(
+                &client,
+                STEP,
+                reqwest::Method::GET,
+                discovery_url,
+                &[
+                    ("User-Agent", soap::USER_AGENT),
+                    ("Cache-Control", "no-cache"),
+                    ("Pragma", "no-cache"),
+                ],
+                None,
+            )
+            .await?;
         match r.status {
             200 => Ok(()),
             429 => Err(ClientError::Throttled {
@@ -176,6 +177,7 @@ impl Device {
         let url = discovery.enrollment_service_url.clone();
         let items = self.context_items(discovery);
         let body = wstep::build_request(&mid, &url, token, &csr_der, &items);
+        self.state.pending_wstep = Some((url.clone(), policy.hash));
         let r = self.post_soap("request_security_token", &url, body).await?;
         let xml = wstep::parse_response(&r.body, &mid)?;
         provisioning::parse(&xml)

@@ -4,9 +4,13 @@
 //! Windows writes, and OMA-DM (SyncML 1.2) management sessions over mutual TLS.
 //!
 //! Protocol messages are built and parsed by I/O-free modules (`discovery`, `xcep`,
-//! `wstep`, `provisioning`, `syncml`, `session`); [`Device`] adds HTTP and state.
+//! `wstep`, `provisioning`, `syncml`, `session`, `cms`); [`Device`] adds HTTP and state.
+//! The device's lifecycle after enrollment (certificate renewal, unenrollment, Orbit
+//! notifications) runs against a controllable [`Clock`].
 
 mod apply;
+pub mod clock;
+pub mod cms;
 pub mod csp;
 pub mod csr;
 pub mod der;
@@ -18,17 +22,24 @@ pub mod foreign;
 pub mod http;
 mod manage;
 pub mod orbit;
+pub mod policy;
+mod poll;
 pub mod profile;
 pub mod provisioning;
 pub mod registry;
+mod renew;
 pub mod session;
 pub mod soap;
 pub mod syncml;
+pub mod throttle;
+pub mod tree;
+mod unenroll;
 pub mod verify;
 pub mod wstep;
 pub mod xcep;
 
-pub use device::{Device, EnrollmentInfo, IdentityOverride};
+pub use clock::Clock;
+pub use device::{Device, EnrollmentInfo, IdentityOverride, PreviousIdentity, RebootRecord};
 pub use discovery::DiscoverResult;
 pub use error::{ClientError, SoapFault};
 pub use http::{Exchange, TlsOptions};
@@ -38,7 +49,13 @@ pub use profile::DeviceProfile;
 pub use provisioning::ProvisioningDoc;
 pub use registry::{CertStores, RegValue, Registry, StoredCert};
 pub use session::ServerCommandRecord;
+pub use unenroll::OrbitAction;
 pub use xcep::EnrollmentPolicy;
+
+/// The HRESULT a failed renewal leaves in `RenewErrorCode`.
+pub fn renew_hresult(e: &ClientError) -> u32 {
+    renew::hresult_for(e)
+}
 
 /// A client certificate and key (PEM) from a self-signed CA the server does not know.
 pub fn foreign_identity(device_id: &str) -> Result<(String, String), ClientError> {

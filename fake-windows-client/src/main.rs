@@ -55,6 +55,20 @@ enum Command {
         #[command(flatten)]
         tls: TlsArgs,
     },
+    /// Device-initiated unenrollment: Alert 1226 in a session, then local removal.
+    Unenroll {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        tls: TlsArgs,
+    },
+    /// Renew the MDM client certificate now (MS-WSTEP RequestType Renew).
+    Renew {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        tls: TlsArgs,
+    },
     /// Print registry, certificate stores and enrollment information.
     Show {
         #[arg(long)]
@@ -166,6 +180,34 @@ async fn sync(state_dir: &Path, tls: TlsOptions) -> Result<(), ClientError> {
     Ok(())
 }
 
+async fn unenroll(state_dir: &Path, tls: TlsOptions) -> Result<(), ClientError> {
+    let mut device = Device::load(state_dir, tls)?;
+    let result = device.unenroll().await;
+    device.save(state_dir)?;
+    let report = result?;
+    println!(
+        "unenrolled (session {}: {} round trip(s)); DeviceID {} kept",
+        report.session_id,
+        report.round_trips,
+        device.device_id()
+    );
+    Ok(())
+}
+
+async fn renew(state_dir: &Path, tls: TlsOptions) -> Result<(), ClientError> {
+    let mut device = Device::load(state_dir, tls)?;
+    let result = device.renew().await;
+    device.save(state_dir)?;
+    result?;
+    if let Some(e) = device.enrollment() {
+        println!(
+            "renewed: client certificate {} in {}",
+            e.client_thumbprint, e.client_store
+        );
+    }
+    Ok(())
+}
+
 fn show(state_dir: &Path) -> Result<(), ClientError> {
     let device = Device::load(
         state_dir,
@@ -208,6 +250,10 @@ fn show(state_dir: &Path) -> Result<(), ClientError> {
             );
         }
     }
+    println!("Device clock {}", device.clock().now_rfc3339());
+    if device.reboots() > 0 {
+        println!("RebootNow requests: {}", device.reboots());
+    }
     match device.enrollment() {
         Some(e) => {
             println!("\nEnrollment {}", e.enrollment_guid);
@@ -216,6 +262,17 @@ fn show(state_dir: &Path) -> Result<(), ClientError> {
             println!("    discovery  {}", e.discovery_url);
             println!("    UPN        {}", e.upn);
             println!("    criteria   {}", e.cert_search_criteria);
+            println!("    enrollment service {}", e.enrollment_service_url);
+            println!(
+                "    renewal    period {:?} days, retry {:?} days, ROBO {:?}; due now: {}",
+                e.renew.renew_period_days,
+                e.renew.retry_interval_days,
+                e.renew.robo_support,
+                device.renewal_due()
+            );
+            if let Some(t) = device.next_poll_at() {
+                println!("    next poll  {t}");
+            }
         }
         None => println!("\nNot enrolled"),
     }
@@ -255,6 +312,14 @@ async fn main() -> ExitCode {
         },
         Command::Sync { state_dir, tls } => match tls_options(&tls) {
             Ok(t) => sync(&state_dir, t).await,
+            Err(e) => Err(e),
+        },
+        Command::Unenroll { state_dir, tls } => match tls_options(&tls) {
+            Ok(t) => unenroll(&state_dir, t).await,
+            Err(e) => Err(e),
+        },
+        Command::Renew { state_dir, tls } => match tls_options(&tls) {
+            Ok(t) => renew(&state_dir, t).await,
             Err(e) => Err(e),
         },
         Command::Show { state_dir } => show(&state_dir),

@@ -1,6 +1,6 @@
 //! OMA-DM management sessions over mTLS ([MS-MDM] §2.1, §3.1.5).
 
-use crate::device::Device;
+use crate::device::{Device, RebootRecord};
 use crate::error::ClientError;
 use crate::http;
 use crate::session::{ManagementSession, ServerCommandRecord};
@@ -20,6 +20,9 @@ pub struct SyncReport {
     pub server_commands: Vec<ServerCommandRecord>,
     /// (request XML, response XML) per round trip.
     pub transcript: Vec<(String, String)>,
+    /// The session ended with the enrollment removed (DMClient Unenroll or Alert 1226).
+    #[serde(default)]
+    pub unenrolled: bool,
 }
 
 fn with_query(addr: &str) -> String {
@@ -33,6 +36,12 @@ fn with_query(addr: &str) -> String {
 impl Device {
     /// One full client-initiated management session (Alert 1201).
     pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
+        self.run_session(false).await
+    }
+
+    /// A management session; `unenroll` adds the generic Alert 1226 to package 1.
+    /// Effects of the server's commands (RebootNow, DMClient Unenroll) are applied at the end.
+    pub(crate) async fn run_session(&mut self, unenroll: bool) -> Result<SyncReport, ClientError> {
         let enrollment = self
             .state
             .enrollment
@@ -53,7 +62,11 @@ impl Device {
             session_id: session_id.clone(),
             ..SyncReport::default()
         };
-        let mut out = session.first_message(&builtins, "user");
+        let mut out = if unenroll {
+            session.first_message_unenroll(&builtins, "user")
+        } else {
+            session.first_message(&builtins, "user")
+        };
         let result = loop {
             if report.round_trips >= MAX_ROUND_TRIPS {
                 break Err(ClientError::invalid(
@@ -113,6 +126,22 @@ impl Device {
             }
         };
         report.server_commands = std::mem::take(&mut session.records);
-        result.map(|_| report)
+        let effects = session.effects.clone();
+        let now = self.state.clock.now_rfc3339();
+        for _ in 0..effects.reboots {
+            self.state.reboots.push(RebootRecord {
+                at: now.clone(),
+                session_id: session_id.clone(),
+            });
+        }
+        // Our Status 200 for the Unenroll Exec was computed (and normally sent): Windows
+        // removes the enrollment once the session is over (DMClient CSP).
+        if effects.unenroll_provider.is_some() {
+            self.remove_enrollment();
+            report.unenrolled = true;
+        }
+        result?;
+        self.state.last_session_at = Some(self.state.clock.now().unix_timestamp());
+        Ok(report)
     }
 }

@@ -1,12 +1,27 @@
 //! One OMA-DM management session as a state machine without I/O: feed it the server's
 //! messages, it returns the device's replies ([MS-MDM] §3.1.5, OMA-DM 1.2 Protocol §8).
+//!
+//! Replies larger than the server's `MaxMsgSize` are split (OMA-DM 1.2 Protocol §7, large
+//! objects): the Results item goes out in chunks with `MoreData`, the first carrying
+//! `Meta/Size`, each in its own message without `Final`; the server answers 213 and
+//! Alert 1222 and the next chunk follows.
 
 use crate::csp::{self, code, BuiltIns, NodeStore, NodeValue};
 use crate::error::ClientError;
-use crate::syncml::{self, Command, OutMessage, ServerMessage};
+use crate::syncml::{self, Command, OutMessage, ResultItem, ServerMessage};
+use crate::tree::{Effects, Tree};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 const STEP: &str = "sync";
+/// Alert codes (OMA-DM 1.2 Representation Protocol §7).
+pub const ALERT_CLIENT_INITIATED: u16 = 1201;
+pub const ALERT_NEXT_MESSAGE: u16 = 1222;
+pub const ALERT_GENERIC: u16 = 1226;
+/// `Meta/Type` of the device-initiated unenrollment alert ("disconnecting from MDM").
+pub const UNENROLL_ALERT_TYPE: &str = "com.microsoft:mdm.unenrollment.userrequest";
+/// A chunk smaller than this is not worth a message of its own.
+const MIN_CHUNK: usize = 128;
 
 /// What the device did with one server command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,17 +34,28 @@ pub struct ServerCommandRecord {
     pub status: u16,
 }
 
+struct StatusReply {
+    cmd_ref: Option<String>,
+    verb: String,
+    targets: Vec<String>,
+    code: u16,
+}
+
 enum Reply {
-    Status {
-        cmd_ref: Option<String>,
-        verb: String,
-        targets: Vec<String>,
-        code: u16,
-    },
+    Status(StatusReply),
     Results {
         cmd_ref: String,
-        items: Vec<(String, String, Option<String>, String)>,
+        items: Vec<ResultItem>,
     },
+}
+
+/// Results not yet (completely) sent.
+struct Pending {
+    msg_ref: String,
+    cmd_ref: String,
+    items: Vec<ResultItem>,
+    /// Chunks of the (single) item already went out.
+    chunking: bool,
 }
 
 /// Device-side session state.
@@ -40,9 +66,36 @@ pub struct ManagementSession {
     msg_id: u32,
     /// (CmdID, verb) of commands in our last message that need a Status.
     awaiting: Vec<(String, String)>,
+    /// CmdID of the chunk Results in our last message.
+    chunk_sent: Option<String>,
+    queue: VecDeque<Pending>,
+    max_msg_size: Option<usize>,
     /// Every server command handled in this session.
     pub records: Vec<ServerCommandRecord>,
+    /// Actions to take once the session is over.
+    pub effects: Effects,
     finished: bool,
+}
+
+fn escaped_len(c: char) -> usize {
+    match c {
+        '<' | '>' => 4,
+        '&' => 5,
+        '"' | '\'' => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Splits `data` after at most `budget` bytes of escaped XML (at a char boundary).
+fn split_escaped(data: &str, budget: usize) -> (&str, &str) {
+    let mut used = 0;
+    for (i, c) in data.char_indices() {
+        used += escaped_len(c);
+        if used > budget {
+            return data.split_at(i);
+        }
+    }
+    (data, "")
 }
 
 impl ManagementSession {
@@ -53,7 +106,11 @@ impl ManagementSession {
             device_id: device_id.to_string(),
             msg_id: 0,
             awaiting: Vec::new(),
+            chunk_sent: None,
+            queue: VecDeque::new(),
+            max_msg_size: None,
             records: Vec::new(),
+            effects: Effects::default(),
             finished: false,
         }
     }
@@ -62,10 +119,27 @@ impl ManagementSession {
         self.finished
     }
 
+    /// The server's latest `MaxMsgSize`.
+    pub fn max_msg_size(&self) -> Option<usize> {
+        self.max_msg_size
+    }
+
     /// Package 1: Alert 1201 (client-initiated), Alert 1224 login status, Replace of the
     /// DevInfo nodes. CmdIDs start at 2 as in a published Windows capture.
     pub fn first_message(&mut self, builtins: &BuiltIns, login_status: &str) -> String {
+        self.package_one(builtins, login_status, false)
+    }
+
+    /// Package 1 of a device-initiated unenrollment: as [`Self::first_message`] plus the
+    /// generic Alert 1226 with Type `com.microsoft:mdm.unenrollment.userrequest`
+    /// (Microsoft's "disconnecting from MDM").
+    pub fn first_message_unenroll(&mut self, builtins: &BuiltIns, login_status: &str) -> String {
+        self.package_one(builtins, login_status, true)
+    }
+
+    fn package_one(&mut self, builtins: &BuiltIns, login_status: &str, unenroll: bool) -> String {
         self.msg_id = 1;
+        let ns = syncml::NS_METINF;
         let mut out = OutMessage::new(
             &self.session_id,
             self.msg_id,
@@ -75,14 +149,24 @@ impl ManagementSession {
         );
         let a1 = out.next_id();
         out.push(format!(
-            "<Alert><CmdID>{a1}</CmdID><Data>1201</Data></Alert>"
+            "<Alert><CmdID>{a1}</CmdID><Data>{ALERT_CLIENT_INITIATED}</Data></Alert>"
         ));
         let a2 = out.next_id();
         out.push(format!(
             r#"<Alert><CmdID>{a2}</CmdID><Data>1224</Data><Item><Meta><Type xmlns="{ns}">com.microsoft/MDM/LoginStatus</Type><Format xmlns="{ns}">chr</Format></Meta><Data>{}</Data></Item></Alert>"#,
             crate::soap::esc(login_status),
-            ns = syncml::NS_METINF
         ));
+        self.awaiting = vec![
+            (a1.to_string(), "Alert".into()),
+            (a2.to_string(), "Alert".into()),
+        ];
+        if unenroll {
+            let a3 = out.next_id();
+            out.push(format!(
+                r#"<Alert><CmdID>{a3}</CmdID><Data>{ALERT_GENERIC}</Data><Item><Meta><Type xmlns="{ns}">{UNENROLL_ALERT_TYPE}</Type><Format xmlns="{ns}">int</Format></Meta><Data>1</Data></Item></Alert>"#
+            ));
+            self.awaiting.push((a3.to_string(), "Alert".into()));
+        }
         let r = out.next_id();
         let items: String = ["DevId", "Man", "Mod", "DmV", "Lang"]
             .iter()
@@ -101,16 +185,12 @@ impl ManagementSession {
             })
             .collect();
         out.push(format!("<Replace><CmdID>{r}</CmdID>{items}</Replace>"));
-        self.awaiting = vec![
-            (a1.to_string(), "Alert".into()),
-            (a2.to_string(), "Alert".into()),
-            (r.to_string(), "Replace".into()),
-        ];
+        self.awaiting.push((r.to_string(), "Replace".into()));
         out.to_xml()
     }
 
     /// Handles a server message. Returns the device's next message, or `None` when the
-    /// server sent nothing but Status (the session is over).
+    /// server sent nothing but Status with `Final` and nothing is left to send.
     pub fn handle(
         &mut self,
         xml: &str,
@@ -119,17 +199,23 @@ impl ManagementSession {
     ) -> Result<Option<String>, ClientError> {
         let msg = syncml::parse_server_message(xml)?;
         self.check_statuses(&msg)?;
-        if !msg.is_final {
-            return Err(ClientError::missing(
-                STEP,
-                "SyncBody/Final (multi-message packages are not supported)",
-            ));
+        if let Some(m) = msg.max_msg_size {
+            self.max_msg_size = Some(m);
         }
-        if msg.commands.is_empty() {
+        if msg.commands.is_empty() && msg.is_final && self.queue.is_empty() {
             self.finished = true;
             return Ok(None);
         }
         self.msg_id += 1;
+        let mut replies = Vec::new();
+        for cmd in &msg.commands {
+            let mut tree = Tree {
+                store: &mut *store,
+                builtins,
+                effects: &mut self.effects,
+            };
+            Self::execute(&mut self.records, cmd, &mut tree, false, &mut replies);
+        }
         let mut out = OutMessage::new(
             &self.session_id,
             self.msg_id,
@@ -138,30 +224,106 @@ impl ManagementSession {
             1,
         );
         out.status(&msg.msg_id, Some("0"), "SyncHdr", &[], code::OK);
-        let mut replies = Vec::new();
-        for cmd in &msg.commands {
-            self.execute(cmd, store, builtins, false, &mut replies);
-        }
         for r in replies {
             match r {
-                Reply::Status {
+                Reply::Status(s) => out.status(
+                    &msg.msg_id,
+                    s.cmd_ref.as_deref(),
+                    &s.verb,
+                    &s.targets,
+                    s.code,
+                ),
+                Reply::Results { cmd_ref, items } => self.queue.push_back(Pending {
+                    msg_ref: msg.msg_id.clone(),
                     cmd_ref,
-                    verb,
-                    targets,
-                    code,
-                } => out.status(&msg.msg_id, cmd_ref.as_deref(), &verb, &targets, code),
-                Reply::Results { cmd_ref, items } => out.results(&msg.msg_id, &cmd_ref, &items),
+                    items,
+                    chunking: false,
+                }),
             }
         }
         // Status and Results need no Status back (Results' Status is optional in OMA-DM 1.2).
         self.awaiting.clear();
+        self.chunk_sent = None;
+        // A server package split over messages: ask for the next one (OMA-DM 1.2 §8).
+        if !msg.is_final {
+            let id = out.alert(ALERT_NEXT_MESSAGE);
+            self.awaiting.push((id.to_string(), "Alert".into()));
+        }
+        self.fill(&mut out)?;
         Ok(Some(out.to_xml()))
+    }
+
+    /// Adds queued Results while they fit in the server's MaxMsgSize, chunking a large item.
+    fn fill(&mut self, out: &mut OutMessage) -> Result<(), ClientError> {
+        let limit = self.max_msg_size.unwrap_or(usize::MAX);
+        while let Some(front) = self.queue.front_mut() {
+            let mut trial = out.clone();
+            trial.results_items(&front.msg_ref, &front.cmd_ref, &front.items);
+            if trial.xml_len() <= limit && !front.chunking {
+                out.results_items(&front.msg_ref, &front.cmd_ref, &front.items);
+                self.queue.pop_front();
+                continue;
+            }
+            if front.items.len() > 1 {
+                // Send the items one by one (same CmdRef), so only the large one is chunked.
+                if let Some(p) = self.queue.pop_front() {
+                    for item in p.items.into_iter().rev() {
+                        self.queue.push_front(Pending {
+                            msg_ref: p.msg_ref.clone(),
+                            cmd_ref: p.cmd_ref.clone(),
+                            items: vec![item],
+                            chunking: false,
+                        });
+                    }
+                }
+                continue;
+            }
+            let Some(item) = front.items.first().cloned() else {
+                self.queue.pop_front();
+                continue;
+            };
+            let mut shell = item.clone();
+            shell.data.clear();
+            shell.more_data = true;
+            shell.size = (!front.chunking).then_some(item.data.len());
+            let mut trial = out.clone();
+            trial.results_items(&front.msg_ref, &front.cmd_ref, std::slice::from_ref(&shell));
+            let budget = limit.saturating_sub(trial.xml_len());
+            if budget < MIN_CHUNK {
+                // Only the SyncHdr Status (and an Alert) in the message: nothing to defer.
+                if out.len() <= 2 {
+                    return Err(ClientError::invalid(
+                        STEP,
+                        format!("server MaxMsgSize {limit} leaves no room for a Results chunk"),
+                    ));
+                }
+                break;
+            }
+            let (chunk, rest) = split_escaped(&item.data, budget);
+            let mut sent = shell;
+            sent.data = chunk.to_string();
+            sent.more_data = !rest.is_empty();
+            let id = out.results_items(&front.msg_ref, &front.cmd_ref, &[sent]);
+            self.chunk_sent = Some(id.to_string());
+            if rest.is_empty() {
+                self.queue.pop_front();
+            } else {
+                front.chunking = true;
+                if let Some(it) = front.items.first_mut() {
+                    it.data = rest.to_string();
+                    it.size = None;
+                }
+                break;
+            }
+        }
+        out.is_final = self.queue.is_empty();
+        Ok(())
     }
 
     /// An empty HTTP 200 body ends the session when our last message needed no answer
     /// (seen in a published Windows capture).
     pub fn handle_empty(&mut self) -> Result<(), ClientError> {
-        if self.msg_id > 1 && self.awaiting.is_empty() {
+        if self.msg_id > 1 && self.awaiting.is_empty() && self.queue.is_empty() {
             self.finished = true;
             Ok(())
         } else {
@@ -205,23 +367,34 @@ impl ManagementSession {
                 ))
             }
         }
+        let status_of = |id: &str| {
+            msg.statuses.iter().find(|s| {
+                s.cmd_ref.as_deref() == Some(id) && s.msg_ref.as_deref() == Some(ours.as_str())
+            })
+        };
         for (id, verb) in &self.awaiting {
-            let found = msg.statuses.iter().any(|s| {
-                s.cmd_ref.as_deref() == Some(id.as_str())
-                    && s.msg_ref.as_deref() == Some(ours.as_str())
-            });
-            if !found {
+            if status_of(id).is_none() {
                 return Err(ClientError::missing(
                     STEP,
                     format!("Status for our {verb} CmdID {id}"),
                 ));
             }
         }
+        if let Some(id) = &self.chunk_sent {
+            if let Some(s) = status_of(id) {
+                if !matches!(s.code.as_deref(), Some("200") | Some("213")) {
+                    return Err(ClientError::invalid(
+                        STEP,
+                        format!("server refused our Results chunk with status {:?}", s.code),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
-    fn record(&mut self, cmd: &Command, status: u16) {
-        self.records.push(ServerCommandRecord {
+    fn record(records: &mut Vec<ServerCommandRecord>, cmd: &Command, status: u16) {
+        records.push(ServerCommandRecord {
             verb: cmd.verb.clone(),
             cmd_id: cmd.cmd_id.clone().unwrap_or_default(),
             target: cmd.items.first().and_then(|i| i.target.clone()),
@@ -230,27 +403,29 @@ impl ManagementSession {
     }
 
     fn execute(
-        &mut self,
+        records: &mut Vec<ServerCommandRecord>,
         cmd: &Command,
-        store: &mut NodeStore,
-        builtins: &BuiltIns,
+        tree: &mut Tree,
         in_atomic: bool,
         replies: &mut Vec<Reply>,
     ) -> u16 {
         let targets: Vec<String> = cmd.items.iter().filter_map(|i| i.target.clone()).collect();
-        let status = |code: u16| Reply::Status {
-            cmd_ref: cmd.cmd_id.clone(),
-            verb: cmd.verb.clone(),
-            targets: targets.clone(),
-            code,
+        let status = |code: u16| {
+            Reply::Status(StatusReply {
+                cmd_ref: cmd.cmd_id.clone(),
+                verb: cmd.verb.clone(),
+                targets: targets.clone(),
+                code,
+            })
         };
         // Windows answers a command without CmdID with 400 and an empty CmdRef.
         let Some(cmd_id) = cmd.cmd_id.clone() else {
             replies.push(status(code::BAD_REQUEST));
-            self.record(cmd, code::BAD_REQUEST);
+            Self::record(records, cmd, code::BAD_REQUEST);
             return code::BAD_REQUEST;
         };
         let code = match cmd.verb.as_str() {
+            // "OMA DM protocol support": Get inside Atomic is not allowed (500).
             "Get" if in_atomic => code::COMMAND_FAILED,
             "Get" => {
                 let mut worst = code::OK;
@@ -258,13 +433,15 @@ impl ManagementSession {
                 for it in &cmd.items {
                     match it.target.as_deref().and_then(csp::normalise) {
                         None => worst = code::BAD_REQUEST,
-                        Some(p) => match store.get(builtins, &p) {
-                            Ok(r) => items.push((
-                                it.target.clone().unwrap_or_default(),
-                                r.format,
-                                r.mime,
-                                r.data,
-                            )),
+                        Some(p) => match tree.get(&p) {
+                            Ok(r) => items.push(ResultItem {
+                                uri: it.target.clone().unwrap_or_default(),
+                                format: r.format,
+                                mime: r.mime,
+                                data: r.data,
+                                size: None,
+                                more_data: false,
+                            }),
                             Err(c) => worst = c,
                         },
                     }
@@ -279,7 +456,7 @@ impl ManagementSession {
                         items,
                     });
                 }
-                self.record(cmd, worst);
+                Self::record(records, cmd, worst);
                 return worst;
             }
             "Add" | "Replace" | "Delete" | "Exec" => {
@@ -292,15 +469,15 @@ impl ManagementSession {
                         None => code::BAD_REQUEST,
                         Some(p) => {
                             let value = NodeValue {
-                                format: it.format.clone().unwrap_or_else(|| "chr".into()),
+                                format: it.format.clone().unwrap_or_default(),
                                 mime: it.mime.clone(),
                                 data: it.data.clone(),
                             };
                             match cmd.verb.as_str() {
-                                "Add" => store.add(builtins, &p, value),
-                                "Replace" => store.replace(&p, value),
-                                "Delete" => store.delete(builtins, &p),
-                                _ => store.exec(builtins, &p),
+                                "Add" => tree.set(&p, value, false),
+                                "Replace" => tree.set(&p, value, true),
+                                "Delete" => tree.delete(&p),
+                                _ => tree.exec(&p),
                             }
                         }
                     };
@@ -311,61 +488,54 @@ impl ManagementSession {
                 worst
             }
             "Alert" => code::OK,
+            // Nested Atomic: 500 for the inner one, 507 for the parent.
             "Atomic" if in_atomic => code::COMMAND_FAILED,
             "Atomic" => {
-                let snapshot = store.clone();
+                let snapshot = (tree.store.clone(), tree.effects.clone());
                 let mut inner = Vec::new();
                 // Every nested command runs (and gets a Status) even after a failure.
                 let codes: Vec<u16> = cmd
                     .nested
                     .iter()
-                    .map(|c| self.execute(c, store, builtins, true, &mut inner))
+                    .map(|c| Self::execute(records, c, tree, true, &mut inner))
                     .collect();
                 let ok = codes.iter().all(|c| *c == code::OK);
                 let code = if ok { code::OK } else { code::ATOMIC_FAILED };
                 if !ok {
-                    *store = snapshot;
+                    *tree.store = snapshot.0;
+                    *tree.effects = snapshot.1;
                     inner = inner
                         .into_iter()
                         .filter_map(|r| match r {
-                            Reply::Status {
-                                cmd_ref,
-                                verb,
-                                targets,
-                                code,
-                            } => Some(Reply::Status {
-                                cmd_ref,
-                                verb,
-                                targets,
-                                code: if code == code::OK {
-                                    code::ATOMIC_ROLLBACK_OK
-                                } else {
-                                    code
-                                },
-                            }),
+                            Reply::Status(mut s) => {
+                                if s.code == code::OK {
+                                    s.code = code::ATOMIC_ROLLBACK_OK;
+                                }
+                                Some(Reply::Status(s))
+                            }
                             Reply::Results { .. } => None,
                         })
                         .collect();
                 }
                 replies.push(status(code));
                 replies.extend(inner);
-                self.record(cmd, code);
+                Self::record(records, cmd, code);
                 return code;
             }
             "Sequence" => {
                 let mut inner = Vec::new();
                 for c in &cmd.nested {
-                    self.execute(c, store, builtins, in_atomic, &mut inner);
+                    Self::execute(records, c, tree, in_atomic, &mut inner);
                 }
                 replies.push(status(code::OK));
                 replies.extend(inner);
-                self.record(cmd, code::OK);
+                Self::record(records, cmd, code::OK);
                 return code::OK;
             }
             _ => code::BAD_REQUEST,
         };
         replies.push(status(code));
-        self.record(cmd, code);
+        Self::record(records, cmd, code);
         code
     }
 }

@@ -48,6 +48,17 @@ pub fn envelope(
         ),
         None => String::new(),
     };
+    envelope_with_header(action, message_id, to, &security, body)
+}
+
+/// Builds a request envelope with `extra_header` (e.g. a `wsse:Security`) after `a:To`.
+pub fn envelope_with_header(
+    action: &str,
+    message_id: &str,
+    to: &str,
+    extra_header: &str,
+    body: &str,
+) -> String {
     format!(
         concat!(
             r#"<s:Envelope xmlns:s="{s}" xmlns:a="{a}" xmlns:u="{u}" xmlns:wsse="{wsse}" xmlns:wst="{wst}" xmlns:ac="{ac}">"#,
@@ -65,7 +76,7 @@ pub fn envelope(
         mid = esc(message_id),
         anon = ANONYMOUS,
         to = esc(to),
-        security = security,
+        security = extra_header,
         body = body
     )
 }

@@ -51,6 +51,8 @@ pub struct ServerMessage {
     pub statuses: Vec<StatusCmd>,
     pub commands: Vec<Command>,
     pub is_final: bool,
+    /// `SyncHdr/Meta/MaxMsgSize`: the largest message the server accepts.
+    pub max_msg_size: Option<usize>,
 }
 
 fn el<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
@@ -174,6 +176,9 @@ pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
         statuses: Vec::new(),
         commands: Vec::new(),
         is_final: false,
+        max_msg_size: el(hdr, "Meta")
+            .and_then(|m| el_text(m, "MaxMsgSize"))
+            .and_then(|v| v.parse().ok()),
     };
     for c in body.children().filter(|c| c.is_element()) {
         match c.tag_name().name() {
@@ -207,13 +212,49 @@ pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
 
 /// Writes one device message. Commands are appended as XML fragments; CmdIDs come from
 /// [`OutMessage::next_id`] so they are unique in the message.
+#[derive(Debug, Clone)]
 pub struct OutMessage {
     pub session_id: String,
     pub msg_id: u32,
     pub target: String,
     pub source: String,
+    /// Whether the message ends its package (`Final`); false while sending chunks.
+    pub is_final: bool,
     next: u32,
     parts: Vec<String>,
+}
+
+/// One `Results` item; `size` and `more_data` for large objects (OMA-DM 1.2 §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultItem {
+    pub uri: String,
+    pub format: String,
+    pub mime: Option<String>,
+    pub data: String,
+    /// `Meta/Size`: total size of a chunked object, on its first chunk.
+    pub size: Option<usize>,
+    pub more_data: bool,
+}
+
+impl ResultItem {
+    fn to_xml(&self) -> String {
+        let mime = self
+            .mime
+            .as_deref()
+            .map(|m| format!(r#"<Type xmlns="{NS_METINF}">{}</Type>"#, esc(m)))
+            .unwrap_or_default();
+        let size = self
+            .size
+            .map(|n| format!(r#"<Size xmlns="{NS_METINF}">{n}</Size>"#))
+            .unwrap_or_default();
+        format!(
+            r#"<Item><Source><LocURI>{}</LocURI></Source><Meta><Format xmlns="{NS_METINF}">{}</Format>{mime}{size}</Meta><Data>{}</Data>{}</Item>"#,
+            esc(&self.uri),
+            esc(&self.format),
+            esc(&self.data),
+            if self.more_data { "<MoreData/>" } else { "" }
+        )
+    }
 }
 
 impl OutMessage {
@@ -229,6 +270,7 @@ impl OutMessage {
             msg_id,
             target: target.to_string(),
             source: source.to_string(),
+            is_final: true,
             next: first_cmd_id,
             parts: Vec::new(),
         }
@@ -281,24 +323,44 @@ impl OutMessage {
         cmd_ref: &str,
         items: &[(String, String, Option<String>, String)],
     ) {
-        let id = self.next_id();
-        let items: String = items
+        let items: Vec<ResultItem> = items
             .iter()
-            .map(|(uri, format, mime, data)| {
-                let mime = mime.as_deref().map(|m| format!(r#"<Type xmlns="{NS_METINF}">{}</Type>"#, esc(m))).unwrap_or_default();
-                format!(
-                    r#"<Item><Source><LocURI>{}</LocURI></Source><Meta><Format xmlns="{NS_METINF}">{}</Format>{mime}</Meta><Data>{}</Data></Item>"#,
-                    esc(uri),
-                    esc(format),
-                    esc(data)
-                )
+            .map(|(uri, format, mime, data)| ResultItem {
+                uri: uri.clone(),
+                format: format.clone(),
+                mime: mime.clone(),
+                data: data.clone(),
+                size: None,
+                more_data: false,
             })
             .collect();
+        self.results_items(msg_ref, cmd_ref, &items);
+    }
+
+    /// `Results` with explicit items; returns its CmdID.
+    pub fn results_items(&mut self, msg_ref: &str, cmd_ref: &str, items: &[ResultItem]) -> u32 {
+        let id = self.next_id();
+        let items: String = items.iter().map(ResultItem::to_xml).collect();
         self.push(format!(
             "<Results><CmdID>{id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef>{items}</Results>",
             esc(msg_ref),
             esc(cmd_ref)
         ));
+        id
+    }
+
+    /// An `Alert` without items (e.g. 1222, "next message"); returns its CmdID.
+    pub fn alert(&mut self, code: u16) -> u32 {
+        let id = self.next_id();
+        self.push(format!(
+            "<Alert><CmdID>{id}</CmdID><Data>{code}</Data></Alert>"
+        ));
+        id
+    }
+
+    /// Size in bytes of the message as [`OutMessage::to_xml`] would write it.
+    pub fn xml_len(&self) -> usize {
+        self.to_xml().len()
     }
 
     pub fn to_xml(&self) -> String {
@@ -306,14 +368,15 @@ impl OutMessage {
             concat!(
                 r#"<SyncML xmlns="{ns}"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>"#,
                 "<SessionID>{sid}</SessionID><MsgID>{mid}</MsgID><Target><LocURI>{t}</LocURI></Target>",
-                "<Source><LocURI>{s}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"
+                "<Source><LocURI>{s}</LocURI></Source></SyncHdr><SyncBody>{body}{fin}</SyncBody></SyncML>"
             ),
             ns = NS_SYNCML,
             sid = esc(&self.session_id),
             mid = self.msg_id,
             t = esc(&self.target),
             s = esc(&self.source),
-            body = self.parts.concat()
+            body = self.parts.concat(),
+            fin = if self.is_final { "<Final/>" } else { "" }
         )
     }
 }

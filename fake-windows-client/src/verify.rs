@@ -64,9 +64,26 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
-/// Verifies the document: thumbprints, key binding, issuer signature, EKU, w7 application
-/// and DMClient provider consistency.
-pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, ClientError> {
+/// The certificate part of a verified document.
+#[derive(Debug, Clone)]
+pub struct VerifiedCerts {
+    pub root_der: Vec<u8>,
+    pub root_thumbprint: String,
+    pub client_der: Vec<u8>,
+    pub client_thumbprint: String,
+    /// `User` or `System`.
+    pub client_scope: String,
+    /// CN values of the client certificate subject.
+    pub client_cns: Vec<String>,
+    store: String,
+}
+
+/// Checks version, thumbprints, key binding, issuer signature, EKU and the key container:
+/// what an enrollment and a renewal document have in common.
+pub fn verify_certs(
+    doc: &ProvisioningDoc,
+    key: &RsaPrivateKey,
+) -> Result<VerifiedCerts, ClientError> {
     if doc.version != "1.1" {
         return Err(bad(format!(
             "wap-provisioningdoc version is {:?}, expected 1.1",
@@ -144,7 +161,45 @@ pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, Cl
             ),
         ));
     }
+    let client_cns: Vec<String> = client
+        .subject()
+        .iter_common_name()
+        .filter_map(|a| a.as_str().ok().map(str::to_string))
+        .collect();
+    let root_der = roots.swap_remove(issuer_idx);
+    Ok(VerifiedCerts {
+        root_thumbprint: thumbprint(&root_der),
+        root_der,
+        client_thumbprint: client_entry.thumbprint.clone(),
+        client_der,
+        client_scope: client_entry.store.trim_start_matches("My/").to_string(),
+        client_cns,
+        store: client_entry.store.clone(),
+    })
+}
 
+fn check_criteria(c: &VerifiedCerts, criteria: &CertSearchCriteria) -> Result<(), ClientError> {
+    if !criteria.matches_store(&c.store) {
+        return Err(bad(format!(
+            "SSLCLIENTCERTSEARCHCRITERIA store {:?} does not name {}",
+            criteria.stores, c.store
+        )));
+    }
+    for want in criteria.common_names() {
+        if !c.client_cns.contains(&want) {
+            return Err(bad(format!(
+                "SSLCLIENTCERTSEARCHCRITERIA subject CN {want:?} does not match the client certificate (CN {:?})",
+                c.client_cns
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the document: thumbprints, key binding, issuer signature, EKU, w7 application
+/// and DMClient provider consistency.
+pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, ClientError> {
+    let c = verify_certs(doc, key)?;
     let app = doc
         .application
         .as_ref()
@@ -167,24 +222,7 @@ pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, Cl
         )));
     }
     let criteria = CertSearchCriteria::parse(&app_get("SSLCLIENTCERTSEARCHCRITERIA")?);
-    if !criteria.matches_store(&client_entry.store) {
-        return Err(bad(format!(
-            "SSLCLIENTCERTSEARCHCRITERIA store {:?} does not name {}",
-            criteria.stores, client_entry.store
-        )));
-    }
-    let cns: Vec<String> = client
-        .subject()
-        .iter_common_name()
-        .filter_map(|a| a.as_str().ok().map(str::to_string))
-        .collect();
-    for want in criteria.common_names() {
-        if !cns.contains(&want) {
-            return Err(bad(format!(
-                "SSLCLIENTCERTSEARCHCRITERIA subject CN {want:?} does not match the client certificate (CN {cns:?})"
-            )));
-        }
-    }
+    check_criteria(&c, &criteria)?;
     // The DMClient provider node must name the same provider as the w7 application.
     match doc.dmclient.first() {
         None => {
@@ -201,15 +239,39 @@ pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, Cl
         }
         Some(_) => {}
     }
-    let root_der = roots.swap_remove(issuer_idx);
     Ok(Verified {
-        root_thumbprint: thumbprint(&root_der),
-        root_der,
-        client_thumbprint: client_entry.thumbprint.clone(),
-        client_der,
-        client_scope: client_entry.store.trim_start_matches("My/").to_string(),
+        root_der: c.root_der,
+        root_thumbprint: c.root_thumbprint,
+        client_der: c.client_der,
+        client_thumbprint: c.client_thumbprint,
+        client_scope: c.client_scope,
         provider_id,
         addr,
         criteria,
     })
+}
+
+/// Verifies a renewal document (certificate renewal for Windows MDM): the certificate
+/// checks of an enrollment, `APPLICATION/PROVIDER-ID` naming the enrolled provider, and
+/// the new certificate still matching the enrollment's SSLCLIENTCERTSEARCHCRITERIA.
+pub fn verify_renewal(
+    doc: &ProvisioningDoc,
+    key: &RsaPrivateKey,
+    provider_id: &str,
+    criteria: &CertSearchCriteria,
+) -> Result<VerifiedCerts, ClientError> {
+    let c = verify_certs(doc, key)?;
+    let got = doc
+        .application
+        .as_ref()
+        .and_then(|a| a.get("PROVIDER-ID"))
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ClientError::missing(STEP, "APPLICATION/PROVIDER-ID"))?;
+    if got != provider_id {
+        return Err(bad(format!(
+            "APPLICATION PROVIDER-ID is {got:?}, the device is enrolled with {provider_id:?}"
+        )));
+    }
+    check_criteria(&c, criteria)?;
+    Ok(c)
 }

@@ -69,3 +69,40 @@ async fn enroll_sync_and_refuse_other_identities() {
     d.set_identity_override(IdentityOverride::None);
     d.sync().await.expect("sync again");
 }
+
+#[tokio::test]
+async fn renew_unenroll_and_enroll_again() {
+    let Some((url, secret, tls)) = live() else {
+        eprintln!("FWC_LIVE_URL not set; skipped");
+        return;
+    };
+    let mut d = Device::new(DeviceProfile::random(), tls).expect("device");
+    d.orbit_enroll(&url, &secret).await.expect("orbit enroll");
+    assert_eq!(
+        d.handle_orbit_notifications().await.expect("config"),
+        fake_windows_client::OrbitAction::Enrolled
+    );
+    d.sync().await.expect("sync");
+    let first_guid = d.enrollment().expect("enrolled").enrollment_guid.clone();
+
+    d.renew().await.expect("renewed");
+    d.sync().await.expect("sync with the new certificate");
+    let (cert_pem, key_pem) = d.previous_identity_pem().expect("previous identity");
+    d.set_identity_override(IdentityOverride::Foreign { cert_pem, key_pem });
+    let err = d.sync().await.expect_err("old certificate refused");
+    assert_eq!(err.http_status(), Some(403), "{err}");
+    d.set_identity_override(IdentityOverride::None);
+
+    let report = d.unenroll().await.expect("unenrolled");
+    assert!(report.unenrolled);
+    assert!(!d.is_enrolled());
+    assert_eq!(
+        d.handle_orbit_notifications().await.expect("config"),
+        fake_windows_client::OrbitAction::Enrolled
+    );
+    assert_ne!(
+        d.enrollment().expect("enrolled again").enrollment_guid,
+        first_guid
+    );
+    d.sync().await.expect("sync after re-enrollment");
+}

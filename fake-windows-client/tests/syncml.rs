@@ -237,17 +237,17 @@ fn device_information_gets_are_all_answered() {
 fn add_replace_delete_exec_semantics() {
     let mut h = harness();
     let cmds = r#"
-<Add><CmdID>a1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Policy/Config/X/Y</LocURI></Target><Meta><Format xmlns="syncml:metinf">int</Format></Meta><Data>6</Data></Item></Add>
-<Add><CmdID>a2</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Policy/Config/X/Y</LocURI></Target><Data>7</Data></Item></Add>
+<Add><CmdID>a1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Custom/X/Y</LocURI></Target><Meta><Format xmlns="syncml:metinf">int</Format></Meta><Data>6</Data></Item></Add>
+<Add><CmdID>a2</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Custom/X/Y</LocURI></Target><Data>7</Data></Item></Add>
 <Replace><CmdID>r1</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target><Data>1</Data></Item></Replace>
-<Get><CmdID>g1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Policy/Config/X/Y</LocURI></Target></Item></Get>
+<Get><CmdID>g1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Custom/X/Y</LocURI></Target></Item></Get>
 <Get><CmdID>g2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Nothing</LocURI></Target></Item></Get>
 <Get><CmdID>g3</CmdID><Item><Target><LocURI>./Vendor/MSFT/Registry/HKLM/Security/./Test</LocURI></Target></Item></Get>
 <Delete><CmdID>d1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Nothing</LocURI></Target></Item></Delete>
 <Exec><CmdID>e1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Unknown/Do</LocURI></Target></Item></Exec>
 <Replace><Item><Target><LocURI>./Vendor/MSFT/A</LocURI></Target><Data>1</Data></Item></Replace>
 <Bogus><CmdID>b1</CmdID></Bogus>
-<Delete><CmdID>d2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Policy/Config/X</LocURI></Target></Item></Delete>
+<Delete><CmdID>d2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Custom/X</LocURI></Target></Item></Delete>
 "#;
     let reply = h
         .session
@@ -374,10 +374,6 @@ fn server_message_violations_are_errors() {
         (
             server_msg(1, 1, PKG1_REFS, "").replace("<SessionID>7<", "<SessionID>8<"),
             "SessionID",
-        ),
-        (
-            server_msg(1, 1, PKG1_REFS, "").replace("<Final/>", ""),
-            "Final",
         ),
         (server_msg(1, 1, &PKG1_REFS[..2], ""), "Replace CmdID 4"),
         (server_msg(1, 9, PKG1_REFS, ""), "MsgRef"),

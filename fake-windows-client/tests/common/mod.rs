@@ -79,3 +79,57 @@ pub fn provisioning_xml(p: &DocParams) -> String {
 pub fn criteria(cn: &str, scope: &str) -> String {
     format!("Subject=CN%3D{cn}&Stores=MY%5C{scope}")
 }
+
+/// A renewal provisioning document (certificate renewal for Windows MDM): root and new
+/// client certificate, WSTEP/Renew, APPLICATION with only PROVIDER-ID.
+pub fn renewal_xml(root_der: &[u8], client_der: &[u8], scope: &str, provider: &str) -> String {
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    format!(
+        r#"<wap-provisioningdoc version="1.1"><characteristic type="CertificateStore"><characteristic type="Root"><characteristic type="System"><characteristic type="{rt}"><parm name="EncodedCertificate" value="{r}"/></characteristic></characteristic></characteristic><characteristic type="My"><characteristic type="{scope}"><characteristic type="{ct}"><parm name="EncodedCertificate" value="{c}"/></characteristic><characteristic type="PrivateKeyContainer"/></characteristic><characteristic type="WSTEP"><characteristic type="Renew"><parm name="ROBOSupport" value="true" datatype="boolean"/><parm name="RenewPeriod" value="30" datatype="integer"/><parm name="RetryInterval" value="7" datatype="integer"/></characteristic></characteristic></characteristic></characteristic><characteristic type="APPLICATION"><parm name="PROVIDER-ID" value="{provider}"/></characteristic></wap-provisioningdoc>"#,
+        rt = verify::thumbprint(root_der),
+        r = b64(root_der),
+        ct = verify::thumbprint(client_der),
+        c = b64(client_der),
+    )
+}
+
+/// A device enrolled through a provisioning document issued by `ca` (no network).
+pub fn enrolled_device(ca: &TestCa) -> fake_windows_client::Device {
+    use fake_windows_client::{provisioning, Device, DeviceProfile, TlsOptions};
+    let mut d = Device::new(
+        DeviceProfile::random(),
+        TlsOptions {
+            ca_pem: None,
+            insecure: true,
+        },
+    )
+    .expect("device");
+    d.generate_key_pair(&fake_windows_client::xcep::EnrollmentPolicy {
+        policy_schema: 3,
+        minimal_key_length: 2048,
+        hash_oid: None,
+        hash: csr::HashAlg::Sha256,
+        validity_period_seconds: None,
+        renewal_period_seconds: None,
+    })
+    .expect("key");
+    let client_der = ca.client_cert(d.device_id(), &d.public_key_der().expect("spki"));
+    let xml = provisioning_xml(&DocParams {
+        root_der: &ca.der,
+        client_der: &client_der,
+        client_thumbprint: None,
+        scope: "User",
+        provider_id: "TestMDM",
+        dmclient_provider: "TestMDM",
+        addr: "https://mdm.example.org/api/mdm/microsoft/management",
+        criteria: criteria(d.device_id(), "User"),
+    });
+    let doc = provisioning::parse(&xml).expect("doc");
+    d.apply_provisioning(
+        "https://mdm.example.org/api/mdm/microsoft/discovery",
+        "user@example.org",
+        &doc,
+    )
+    .expect("applies");
+    d
+}
