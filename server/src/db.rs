@@ -3,26 +3,51 @@
 //! SQLite (WAL) by default; the schema sticks to portable SQL so a Postgres backend can
 //! share it. Migrations are embedded and applied in order at start-up.
 
-use std::str::FromStr;
-use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::error::ServerError;
 
-/// Embedded migrations, applied in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[
+/// Embedded migrations per backend, applied in order; the version is the index + 1.
+/// Both sets create the same schema (Postgres spells integer keys as BIGINT identity).
+const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_profiles.sql"),
     include_str!("../migrations/sqlite/0003_device_certs.sql"),
     include_str!("../migrations/sqlite/0004_cert_keys.sql"),
 ];
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_init.sql"),
+    include_str!("../migrations/postgres/0002_profiles.sql"),
+    include_str!("../migrations/postgres/0003_device_certs.sql"),
+    include_str!("../migrations/postgres/0004_cert_keys.sql"),
+];
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 /// Current time in unix seconds.
 pub fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Creates a fresh, empty Postgres database next to the one `admin_url` points at and
+/// returns its URL: test suites and the harness run each server on its own database.
+pub async fn create_scratch_postgres_database(admin_url: &str) -> Result<String, ServerError> {
+    sqlx::any::install_default_drivers();
+    let name = format!("winmdm_{}", uuid::Uuid::new_v4().simple());
+    let pool = AnyPoolOptions::new().max_connections(1).connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+    pool.close().await;
+    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    let cut = base.rfind('/').filter(|i| *i > "postgres://".len()).unwrap_or(base.len());
+    Ok(format!("{}/{name}", &base[..cut]))
 }
 
 /// Current time as RFC 3339 text, the format every timestamp column uses.
@@ -123,62 +148,87 @@ pub struct DeviceCommand {
     pub results: Vec<CommandResult>,
 }
 
-/// Handle on the database.
+/// Handle on the database. Queries are written once, with `$n` placeholders, which
+/// both SQLite and Postgres accept through sqlx's Any driver.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// Opens (creating if needed) the database at `url` (`sqlite://...` or
+    /// `postgres://...`) and applies migrations.
     pub async fn open(url: &str) -> Result<Self, ServerError> {
-        if !url.starts_with("sqlite:") {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("sqlite:") {
+            let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
             return Err(ServerError::Config(format!(
-                "unsupported database URL {url:?}: only sqlite: URLs are supported in this build"
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://..."
             )));
+        };
+        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
+        if backend == Backend::Sqlite {
+            // WAL: readers never block the writer, and a commit survives a killed process.
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
         }
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
-        let store = Store { pool };
+        let pool = opts.connect(&url).await?;
+        let store = Store { pool, backend };
         store.migrate().await?;
         Ok(store)
     }
 
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// The connection pool, for modules that keep their own tables.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
     async fn migrate(&self) -> Result<(), ServerError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&self.pool)
+        let migrations = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Replicas starting together migrate one at a time.
+            sqlx::query("SELECT pg_advisory_xact_lock(7261736)").execute(&mut *tx).await?;
+        }
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut *tx)
             .await?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                .fetch_one(&self.pool)
-                .await?;
-        for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
+        for (i, sql) in migrations.iter().enumerate() {
             let version = i as i64 + 1;
             if version <= current {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)
                 .bind(now())
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -196,7 +246,7 @@ impl Store {
         let host_uuid = uuid::Uuid::new_v4().to_string();
         let row = sqlx::query(
             "INSERT INTO hosts (host_uuid, hardware_uuid, hardware_serial, hostname, platform, node_key_hash, created_at, last_seen_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (hardware_uuid) DO UPDATE SET
                hardware_serial = excluded.hardware_serial, hostname = excluded.hostname,
                platform = excluded.platform, node_key_hash = excluded.node_key_hash,
@@ -219,7 +269,7 @@ impl Store {
     /// The host owning a node key (looked up by its hash).
     pub async fn host_by_node_key_hash(&self, hash: &str) -> Result<Option<Host>, ServerError> {
         let row = sqlx::query(
-            "SELECT host_uuid, hardware_uuid, hostname FROM hosts WHERE node_key_hash = ?",
+            "SELECT host_uuid, hardware_uuid, hostname FROM hosts WHERE node_key_hash = $1",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -236,7 +286,7 @@ impl Store {
 
     /// Updates a host's last-seen time.
     pub async fn touch_host(&self, host_uuid: &str) -> Result<(), ServerError> {
-        sqlx::query("UPDATE hosts SET last_seen_at = ? WHERE host_uuid = ?")
+        sqlx::query("UPDATE hosts SET last_seen_at = $1 WHERE host_uuid = $2")
             .bind(now())
             .bind(host_uuid)
             .execute(&self.pool)
@@ -251,7 +301,7 @@ impl Store {
         host_uuid: &str,
     ) -> Result<Option<String>, ServerError> {
         Ok(sqlx::query_scalar(
-            "SELECT state FROM enrollments WHERE host_uuid = ? ORDER BY updated_at DESC LIMIT 1",
+            "SELECT state FROM enrollments WHERE host_uuid = $1 ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(host_uuid)
         .fetch_optional(&self.pool)
@@ -265,14 +315,14 @@ impl Store {
         state: &str,
     ) -> Result<(), ServerError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE enrollments SET state = ?, updated_at = ? WHERE device_id = ?")
+        sqlx::query("UPDATE enrollments SET state = $1, updated_at = $2 WHERE device_id = $3")
             .bind(state)
             .bind(now())
             .bind(device_id)
             .execute(&mut *tx)
             .await?;
         if state == "unenrolled" {
-            sqlx::query("UPDATE commands SET state = 'cancelled' WHERE device_id = ? AND state IN ('pending', 'sent')")
+            sqlx::query("UPDATE commands SET state = 'cancelled' WHERE device_id = $1 AND state IN ('pending', 'sent')")
                 .bind(device_id)
                 .execute(&mut *tx)
                 .await?;
@@ -288,7 +338,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
                                       cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'enrolled', $11, $12)
              ON CONFLICT (device_id) DO UPDATE SET
                host_uuid = excluded.host_uuid, hardware_uuid = excluded.hardware_uuid,
                device_name = excluded.device_name, os_version = excluded.os_version,
@@ -313,7 +363,7 @@ impl Store {
         .await?;
         // A new enrollment replaces every earlier certificate of the device at once.
         sqlx::query(
-            "UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state != 'retired'",
+            "UPDATE device_certs SET state = 'retired' WHERE device_id = $1 AND state != 'retired'",
         )
         .bind(&e.device_id)
         .execute(&mut *tx)
@@ -345,7 +395,7 @@ impl Store {
     ) -> Result<(), ServerError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE device_certs SET state = 'retiring', retire_after = ? WHERE device_id = ? AND state = 'active'",
+            "UPDATE device_certs SET state = 'retiring', retire_after = $1 WHERE device_id = $2 AND state = 'active'",
         )
         .bind(unix_now() + grace_secs)
         .bind(device_id)
@@ -361,7 +411,7 @@ impl Store {
         )
         .await?;
         sqlx::query(
-            "UPDATE enrollments SET cert_serial = ?, cert_thumbprint = ?, cert_not_after = ?, updated_at = ? WHERE device_id = ?",
+            "UPDATE enrollments SET cert_serial = $1, cert_thumbprint = $2, cert_not_after = $3, updated_at = $4 WHERE device_id = $5",
         )
         .bind(serial)
         .bind(thumbprint)
@@ -381,7 +431,7 @@ impl Store {
         device_id: &str,
     ) -> Result<bool, ServerError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM device_certs WHERE public_key_sha256 = ? AND device_id != ?",
+            "SELECT COUNT(*) FROM device_certs WHERE public_key_sha256 = $1 AND device_id != $2",
         )
         .bind(public_key_sha256)
         .bind(device_id)
@@ -393,7 +443,7 @@ impl Store {
     /// The DeviceID of the host's active enrollment, if any.
     pub async fn host_active_device(&self, host_uuid: &str) -> Result<Option<String>, ServerError> {
         Ok(sqlx::query_scalar(
-            "SELECT device_id FROM enrollments WHERE host_uuid = ? AND state = 'enrolled' LIMIT 1",
+            "SELECT device_id FROM enrollments WHERE host_uuid = $1 AND state = 'enrolled' LIMIT 1",
         )
         .bind(host_uuid)
         .fetch_optional(&self.pool)
@@ -403,7 +453,7 @@ impl Store {
     /// The device's first use of its active certificate retires the ones it replaced.
     pub async fn retire_replaced_certs(&self, device_id: &str) -> Result<(), ServerError> {
         sqlx::query(
-            "UPDATE device_certs SET state = 'retired' WHERE device_id = ? AND state = 'retiring'",
+            "UPDATE device_certs SET state = 'retired' WHERE device_id = $1 AND state = 'retiring'",
         )
         .bind(device_id)
         .execute(&self.pool)
@@ -419,7 +469,7 @@ impl Store {
         serial: &str,
     ) -> Result<Option<(Enrollment, bool)>, ServerError> {
         let cert: Option<(String, String, Option<i64>)> = sqlx::query_as(
-            "SELECT device_id, state, retire_after FROM device_certs WHERE cert_serial = ?",
+            "SELECT device_id, state, retire_after FROM device_certs WHERE cert_serial = $1",
         )
         .bind(serial)
         .fetch_optional(&self.pool)
@@ -445,7 +495,7 @@ impl Store {
 
     /// One enrollment by DeviceID.
     pub async fn enrollment(&self, device_id: &str) -> Result<Option<Enrollment>, ServerError> {
-        let row = sqlx::query(&format!("{ENROLLMENT_SELECT} WHERE device_id = ?"))
+        let row = sqlx::query(&format!("{ENROLLMENT_SELECT} WHERE device_id = $1"))
             .bind(device_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -454,7 +504,7 @@ impl Store {
 
     /// Records a management check-in.
     pub async fn touch_checkin(&self, device_id: &str) -> Result<(), ServerError> {
-        sqlx::query("UPDATE enrollments SET last_checkin_at = ? WHERE device_id = ?")
+        sqlx::query("UPDATE enrollments SET last_checkin_at = $1 WHERE device_id = $2")
             .bind(now())
             .bind(device_id)
             .execute(&self.pool)
@@ -477,7 +527,7 @@ impl Store {
         for device_id in device_ids {
             sqlx::query(
                 "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at)
-                 VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6)",
             )
             .bind(&command_uuid)
             .bind(device_id)
@@ -502,7 +552,7 @@ impl Store {
     ) -> Result<Vec<QueuedCommand>, ServerError> {
         let rows = sqlx::query(
             "SELECT command_uuid, verb, body_xml FROM commands
-             WHERE device_id = ? AND (state = 'pending' OR (state = 'sent' AND sent_unix < ?)) ORDER BY id",
+             WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix < $2)) ORDER BY id",
         )
         .bind(device_id)
         .bind(unix_now() - redeliver_after_secs)
@@ -530,9 +580,9 @@ impl Store {
     ) -> Result<bool, ServerError> {
         let now = unix_now();
         let r = sqlx::query(
-            "UPDATE commands SET state = 'sent', sent_at = ?, sent_unix = ?
-             WHERE command_uuid = ? AND device_id = ?
-               AND (state = 'pending' OR (state = 'sent' AND sent_unix < ?))",
+            "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
+             WHERE command_uuid = $3 AND device_id = $4
+               AND (state = 'pending' OR (state = 'sent' AND sent_unix < $5))",
         )
         .bind(crate::db::now())
         .bind(now)
@@ -561,7 +611,7 @@ impl Store {
         for r in responses {
             let command_uuid = r.cmd_ref.split('.').next().unwrap_or(r.cmd_ref);
             let known: Option<(String, String)> = sqlx::query_as(
-                "SELECT verb, target FROM commands WHERE command_uuid = ? AND device_id = ?",
+                "SELECT verb, target FROM commands WHERE command_uuid = $1 AND device_id = $2",
             )
             .bind(command_uuid)
             .bind(r.device_id)
@@ -570,7 +620,7 @@ impl Store {
             if known.is_some() {
                 sqlx::query(
                     "INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(command_uuid)
                 .bind(r.device_id)
@@ -584,8 +634,8 @@ impl Store {
                 .await?;
                 if r.kind == "Status" && r.cmd_ref == command_uuid {
                     sqlx::query(
-                        "UPDATE commands SET state = 'acknowledged', status_code = ?, acked_at = ?
-                         WHERE command_uuid = ? AND device_id = ?",
+                        "UPDATE commands SET state = 'acknowledged', status_code = $1, acked_at = $2
+                         WHERE command_uuid = $3 AND device_id = $4",
                     )
                     .bind(r.status_code)
                     .bind(&ts)
@@ -604,7 +654,7 @@ impl Store {
     /// Cancels the deliveries of a command that have not been sent yet; returns how many.
     pub async fn cancel_command(&self, command_uuid: &str) -> Result<u64, ServerError> {
         let r = sqlx::query(
-            "UPDATE commands SET state = 'cancelled' WHERE command_uuid = ? AND state = 'pending'",
+            "UPDATE commands SET state = 'cancelled' WHERE command_uuid = $1 AND state = 'pending'",
         )
         .bind(command_uuid)
         .execute(&self.pool)
@@ -616,7 +666,7 @@ impl Store {
     pub async fn command(&self, command_uuid: &str) -> Result<Option<CommandView>, ServerError> {
         let rows = sqlx::query(
             "SELECT device_id, verb, target, state, status_code, created_at FROM commands
-             WHERE command_uuid = ? ORDER BY id",
+             WHERE command_uuid = $1 ORDER BY id",
         )
         .bind(command_uuid)
         .fetch_all(&self.pool)
@@ -635,7 +685,7 @@ impl Store {
             let device_id: String = r.try_get("device_id")?;
             let results = sqlx::query(
                 "SELECT kind, status_code, body_xml, received_at FROM command_results
-                 WHERE command_uuid = ? AND device_id = ? ORDER BY id",
+                 WHERE command_uuid = $1 AND device_id = $2 ORDER BY id",
             )
             .bind(command_uuid)
             .bind(&device_id)
@@ -663,7 +713,7 @@ impl Store {
 }
 
 async fn insert_cert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     device_id: &str,
     serial: &str,
     thumbprint: &str,
@@ -672,7 +722,7 @@ async fn insert_cert(
 ) -> Result<(), ServerError> {
     sqlx::query(
         "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at, public_key_sha256)
-         VALUES (?, ?, ?, ?, 'active', ?, ?)",
+         VALUES ($1, $2, $3, $4, 'active', $5, $6)",
     )
     .bind(serial)
     .bind(device_id)
@@ -689,7 +739,7 @@ const ENROLLMENT_SELECT: &str =
     "SELECT device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type,
     cert_serial, cert_thumbprint, state, enrolled_at, last_checkin_at FROM enrollments";
 
-fn enrollment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Enrollment, ServerError> {
+fn enrollment_from_row(r: &AnyRow) -> Result<Enrollment, ServerError> {
     Ok(Enrollment {
         device_id: r.try_get("device_id")?,
         host_uuid: r.try_get("host_uuid")?,

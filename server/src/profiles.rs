@@ -87,7 +87,7 @@ pub async fn save(
     let json = serde_json::to_string(items).map_err(|e| ServerError::Config(e.to_string()))?;
     let ts = now();
     sqlx::query(
-        "INSERT INTO profiles (name, items_json, created_at, updated_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO profiles (name, items_json, created_at, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (name) DO UPDATE SET items_json = excluded.items_json, updated_at = excluded.updated_at",
     )
     .bind(name)
@@ -100,7 +100,7 @@ pub async fn save(
 }
 
 async fn items(store: &Store, name: &str) -> Result<Option<Vec<ProfileItem>>, ServerError> {
-    let json: Option<String> = sqlx::query_scalar("SELECT items_json FROM profiles WHERE name = ?")
+    let json: Option<String> = sqlx::query_scalar("SELECT items_json FROM profiles WHERE name = $1")
         .bind(name)
         .fetch_optional(store.pool())
         .await?;
@@ -117,7 +117,7 @@ pub async fn view(store: &Store, name: &str) -> Result<Option<ProfileView>, Serv
         return Ok(None);
     };
     let devices = sqlx::query(
-        "SELECT device_id, state, detail, updated_at FROM profile_assignments WHERE profile_name = ? ORDER BY device_id",
+        "SELECT device_id, state, detail, updated_at FROM profile_assignments WHERE profile_name = $1 ORDER BY device_id",
     )
     .bind(name)
     .fetch_all(store.pool())
@@ -144,7 +144,7 @@ pub async fn assign(store: &Store, name: &str, device_id: &str) -> Result<bool, 
     let Some(items) = items(store, name).await? else {
         return Ok(false);
     };
-    sqlx::query("DELETE FROM profile_commands WHERE profile_name = ? AND device_id = ?")
+    sqlx::query("DELETE FROM profile_commands WHERE profile_name = $1 AND device_id = $2")
         .bind(name)
         .bind(device_id)
         .execute(store.pool())
@@ -169,7 +169,7 @@ async fn record_command(
     index: usize,
 ) -> Result<(), ServerError> {
     sqlx::query(
-        "INSERT INTO profile_commands (profile_name, device_id, command_uuid, phase, item_index) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO profile_commands (profile_name, device_id, command_uuid, phase, item_index) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(name)
     .bind(device_id)
@@ -189,7 +189,7 @@ async fn set_state(
     detail: &str,
 ) -> Result<(), ServerError> {
     sqlx::query(
-        "INSERT INTO profile_assignments (profile_name, device_id, state, detail, updated_at) VALUES (?, ?, ?, ?, ?)
+        "INSERT INTO profile_assignments (profile_name, device_id, state, detail, updated_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (profile_name, device_id) DO UPDATE SET state = excluded.state, detail = excluded.detail, updated_at = excluded.updated_at",
     )
     .bind(name)
@@ -221,7 +221,7 @@ fn is_success(code: Option<&str>) -> bool {
 /// read-back Gets), verified or failed once the read-backs are in.
 pub async fn advance(store: &Store, device_id: &str) -> Result<(), ServerError> {
     let open: Vec<(String, String)> = sqlx::query_as(
-        "SELECT profile_name, state FROM profile_assignments WHERE device_id = ? AND state IN ('pending', 'verifying')",
+        "SELECT profile_name, state FROM profile_assignments WHERE device_id = $1 AND state IN ('pending', 'verifying')",
     )
     .bind(device_id)
     .fetch_all(store.pool())
@@ -312,7 +312,7 @@ async fn tracked(store: &Store, name: &str, device_id: &str) -> Result<Vec<Track
                   ORDER BY r.id DESC LIMIT 1) AS results
          FROM profile_commands pc
          JOIN commands c ON c.command_uuid = pc.command_uuid AND c.device_id = pc.device_id
-         WHERE pc.profile_name = ? AND pc.device_id = ?",
+         WHERE pc.profile_name = $1 AND pc.device_id = $2",
     )
     .bind(name)
     .bind(device_id)

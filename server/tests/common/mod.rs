@@ -28,6 +28,13 @@ pub async fn server_with(adjust: impl FnOnce(&mut winmdm_server::Config)) -> Tes
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = winmdm_server::Config::for_data_dir(dir.path().to_path_buf(), SECRET);
     config.admin_token = Some("admin".into());
+    // With WINMDM_TEST_POSTGRES_URL set, every test server gets its own Postgres database.
+    if let Ok(admin_url) = std::env::var("WINMDM_TEST_POSTGRES_URL") {
+        let url = winmdm_server::db::create_scratch_postgres_database(&admin_url)
+            .await
+            .expect("scratch Postgres database");
+        config.database_url = Some(url);
+    }
     adjust(&mut config);
     let state = build_state(config, PUBLIC_URL.into()).await.expect("state");
     TestServer { state, dir }
