@@ -3,7 +3,12 @@
 
 pub mod checks;
 pub mod embedded;
+pub mod har;
+pub mod html;
+pub mod junit;
+pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod snapshot;
 mod steps;

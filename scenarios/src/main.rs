@@ -2,8 +2,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use winmdm::report::canon::Origins;
+use winmdm::report::Ran;
 use winmdm::runner::{run_scenario, Target};
-use winmdm::{embedded, report, scenario};
+use winmdm::{embedded, har, html, junit, replay, report, scenario, snapshot};
 
 /// Conformance harness for Windows MDM servers: walks emulated Windows devices through
 /// scripted scenarios against the embedded reference server or any external one.
@@ -18,12 +20,16 @@ struct Cli {
 enum Command {
     /// Run scenario files (default: the bundled suite) and report each step.
     Run(RunArgs),
+    /// Re-send the requests of a HAR capture (or raw HTTP dumps) against a fresh server
+    /// and compare the responses with the recorded ones.
+    Replay(ReplayArgs),
+    /// Turn raw HTTP dumps (`*.http`: a request, optionally with its response) into a HAR.
+    ImportRaw(ImportArgs),
 }
 
-#[derive(clap::Args, Default)]
-struct RunArgs {
-    /// Scenario files or directories of `*.toml` files.
-    paths: Vec<PathBuf>,
+/// How to reach a server (embedded when `--server` is absent).
+#[derive(clap::Args, Default, Clone)]
+struct ServerArgs {
     /// Base URL of an external server to test instead of the embedded one.
     #[arg(long, env = "WINMDM_SERVER", requires = "enroll_secret")]
     server: Option<String>,
@@ -41,6 +47,63 @@ struct RunArgs {
     insecure: bool,
 }
 
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// HAR file(s), or raw `*.http` request dumps with `--import-raw`.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The files are raw HTTP request dumps; each one's response is read from the file
+    /// named like it with `request` replaced by `response`, when present.
+    #[arg(long)]
+    import_raw: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Raw HTTP request dumps.
+    #[arg(required = true)]
+    requests: Vec<PathBuf>,
+    /// The recorded response of the (single) request; default: the sibling
+    /// `*response*.http` file when present.
+    #[arg(long)]
+    response: Option<PathBuf>,
+    /// Where to write the HAR.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Scenario files or directories of `*.toml` files.
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Write a JUnit XML report.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a self-contained HTML report (sequence diagrams, every exchange).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Write every HTTP exchange of the run as a HAR 1.2 file.
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// Snapshot-test the server's responses in DIR (default `winmdm-snapshots`): write
+    /// missing `.snap` files, fail steps whose responses differ (writing `.snap.new`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "winmdm-snapshots"
+    )]
+    snapshot: Option<PathBuf>,
+    /// With --snapshot: overwrite differing snapshots instead of failing.
+    #[arg(long, requires = "snapshot")]
+    update_snapshots: bool,
+}
+
 fn default_suite() -> PathBuf {
     let local = PathBuf::from("scenarios/suite");
     if local.is_dir() {
@@ -48,6 +111,37 @@ fn default_suite() -> PathBuf {
     } else {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suite"))
     }
+}
+
+/// The target server and, when embedded, the handle keeping it alive.
+async fn target(args: ServerArgs) -> Result<(Target, Option<embedded::Embedded>), String> {
+    match args.server {
+        Some(url) => {
+            let ca_pem = match &args.ca_file {
+                Some(f) => Some(std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?),
+                None => None,
+            };
+            let target = Target {
+                server_url: url.trim_end_matches('/').to_string(),
+                enroll_secret: args.enroll_secret.unwrap_or_default(),
+                admin_token: args.admin_token,
+                ca_pem,
+                insecure: args.insecure,
+                control: None,
+                serve_exe: None,
+            };
+            Ok((target, None))
+        }
+        None => {
+            let e = embedded::start_with(embedded::default_serve_exe()).await?;
+            println!("embedded winmdm-server at {}\n", e.target.server_url);
+            Ok((e.target.clone(), Some(e)))
+        }
+    }
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 async fn run(args: RunArgs) -> Result<bool, String> {
@@ -65,37 +159,88 @@ async fn run(args: RunArgs) -> Result<bool, String> {
     if scenarios.is_empty() {
         return Err("no scenario files found".into());
     }
-    let (target, _embedded) = match args.server {
-        Some(url) => {
-            let ca_pem = match &args.ca_file {
-                Some(f) => Some(std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?),
-                None => None,
-            };
-            let target = Target {
-                server_url: url.trim_end_matches('/').to_string(),
-                enroll_secret: args.enroll_secret.unwrap_or_default(),
-                admin_token: args.admin_token,
-                ca_pem,
-                insecure: args.insecure,
-                control: None,
-            };
-            (target, None)
-        }
-        None => {
-            let e = embedded::start().await?;
-            println!("embedded winmdm-server at {}\n", e.target.server_url);
-            (e.target.clone(), Some(e))
-        }
-    };
-    let mut outcomes = Vec::new();
+    let (target, embedded) = target(args.server).await?;
+    let origins = Origins(vec![target.server_url.clone()]);
+    let mut ran = Vec::new();
     let mut stdout = std::io::stdout();
     for s in &scenarios {
-        let o = run_scenario(&target, s).await;
+        let started = time::OffsetDateTime::now_utc();
+        let mut o = run_scenario(&target, s).await;
+        if let Some(dir) = &args.snapshot {
+            snapshot::apply(dir, args.update_snapshots, &origins, &mut o)
+                .map_err(|e| e.to_string())?;
+        }
         report::print_scenario(&mut stdout, &o);
-        outcomes.push(o);
+        ran.push(Ran {
+            file: s.path.clone(),
+            started,
+            outcome: o,
+        });
     }
+    let outcomes: Vec<_> = ran.iter().map(|r| r.outcome.clone()).collect();
     report::print_summary(&mut stdout, &outcomes);
-    Ok(outcomes.iter().all(|o| o.passed()))
+    if let Some(f) = &args.junit {
+        write_file(f, &junit::render("winmdm", &ran))?;
+    }
+    if let Some(f) = &args.html {
+        write_file(
+            f,
+            &html::render("winmdm conformance report", &target.server_url, &ran),
+        )?;
+    }
+    if let Some(f) = &args.capture {
+        har::write(f, &har::from_run(&ran)).map_err(|e| e.to_string())?;
+    }
+    if let Some(e) = embedded {
+        e.control.shutdown().await;
+    }
+    Ok(ran.iter().all(|r| r.outcome.passed()))
+}
+
+fn load_capture(files: &[PathBuf], raw: bool) -> Result<har::Har, String> {
+    let mut hars = Vec::new();
+    for f in files {
+        let h = if raw {
+            har::import_raw(f, har::sibling_response(f).as_deref())
+        } else {
+            har::read(f)
+        };
+        hars.push(h.map_err(|e| e.to_string())?);
+    }
+    Ok(har::merge(hars))
+}
+
+async fn run_replay(args: ReplayArgs) -> Result<bool, String> {
+    let capture = load_capture(&args.files, args.import_raw)?;
+    let (target, embedded) = target(args.server).await?;
+    let report = replay::replay(&capture, &target)
+        .await
+        .map_err(|e| e.to_string())?;
+    report.print(&mut std::io::stdout());
+    if let Some(e) = embedded {
+        e.control.shutdown().await;
+    }
+    Ok(report.differing() == 0)
+}
+
+fn import_raw(args: ImportArgs) -> Result<bool, String> {
+    if args.response.is_some() && args.requests.len() > 1 {
+        return Err("--response applies to a single request file".into());
+    }
+    let mut hars = Vec::new();
+    for f in &args.requests {
+        let resp = args.response.clone().or_else(|| har::sibling_response(f));
+        hars.push(har::import_raw(f, resp.as_deref()).map_err(|e| e.to_string())?);
+    }
+    let h = har::merge(hars);
+    har::write(&args.output, &h).map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} entr{}",
+        args.output.display(),
+        h.log.entries.len(),
+        if h.log.entries.len() == 1 { "y" } else { "ies" }
+    );
+    Ok(true)
 }
 
 #[tokio::main]
@@ -108,11 +253,13 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Run(a)) => a,
-        None => RunArgs::default(),
+    let result = match cli.command {
+        Some(Command::Run(a)) => run(a).await,
+        Some(Command::Replay(a)) => run_replay(a).await,
+        Some(Command::ImportRaw(a)) => import_raw(a),
+        None => run(RunArgs::default()).await,
     };
-    match run(args).await {
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

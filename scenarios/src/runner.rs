@@ -15,8 +15,10 @@ pub struct Target {
     pub admin_token: Option<String>,
     pub ca_pem: Option<Vec<u8>>,
     pub insecure: bool,
-    /// The embedded server's controls (restart), absent for external servers.
+    /// The embedded server's controls (restart, kill), absent for external servers.
     pub control: Option<std::sync::Arc<crate::embedded::Control>>,
+    /// `winmdm-serve`, for scenarios that need the embedded server as a process.
+    pub serve_exe: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -70,11 +72,49 @@ pub(crate) struct Context<'a> {
     pub(crate) commands: std::collections::HashMap<String, String>,
     /// Thumbprint of the client certificate presented in the current step.
     pub(crate) presented_cert: Option<String>,
+    /// The management URL of the device's latest enrollment.
+    pub(crate) management_url: Option<String>,
     pub(crate) http: reqwest::Client,
 }
 
-/// Runs one scenario; stops at the first failing step.
+/// Runs one scenario; stops at the first failing step. A scenario that wants its own
+/// server process gets one when the target is the embedded server.
 pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
+    if scenario.server == crate::scenario::ServerKind::Process && target.control.is_some() {
+        let Some(exe) = target.serve_exe.clone() else {
+            return setup_failure(
+                scenario,
+                "this scenario needs the winmdm-serve binary (set WINMDM_SERVE_EXE)".into(),
+            );
+        };
+        return match crate::embedded::start_process(exe).await {
+            Ok(e) => {
+                let outcome = run_on(&e.target, scenario).await;
+                e.control.shutdown().await;
+                outcome
+            }
+            Err(e) => setup_failure(scenario, e),
+        };
+    }
+    run_on(target, scenario).await
+}
+
+fn setup_failure(scenario: &Scenario, detail: String) -> ScenarioOutcome {
+    ScenarioOutcome {
+        name: scenario.name.clone(),
+        steps: vec![StepOutcome {
+            name: "setup",
+            passed: false,
+            detail,
+            elapsed: Duration::ZERO,
+            exchanges: Vec::new(),
+            client_cert: None,
+        }],
+        elapsed: Duration::ZERO,
+    }
+}
+
+async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
     let started = Instant::now();
     let mut steps = Vec::new();
     let setup = fake_windows_client::Device::new(DeviceProfile::random(), target.tls())
@@ -109,11 +149,15 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
         last_command: None,
         commands: Default::default(),
         presented_cert: None,
+        management_url: None,
         http,
     };
     for step in &scenario.steps {
         let t = Instant::now();
         let seen = ctx.device.exchanges().len();
+        if let Some(e) = ctx.device.enrollment() {
+            ctx.management_url = Some(e.management_url.clone());
+        }
         ctx.presented_cert = None;
         let result = crate::steps::run_step(&mut ctx, step).await;
         let passed = result.is_ok();

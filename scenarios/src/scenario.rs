@@ -26,9 +26,24 @@ pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// `process`: without `--server`, run this scenario against its own reference
+    /// server in a child process (needed by `kill_server`).
+    #[serde(default)]
+    pub server: ServerKind,
     pub steps: Vec<Step>,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// Which embedded server a scenario needs when no external server is given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    /// The shared in-process server.
+    #[default]
+    Shared,
+    /// A dedicated server in a child process.
+    Process,
 }
 
 /// Which identity the device presents on the management route.
@@ -42,6 +57,17 @@ pub enum Identity {
     None,
     /// A certificate from a CA the server never saw.
     Foreign,
+    /// The certificate this device held before its last renewal or unenrollment.
+    Previous,
+}
+
+/// What the Orbit agent did after one config poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAction {
+    None,
+    Enrolled,
+    Unenrolled,
 }
 
 /// One step. Every step may carry expectations; a step with `expect_status` or
@@ -102,6 +128,8 @@ pub enum Step {
         #[serde(rename = "type")]
         mime_type: Option<String>,
         data: Option<String>,
+        /// Repeat `data` this many times (large payloads).
+        repeat: Option<usize>,
     },
     /// One OMA-DM session over mTLS.
     ManagementSession {
@@ -145,10 +173,53 @@ pub enum Step {
     /// Restart the embedded server on the same port and data (skipped for external
     /// servers).
     RestartServer {},
+    /// Kill the server process with SIGKILL and start it again (scenarios with
+    /// `server = "process"`; skipped for external servers). With `during_session`, the
+    /// kill lands `after_ms` into a management session, which is expected to fail.
+    KillServer {
+        #[serde(default)]
+        during_session: bool,
+        #[serde(default)]
+        after_ms: u64,
+    },
+    /// The device unenrolls itself (Alert 1226, then removal of its enrollment).
+    Unenroll {},
+    /// One Orbit config poll with the agent acting on it (RegisterDeviceWithManagement
+    /// or UnregisterDeviceWithManagement), as the real agent does.
+    OrbitAgent { expect_action: AgentAction },
+    /// WSTEP certificate renewal, authenticated by the current certificate.
+    Renew { expect_fault: Option<String> },
+    /// Move the device's clock forward.
+    AdvanceClock {
+        #[serde(default)]
+        days: u64,
+        #[serde(default)]
+        hours: u64,
+    },
+    /// Device-side checks: enrolled or not, renewal due, RebootNow executions.
+    CheckDevice {
+        enrolled: Option<bool>,
+        renewal_due: Option<bool>,
+        reboots: Option<usize>,
+    },
+    /// Wait: lets time-based server behaviour (redelivery) happen.
+    Wait { ms: u64 },
+    /// Every command queued in this scenario is in `expect_state` (and has
+    /// `expect_status`), with at most `max_results` stored Results each: nothing lost,
+    /// nothing duplicated.
+    CheckAllCommands {
+        expect_state: String,
+        expect_status: Option<String>,
+        #[serde(default = "default_max_results")]
+        max_results: usize,
+    },
 }
 
 fn default_true() -> bool {
     true
+}
+fn default_max_results() -> usize {
+    1
 }
 fn default_max_polls() -> u32 {
     5
@@ -176,6 +247,14 @@ impl Step {
             Step::CheckProfile { .. } => "check_profile",
             Step::ServerUnenroll {} => "server_unenroll",
             Step::RestartServer {} => "restart_server",
+            Step::KillServer { .. } => "kill_server",
+            Step::CheckAllCommands { .. } => "check_all_commands",
+            Step::Wait { .. } => "wait",
+            Step::Unenroll {} => "unenroll",
+            Step::OrbitAgent { .. } => "orbit_agent",
+            Step::Renew { .. } => "renew",
+            Step::AdvanceClock { .. } => "advance_clock",
+            Step::CheckDevice { .. } => "check_device",
         }
     }
 }

@@ -7,7 +7,7 @@ use fake_windows_client::{ClientError, IdentityOverride};
 use serde_json::Value;
 
 use crate::runner::Context;
-use crate::scenario::{Identity, Step};
+use crate::scenario::{AgentAction, Identity, Step};
 
 type StepResult = Result<String, String>;
 
@@ -207,7 +207,12 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             format,
             mime_type,
             data,
+            repeat,
         } => {
+            let data = match (data, repeat) {
+                (Some(d), Some(n)) => Some(d.repeat(*n)),
+                (d, _) => d.clone(),
+            };
             let body = strip_nulls(serde_json::json!({
                 "syncml": syncml, "verb": verb, "target": node, "format": format, "type": mime_type, "data": data,
             }));
@@ -237,6 +242,13 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             let o = match identity {
                 Identity::Enrolled => IdentityOverride::None,
                 Identity::None => IdentityOverride::NoCertificate,
+                Identity::Previous => {
+                    let (cert_pem, key_pem) = ctx
+                        .device
+                        .previous_identity_pem()
+                        .ok_or("the device has no previous certificate")?;
+                    IdentityOverride::Foreign { cert_pem, key_pem }
+                }
                 Identity::Foreign => {
                     let (cert_pem, key_pem) =
                         fake_windows_client::foreign_identity(ctx.device.device_id())
@@ -248,7 +260,22 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 Identity::Enrolled => ctx.device.enrollment().map(|e| e.client_thumbprint.clone()),
                 Identity::None => None,
                 Identity::Foreign => Some("foreign (self-signed CA)".into()),
+                Identity::Previous => Some("previous certificate".into()),
             };
+            if !ctx.device.is_enrolled() {
+                // An unenrolled device no longer syncs; replay its last identity by hand
+                // to check that the server refuses it.
+                let IdentityOverride::Foreign { cert_pem, key_pem } = &o else {
+                    return Err("the device is not enrolled".into());
+                };
+                let status = stale_session(ctx, cert_pem, key_pem).await?;
+                return match expect_status {
+                    Some(want) if *want == status => Ok(format!("refused with HTTP {status}")),
+                    Some(want) => Err(format!("expected HTTP {want}, got HTTP {status}")),
+                    None if status == 200 => Ok("HTTP 200".into()),
+                    None => Err(format!("HTTP {status}")),
+                };
+            }
             ctx.device.set_identity_override(o);
             let r = ctx.device.sync().await;
             ctx.device.set_identity_override(IdentityOverride::None);
@@ -417,6 +444,170 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             }
             Ok("unenrollment requested".into())
         }
+        Step::KillServer {
+            during_session,
+            after_ms,
+        } => {
+            let Some(control) = target.control.clone() else {
+                return Ok("skipped: an external server cannot be killed by the harness".into());
+            };
+            if !*during_session {
+                control.kill_and_restart().await?;
+                return Ok("killed with SIGKILL and restarted".into());
+            }
+            let kill = async {
+                tokio::time::sleep(Duration::from_millis(*after_ms)).await;
+                control.kill_and_restart().await
+            };
+            let (session, killed) = tokio::join!(ctx.device.sync(), kill);
+            killed?;
+            Ok(match session {
+                Ok(r) => format!(
+                    "killed {after_ms} ms into a session that still completed ({} round trips)",
+                    r.round_trips
+                ),
+                Err(e) => format!("killed {after_ms} ms into a session, which failed: {e}"),
+            })
+        }
+        Step::CheckAllCommands {
+            expect_state,
+            expect_status,
+            max_results,
+        } => {
+            let ids: Vec<String> = ctx.commands.values().cloned().collect();
+            if ids.is_empty() {
+                return Err("no named commands were queued in this scenario".into());
+            }
+            let device_id = ctx.device.device_id().to_string();
+            for id in &ids {
+                let all = admin(
+                    ctx,
+                    reqwest::Method::GET,
+                    &format!("/api/v1/commands/{id}"),
+                    None,
+                )
+                .await?;
+                let d = all["devices"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|d| d["device_id"] == device_id.as_str())
+                    .ok_or_else(|| format!("command {id} lost: no delivery for this device"))?;
+                let state = d["state"].as_str().unwrap_or("");
+                if state != expect_state {
+                    return Err(format!(
+                        "command {id} is {state:?}, expected {expect_state:?}"
+                    ));
+                }
+                if let Some(want) = expect_status {
+                    let got = d["status_code"].as_str().unwrap_or("");
+                    if got != want {
+                        return Err(format!(
+                            "command {id} has status {got:?}, expected {want:?}"
+                        ));
+                    }
+                }
+                let results = d["results"]
+                    .as_array()
+                    .map(|r| r.iter().filter(|r| r["kind"] == "Results").count())
+                    .unwrap_or(0);
+                if results > *max_results {
+                    return Err(format!(
+                        "command {id} has {results} stored Results: duplicated"
+                    ));
+                }
+            }
+            Ok(format!(
+                "{} command(s) {expect_state}, none duplicated",
+                ids.len()
+            ))
+        }
+        Step::Unenroll {} => {
+            let r = ctx.device.unenroll().await;
+            match r {
+                Ok(report) => Ok(format!(
+                    "unenrolled after {} round trip(s)",
+                    report.round_trips
+                )),
+                Err(e) => Err(format!(
+                    "unenroll session failed (enrollment removed anyway): {e}"
+                )),
+            }
+        }
+        Step::OrbitAgent { expect_action } => {
+            let action = ctx
+                .device
+                .handle_orbit_notifications()
+                .await
+                .map_err(|e| e.to_string())?;
+            let got = match action {
+                fake_windows_client::OrbitAction::None => AgentAction::None,
+                fake_windows_client::OrbitAction::Enrolled => AgentAction::Enrolled,
+                fake_windows_client::OrbitAction::Unenrolled => AgentAction::Unenrolled,
+            };
+            if got != *expect_action {
+                return Err(format!("the agent did {got:?}, expected {expect_action:?}"));
+            }
+            Ok(format!("agent action: {got:?}"))
+        }
+        Step::Renew { expect_fault } => {
+            ctx.presented_cert = ctx.device.enrollment().map(|e| e.client_thumbprint.clone());
+            let before = ctx.presented_cert.clone().unwrap_or_default();
+            match check_fault(ctx.device.renew().await, expect_fault)? {
+                Some(()) => {
+                    let after = ctx
+                        .device
+                        .enrollment()
+                        .map(|e| e.client_thumbprint.clone())
+                        .unwrap_or_default();
+                    if after == before {
+                        return Err("renewal succeeded but the certificate did not change".into());
+                    }
+                    Ok(format!("certificate {before} renewed as {after}"))
+                }
+                None => Ok("fault as expected".into()),
+            }
+        }
+        Step::AdvanceClock { days, hours } => {
+            ctx.device
+                .advance_clock(Duration::from_secs(days * 86_400 + hours * 3_600));
+            Ok(format!("device clock advanced {days} d {hours} h"))
+        }
+        Step::CheckDevice {
+            enrolled,
+            renewal_due,
+            reboots,
+        } => {
+            if let Some(want) = enrolled {
+                if ctx.device.is_enrolled() != *want {
+                    return Err(format!(
+                        "device enrolled = {}, expected {want}",
+                        ctx.device.is_enrolled()
+                    ));
+                }
+            }
+            if let Some(want) = renewal_due {
+                if ctx.device.renewal_due() != *want {
+                    return Err(format!(
+                        "renewal due = {}, expected {want}",
+                        ctx.device.renewal_due()
+                    ));
+                }
+            }
+            if let Some(want) = reboots {
+                if ctx.device.reboots() != *want {
+                    return Err(format!(
+                        "{} RebootNow execution(s), expected {want}",
+                        ctx.device.reboots()
+                    ));
+                }
+            }
+            Ok("device state as expected".into())
+        }
+        Step::Wait { ms } => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            Ok(format!("waited {ms} ms"))
+        }
         Step::RestartServer {} => match &target.control {
             Some(c) => {
                 c.restart().await?;
@@ -425,6 +616,40 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             None => Ok("skipped: an external server cannot be restarted by the harness".into()),
         },
     }
+}
+
+/// Package 1 of a session sent with a certificate the device no longer holds as its
+/// enrollment identity, to the management URL it last used; returns the HTTP status.
+async fn stale_session(
+    ctx: &mut Context<'_>,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<u16, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let url = ctx
+        .management_url
+        .clone()
+        .ok_or("the device never learned a management URL")?;
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let identity = fake_windows_client::http::ClientIdentity { cert_der, key };
+    let client = fake_windows_client::http::client(&ctx.target.tls(), Some(&identity))
+        .map_err(|e| e.to_string())?;
+    let device_id = ctx.device.device_id();
+    let body = format!(
+        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target><Source><LocURI>{device_id}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>"#
+    );
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/vnd.syncml.dm+xml")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("management request: {e}"))?;
+    Ok(resp.status().as_u16())
 }
 
 /// Drops null members so optional fields are simply absent.

@@ -10,8 +10,9 @@ use winmdm::{embedded, scenario};
 async fn bundled_suite_passes_against_the_embedded_server() {
     let files =
         scenario::collect(&[PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suite"))]).unwrap();
-    assert!(files.len() >= 6, "suite has {} files", files.len());
-    let server = embedded::start().await.unwrap();
+    assert!(files.len() >= 9, "suite has {} files", files.len());
+    let serve = PathBuf::from(env!("CARGO_BIN_EXE_winmdm-serve"));
+    let server = embedded::start_with(Some(serve)).await.unwrap();
     let mut failures = Vec::new();
     for f in &files {
         let s = scenario::load(f).unwrap();

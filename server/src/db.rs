@@ -3,7 +3,6 @@
 //! SQLite (WAL) by default; the schema sticks to portable SQL so a Postgres backend can
 //! share it. Migrations are embedded and applied in order at start-up.
 
-
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -42,11 +41,19 @@ pub fn unix_now() -> i64 {
 pub async fn create_scratch_postgres_database(admin_url: &str) -> Result<String, ServerError> {
     sqlx::any::install_default_drivers();
     let name = format!("winmdm_{}", uuid::Uuid::new_v4().simple());
-    let pool = AnyPoolOptions::new().max_connections(1).connect(admin_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await?;
     pool.close().await;
     let base = admin_url.split('?').next().unwrap_or(admin_url);
-    let cut = base.rfind('/').filter(|i| *i > "postgres://".len()).unwrap_or(base.len());
+    let cut = base
+        .rfind('/')
+        .filter(|i| *i > "postgres://".len())
+        .unwrap_or(base.len());
     Ok(format!("{}/{name}", &base[..cut]))
 }
 
@@ -162,7 +169,11 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, ServerError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("sqlite:") {
-            let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+            let url = if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            };
             (Backend::Sqlite, url)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
@@ -171,7 +182,8 @@ impl Store {
                 "unsupported database URL {url:?}: use sqlite://PATH or postgres://..."
             )));
         };
-        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
+        let mut opts =
+            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
         if backend == Backend::Sqlite {
             // WAL: readers never block the writer, and a commit survives a killed process.
             opts = opts.after_connect(|conn, _| {
@@ -208,14 +220,17 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together migrate one at a time.
-            sqlx::query("SELECT pg_advisory_xact_lock(7261736)").execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7261736)")
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
             .execute(&mut *tx)
             .await?;
-        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
         for (i, sql) in migrations.iter().enumerate() {
             let version = i as i64 + 1;
             if version <= current {
@@ -552,7 +567,7 @@ impl Store {
     ) -> Result<Vec<QueuedCommand>, ServerError> {
         let rows = sqlx::query(
             "SELECT command_uuid, verb, body_xml FROM commands
-             WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix < $2)) ORDER BY id",
+             WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $2)) ORDER BY id",
         )
         .bind(device_id)
         .bind(unix_now() - redeliver_after_secs)
@@ -582,7 +597,7 @@ impl Store {
         let r = sqlx::query(
             "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
              WHERE command_uuid = $3 AND device_id = $4
-               AND (state = 'pending' OR (state = 'sent' AND sent_unix < $5))",
+               AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $5))",
         )
         .bind(crate::db::now())
         .bind(now)

@@ -100,10 +100,11 @@ pub async fn save(
 }
 
 async fn items(store: &Store, name: &str) -> Result<Option<Vec<ProfileItem>>, ServerError> {
-    let json: Option<String> = sqlx::query_scalar("SELECT items_json FROM profiles WHERE name = $1")
-        .bind(name)
-        .fetch_optional(store.pool())
-        .await?;
+    let json: Option<String> =
+        sqlx::query_scalar("SELECT items_json FROM profiles WHERE name = $1")
+            .bind(name)
+            .fetch_optional(store.pool())
+            .await?;
     json.map(|j| {
         serde_json::from_str(&j)
             .map_err(|e| ServerError::Config(format!("stored profile {name}: {e}")))

@@ -7,23 +7,45 @@ use proptest::prelude::*;
 use winmdm_server::{csr, discovery, enroll, renew, soap, syncml};
 
 fn vector(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/../testdata/vectors/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default()
+    std::fs::read_to_string(format!(
+        "{}/../testdata/vectors/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_default()
 }
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Text biased towards XML syntax.
 fn xmlish() -> impl Strategy<Value = String> {
     proptest::collection::vec(
         prop_oneof![
-            Just("<".to_string()), Just(">".to_string()), Just("</".to_string()), Just("/>".to_string()),
-            Just("=\"".to_string()), Just("\"".to_string()), Just("&amp;".to_string()), Just("&#x0;".to_string()),
-            Just("<!DOCTYPE a [<!ENTITY e \"x\">]>".to_string()), Just("<![CDATA[".to_string()), Just("]]>".to_string()),
-            Just("s:Envelope".to_string()), Just("xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\"".to_string()),
-            Just("SyncML".to_string()), Just("SyncHdr".to_string()), Just("CmdID".to_string()),
+            Just("<".to_string()),
+            Just(">".to_string()),
+            Just("</".to_string()),
+            Just("/>".to_string()),
+            Just("=\"".to_string()),
+            Just("\"".to_string()),
+            Just("&amp;".to_string()),
+            Just("&#x0;".to_string()),
+            Just("<!DOCTYPE a [<!ENTITY e \"x\">]>".to_string()),
+            Just("<![CDATA[".to_string()),
+            Just("]]>".to_string()),
+            Just("s:Envelope".to_string()),
+            Just("xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\"".to_string()),
+            Just("SyncML".to_string()),
+            Just("SyncHdr".to_string()),
+            Just("CmdID".to_string()),
             "[a-zA-Z0-9 :.\\n]{0,8}",
         ],
         0..120,
@@ -38,7 +60,9 @@ fn mutated(base: String) -> impl Strategy<Value = String> {
         let mut s = base.clone();
         let at = (0..=at).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
         let end = (at + del).min(s.len());
-        let end = (end..=s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+        let end = (end..=s.len())
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(s.len());
         s.replace_range(at..end, &ins);
         s
     })

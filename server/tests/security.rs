@@ -230,17 +230,29 @@ async fn syncml_bodies_over_the_message_limit_are_413() {
 /// A certificate for DEVICE signed by the server's own identity CA, with the given
 /// validity window and extended key usages: what only someone holding the CA key could
 /// make, to check the route's own validity and EKU checks.
-fn ca_signed(s: &TestServer, not_before: time::OffsetDateTime, not_after: time::OffsetDateTime, client_auth: bool) -> Vec<u8> {
+fn ca_signed(
+    s: &TestServer,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+    client_auth: bool,
+) -> Vec<u8> {
     use rsa::pkcs8::EncodePrivateKey;
     let ca_pem = std::fs::read_to_string(s.dir.path().join("identity-ca.pem")).unwrap();
     let key_pem = std::fs::read_to_string(s.dir.path().join("identity-ca.key.pem")).unwrap();
-    let ca_key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
     let device_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
     let der = device_key.to_pkcs8_der().unwrap();
-    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes()), &rcgen::PKCS_RSA_SHA256).unwrap();
+    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes()),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, DEVICE);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, DEVICE);
     params.not_before = not_before;
     params.not_after = not_after;
     params.extended_key_usages = if client_auth {
@@ -263,7 +275,10 @@ async fn expired_not_yet_valid_and_wrong_eku_certificates_are_403() {
     );
     for (cert, why) in [
         (ca_signed(&s, now - day * 10, now - day, true), "expired"),
-        (ca_signed(&s, now + day, now + day * 10, true), "not yet valid"),
+        (
+            ca_signed(&s, now + day, now + day * 10, true),
+            "not yet valid",
+        ),
         (ca_signed(&s, now - day, now + day, false), "clientAuth"),
     ] {
         let r = s.send("POST", PATH, SYNCML, msg.clone(), Some(cert)).await;

@@ -1,0 +1,22 @@
+//! The reference server as a separate process, for scenarios that kill it
+//! (`kill_server`); same flags as `winmdm-server`.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match winmdm_server::serve_until_interrupted(winmdm_server::Config::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("winmdm-serve: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
