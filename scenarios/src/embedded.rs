@@ -18,6 +18,12 @@ enum Backend {
         exe: PathBuf,
         child: Option<tokio::process::Child>,
     },
+    /// Several server processes on one database and data directory behind a TCP proxy
+    /// (the `listen` address of the configuration is the proxy's).
+    Replicas {
+        children: Vec<tokio::process::Child>,
+        proxy: Proxy,
+    },
 }
 
 /// Owns the embedded server across restarts.
@@ -61,8 +67,25 @@ impl Control {
                 }
                 *child = Some(spawn(exe, &self.config).await?);
             }
+            Backend::Replicas { .. } => return Err("replicas are not restarted as a whole".into()),
         }
         Ok(())
+    }
+
+    /// Sends new connections to replica `index` (replica scenarios).
+    pub async fn route_to_replica(&self, index: usize) -> Result<(), String> {
+        match &*self.backend.lock().await {
+            Backend::Replicas { proxy, .. } if index < proxy.backends.len() => {
+                proxy
+                    .prefer
+                    .store(index, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+            Backend::Replicas { proxy, .. } => {
+                Err(format!("there are {} replicas", proxy.backends.len()))
+            }
+            _ => Err("this server has no replicas".into()),
+        }
     }
 
     /// Kills the server process with SIGKILL (no shutdown of any kind) and starts it
@@ -87,6 +110,12 @@ impl Control {
                     let _ = c.kill().await;
                 }
             }
+            Backend::Replicas { children, proxy } => {
+                proxy.task.abort();
+                for c in children.iter_mut() {
+                    let _ = c.kill().await;
+                }
+            }
         }
     }
 }
@@ -101,16 +130,31 @@ fn random_hex() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// The configuration both kinds share: fresh secrets, no per-address enrollment limit
-/// (every emulated device shares 127.0.0.1).
-fn base_config(dir: &tempfile::TempDir) -> winmdm_server::Config {
+/// Postgres to run embedded servers on instead of SQLite: `WINMDM_TEST_POSTGRES_URL`, a
+/// URL the harness may create databases with (each server gets a fresh one).
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("WINMDM_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The configuration every kind shares: fresh secrets, no per-address enrollment limit
+/// (every emulated device shares 127.0.0.1), and a fresh Postgres database when one is
+/// configured.
+async fn base_config(dir: &tempfile::TempDir) -> Result<winmdm_server::Config, String> {
     let mut config = winmdm_server::Config::for_data_dir(
         dir.path().to_path_buf(),
         &format!("secret-{}", random_hex()),
     );
     config.admin_token = Some(format!("admin-{}", random_hex()));
     config.enroll_rate_per_client = 0;
-    config
+    if let Some(admin) = postgres_admin_url() {
+        let url = winmdm_server::db::create_scratch_postgres_database(&admin)
+            .await
+            .map_err(|e| format!("creating a Postgres database: {e}"))?;
+        config.database_url = Some(url);
+    }
+    Ok(config)
 }
 
 fn target_for(control: &Arc<Control>, ca_pem: Vec<u8>, serve_exe: Option<PathBuf>) -> Target {
@@ -134,7 +178,7 @@ pub async fn start() -> Result<Embedded, String> {
 /// need a killable server process.
 pub async fn start_with(serve_exe: Option<PathBuf>) -> Result<Embedded, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
-    let mut config = base_config(&dir);
+    let mut config = base_config(&dir).await?;
     let server = winmdm_server::start(config.clone())
         .await
         .map_err(|e| format!("embedded server: {e}"))?;
@@ -154,7 +198,7 @@ pub async fn start_with(serve_exe: Option<PathBuf>) -> Result<Embedded, String> 
 /// Starts the reference server as a child process (`exe` is `winmdm-serve`).
 pub async fn start_process(exe: PathBuf) -> Result<Embedded, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
-    let mut config = base_config(&dir);
+    let mut config = base_config(&dir).await?;
     config.listen = free_port()?;
     // Commands whose session died with the process are sent again quickly.
     config.redeliver_after_secs = 1;
@@ -197,6 +241,12 @@ async fn spawn(exe: &PathBuf, c: &winmdm_server::Config) -> Result<tokio::proces
     if let Some(t) = &c.admin_token {
         cmd.arg("--admin-token").arg(t);
     }
+    if let Some(u) = &c.database_url {
+        cmd.arg("--database-url").arg(u);
+    }
+    if let Some(u) = &c.public_url {
+        cmd.arg("--public-url").arg(u);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
@@ -227,4 +277,70 @@ pub fn default_serve_exe() -> Option<PathBuf> {
         .parent()?
         .join(format!("winmdm-serve{}", std::env::consts::EXE_SUFFIX));
     candidate.exists().then_some(candidate)
+}
+
+/// A TCP pass-through in front of the replicas: TLS ends at the replicas, which share
+/// their certificate through the data directory, so the proxy sees only bytes. New
+/// connections go to the preferred replica.
+pub struct Proxy {
+    backends: Vec<SocketAddr>,
+    prefer: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(listen: SocketAddr, backends: Vec<SocketAddr>) -> Result<Proxy, String> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("proxy on {listen}: {e}"))?;
+        let prefer = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, p) = (backends.clone(), prefer.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = b[p.load(std::sync::atomic::Ordering::SeqCst) % b.len()];
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Ok(Proxy {
+            backends,
+            prefer,
+            task,
+        })
+    }
+}
+
+/// Starts `count` server processes on one fresh Postgres database and one data
+/// directory, behind a proxy whose address is the public URL they all announce. The
+/// first replica creates the CA and TLS material; the others load it.
+pub async fn start_replicas(exe: PathBuf, count: usize) -> Result<Embedded, String> {
+    if postgres_admin_url().is_none() {
+        return Err("replicas need Postgres: set WINMDM_TEST_POSTGRES_URL".into());
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
+    let mut config = base_config(&dir).await?;
+    let proxy_addr = free_port()?;
+    config.public_url = Some(format!("https://{proxy_addr}"));
+    let mut children = Vec::new();
+    let mut backends = Vec::new();
+    for _ in 0..count.max(1) {
+        let mut c = config.clone();
+        c.listen = free_port()?;
+        children.push(spawn(&exe, &c).await?);
+        backends.push(c.listen);
+    }
+    let proxy = Proxy::start(proxy_addr, backends).await?;
+    config.listen = proxy_addr;
+    let cert = dir.path().join("tls-cert.pem");
+    let ca_pem = std::fs::read(&cert).map_err(|e| format!("reading {}: {e}", cert.display()))?;
+    let control = Arc::new(Control {
+        config,
+        backend: Mutex::new(Backend::Replicas { children, proxy }),
+        _dir: dir,
+    });
+    let target = target_for(&control, ca_pem, Some(exe));
+    Ok(Embedded { target, control })
 }

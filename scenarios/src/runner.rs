@@ -74,6 +74,8 @@ pub(crate) struct Context<'a> {
     pub(crate) presented_cert: Option<String>,
     /// The management URL of the device's latest enrollment.
     pub(crate) management_url: Option<String>,
+    /// Admin API exchanges of the current step.
+    pub(crate) admin_exchanges: Vec<fake_windows_client::Exchange>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -96,7 +98,49 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
             Err(e) => setup_failure(scenario, e),
         };
     }
+    if scenario.server == crate::scenario::ServerKind::Replicas && target.control.is_some() {
+        let Some(exe) = target.serve_exe.clone() else {
+            return setup_failure(
+                scenario,
+                "this scenario needs the winmdm-serve binary (set WINMDM_SERVE_EXE)".into(),
+            );
+        };
+        if crate::embedded::postgres_admin_url().is_none() {
+            return skipped(
+                scenario,
+                "replicas need Postgres (set WINMDM_TEST_POSTGRES_URL)",
+            );
+        }
+        return match crate::embedded::start_replicas(exe, 2).await {
+            Ok(e) => {
+                let outcome = run_on(&e.target, scenario).await;
+                e.control.shutdown().await;
+                outcome
+            }
+            Err(e) => setup_failure(scenario, e),
+        };
+    }
     run_on(target, scenario).await
+}
+
+/// A scenario that cannot run here, reported as passed with the reason.
+fn skipped(scenario: &Scenario, why: &str) -> ScenarioOutcome {
+    let mut o = setup_failure(scenario, format!("skipped: {why}"));
+    o.steps[0].passed = true;
+    o
+}
+
+/// The harness's own HTTP client for the admin API: no connection reuse, so every call
+/// goes wherever the target routes new connections (replica scenarios).
+fn admin_client(target: &Target) -> Result<reqwest::Client, fake_windows_client::ClientError> {
+    let tls = fake_windows_client::http::rustls_config(&target.tls(), None)?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .http1_only()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| fake_windows_client::ClientError::Tls(e.to_string()))
 }
 
 fn setup_failure(scenario: &Scenario, detail: String) -> ScenarioOutcome {
@@ -118,7 +162,7 @@ async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
     let started = Instant::now();
     let mut steps = Vec::new();
     let setup = fake_windows_client::Device::new(DeviceProfile::random(), target.tls())
-        .and_then(|d| Ok((d, fake_windows_client::http::client(&target.tls(), None)?)));
+        .and_then(|d| Ok((d, admin_client(target)?)));
     let (device, http) = match setup {
         Ok(v) => v,
         Err(e) => {
@@ -150,6 +194,7 @@ async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         commands: Default::default(),
         presented_cert: None,
         management_url: None,
+        admin_exchanges: Vec::new(),
         http,
     };
     for step in &scenario.steps {

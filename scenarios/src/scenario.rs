@@ -44,6 +44,9 @@ pub enum ServerKind {
     Shared,
     /// A dedicated server in a child process.
     Process,
+    /// Two server processes on one Postgres database behind one URL (needs
+    /// `WINMDM_TEST_POSTGRES_URL`; skipped without it).
+    Replicas,
 }
 
 /// Which identity the device presents on the management route.
@@ -202,6 +205,8 @@ pub enum Step {
         renewal_due: Option<bool>,
         reboots: Option<usize>,
     },
+    /// Send new connections to replica `index` (0-based; `server = "replicas"`).
+    UseReplica { index: usize },
     /// Wait: lets time-based server behaviour (redelivery) happen.
     Wait { ms: u64 },
     /// Every command queued in this scenario is in `expect_state` (and has
@@ -250,6 +255,7 @@ impl Step {
             Step::KillServer { .. } => "kill_server",
             Step::CheckAllCommands { .. } => "check_all_commands",
             Step::Wait { .. } => "wait",
+            Step::UseReplica { .. } => "use_replica",
             Step::Unenroll {} => "unenroll",
             Step::OrbitAgent { .. } => "orbit_agent",
             Step::Renew { .. } => "renew",

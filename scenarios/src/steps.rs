@@ -604,6 +604,15 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             }
             Ok("device state as expected".into())
         }
+        Step::UseReplica { index } => match &target.control {
+            Some(c) => {
+                c.route_to_replica(*index).await?;
+                Ok(format!("new connections go to replica {index}"))
+            }
+            None => {
+                Ok("skipped: an external server's replicas are not the harness's to route".into())
+            }
+        },
         Step::Wait { ms } => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             Ok(format!("waited {ms} ms"))
@@ -662,7 +671,7 @@ fn strip_nulls(v: Value) -> Value {
 
 /// Calls the admin API of the target.
 async fn admin(
-    ctx: &Context<'_>,
+    ctx: &mut Context<'_>,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
@@ -670,22 +679,51 @@ async fn admin(
     let token = ctx
         .target
         .admin_token
-        .as_deref()
+        .clone()
         .ok_or("this step needs the server's admin API: pass --admin-token")?;
-    let mut req = ctx
-        .http
-        .request(method, format!("{}{path}", ctx.target.server_url))
-        .bearer_auth(token);
-    if let Some(b) = body {
+    let url = format!("{}{path}", ctx.target.server_url);
+    let body_text = body.map(|b| b.to_string());
+    let mut req = ctx.http.request(method.clone(), &url).bearer_auth(&token);
+    if let Some(b) = &body_text {
         req = req
             .header("content-type", "application/json")
-            .body(b.to_string());
+            .body(b.clone());
     }
-    let resp = req.send().await.map_err(|e| format!("admin API: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("admin API: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("admin API {path}: HTTP {status}: {text}"));
+    // Recorded like the device's own exchanges, so reports and captures show them.
+    let mut exchange = fake_windows_client::Exchange {
+        step: "admin".into(),
+        method: method.to_string(),
+        url: url.clone(),
+        request_headers: vec![
+            ("authorization".into(), "Bearer [redacted]".into()),
+            ("content-type".into(), "application/json".into()),
+        ],
+        request_body: body_text.unwrap_or_default(),
+        status: None,
+        response_headers: Vec::new(),
+        response_body: String::new(),
+        error: None,
+    };
+    let result = async {
+        let resp = req.send().await.map_err(|e| format!("admin API: {e}"))?;
+        let status = resp.status();
+        exchange.status = Some(status.as_u16());
+        exchange.response_headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = resp.text().await.map_err(|e| format!("admin API: {e}"))?;
+        exchange.response_body = text.clone();
+        if !status.is_success() {
+            return Err(format!("admin API {path}: HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("admin API {path}: invalid JSON: {e}"))
     }
-    serde_json::from_str(&text).map_err(|e| format!("admin API {path}: invalid JSON: {e}"))
+    .await;
+    if let Err(e) = &result {
+        exchange.error = Some(e.clone());
+    }
+    ctx.admin_exchanges.push(exchange);
+    result
 }

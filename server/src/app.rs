@@ -176,8 +176,11 @@ pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppSt
 
 /// Opens storage, loads or creates key material, binds the listener and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    // Key material exists before the port accepts connections, so that a replica
+    // started once this one is reachable loads it instead of making its own.
     let (cert_path, key_path) = {
         std::fs::create_dir_all(&config.data_dir)?;
+        IdentityCa::load_or_create(&config.data_dir)?;
         crate::tls::server_cert_paths(&config)?
     };
     let listener = TcpListener::bind(config.listen).await?;

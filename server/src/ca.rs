@@ -64,15 +64,11 @@ impl IdentityCa {
     pub fn load_or_create(dir: &Path) -> Result<Self, ServerError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
-        if cert_path.exists() && key_path.exists() {
-            let cert_pem = std::fs::read_to_string(&cert_path)?;
-            let key_pem = std::fs::read_to_string(&key_path)?;
-            return Self::from_pem(&cert_pem, &key_pem);
+        if crate::tls::create_pair_once(&cert_path, &key_path, Self::generate)? {
+            tracing::info!(path = %cert_path.display(), "generated WSTEP identity CA");
         }
-        let (cert_pem, key_pem) = Self::generate()?;
-        crate::tls::write_private(&key_path, key_pem.as_bytes())?;
-        std::fs::write(&cert_path, cert_pem.as_bytes())?;
-        tracing::info!(path = %cert_path.display(), "generated WSTEP identity CA");
+        let cert_pem = std::fs::read_to_string(&cert_path)?;
+        let key_pem = std::fs::read_to_string(&key_path)?;
         Self::from_pem(&cert_pem, &key_pem)
     }
 

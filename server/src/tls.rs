@@ -36,6 +36,47 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Creates a certificate/key file pair once, even when several servers sharing a data
+/// directory start together: the pair is written to temporary files and the key is
+/// hard-linked into place, which fails for all but the first; the others wait for the
+/// winner's certificate. Returns true when this call created the pair.
+pub fn create_pair_once(
+    cert_path: &Path,
+    key_path: &Path,
+    generate: impl FnOnce() -> Result<(String, String), ServerError>,
+) -> Result<bool, ServerError> {
+    if cert_path.exists() && key_path.exists() {
+        return Ok(false);
+    }
+    let (cert_pem, key_pem) = generate()?;
+    let suffix = format!("{}.tmp", uuid::Uuid::new_v4().simple());
+    let tmp_key = key_path.with_extension(format!("key.{suffix}"));
+    let tmp_cert = cert_path.with_extension(format!("cert.{suffix}"));
+    write_private(&tmp_key, key_pem.as_bytes())?;
+    std::fs::write(&tmp_cert, cert_pem.as_bytes())?;
+    let won = match std::fs::hard_link(&tmp_key, key_path) {
+        Ok(()) => {
+            std::fs::rename(&tmp_cert, cert_path)?;
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e.into()),
+    };
+    let _ = std::fs::remove_file(&tmp_key);
+    let _ = std::fs::remove_file(&tmp_cert);
+    for _ in 0..100 {
+        if cert_path.exists() {
+            return Ok(won);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(ServerError::Config(format!(
+        "{} exists without {}",
+        key_path.display(),
+        cert_path.display()
+    )))
+}
+
 /// Parses every certificate in a PEM document.
 pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ServerError> {
     CertificateDer::pem_slice_iter(pem)
@@ -53,7 +94,7 @@ pub fn server_cert_paths(
     }
     let cert_path = config.data_dir.join(TLS_CERT_FILE);
     let key_path = config.data_dir.join(TLS_KEY_FILE);
-    if !(cert_path.exists() && key_path.exists()) {
+    let created = create_pair_once(&cert_path, &key_path, || {
         let key = KeyPair::generate()?;
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let host = config.listen.ip().to_string();
@@ -68,8 +109,9 @@ pub fn server_cert_paths(
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(825);
         let cert = params.self_signed(&key)?;
-        write_private(&key_path, key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, cert.pem())?;
+        Ok((cert.pem(), key.serialize_pem()))
+    })?;
+    if created {
         tracing::info!(path = %cert_path.display(), "generated self-signed TLS certificate (give it to clients as --ca-file)");
     }
     Ok((cert_path, key_path))
