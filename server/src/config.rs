@@ -76,6 +76,12 @@ pub struct Config {
     #[arg(long, env = "WINMDM_REDELIVER_AFTER_SECS", default_value_t = 600)]
     pub redeliver_after_secs: u32,
 
+    /// Deliberately break one response, to check that a conformance harness catches it
+    /// (testing aid; never for production): `discover-without-relates-to` omits
+    /// `a:RelatesTo` from DiscoverResponse.
+    #[arg(long, env = "WINMDM_INJECT_FAULT", hide = true)]
+    pub inject_fault: Option<String>,
+
     /// Provider ID written into the provisioning document and the device registry.
     #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
     pub provider_id: String,
@@ -100,6 +106,7 @@ impl Config {
             enroll_rate_global: 0,
             max_msg_size: 65_536,
             redeliver_after_secs: 600,
+            inject_fault: None,
             provider_id: "winmdm".to_string(),
         }
     }

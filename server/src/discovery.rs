@@ -117,8 +117,12 @@ pub async fn discover(State(state): State<Arc<AppState>>, body: String) -> Respo
         escape(state.url(crate::app::ENROLL_PATH)),
     );
     tracing::info!(email = %discover.email, version = %discover.request_version, "discover");
+    let relates_to = match state.config.inject_fault.as_deref() {
+        Some("discover-without-relates-to") => None,
+        _ => mid,
+    };
     soap::soap_response(
         StatusCode::OK,
-        soap::envelope(ACTION_DISCOVER_RESPONSE, mid, "", &body),
+        soap::envelope(ACTION_DISCOVER_RESPONSE, relates_to, "", &body),
     )
 }

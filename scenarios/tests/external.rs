@@ -1,0 +1,142 @@
+//! The harness against a separately started server process, as users run it against
+//! theirs: the whole suite passes against the reference server, and a deliberately
+//! broken response fails the step that received it, with a useful message in the
+//! terminal, the JUnit report and the HTML report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(extra: &[&str]) -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".to_string(),
+        dir.path().display().to_string(),
+        "--enroll-secret".to_string(),
+        "ext-secret".to_string(),
+        "--admin-token".to_string(),
+        "ext-admin".to_string(),
+        "--enroll-rate-per-client".to_string(),
+        "0".to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    if let Ok(pg) = std::env::var("WINMDM_TEST_POSTGRES_URL") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let url = rt
+            .block_on(winmdm_server::db::create_scratch_postgres_database(&pg))
+            .unwrap();
+        args.extend(["--database-url".to_string(), url]);
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_winmdm-serve"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ServerProcess {
+        child,
+        url: format!("https://127.0.0.1:{port}"),
+        ca: dir.path().join("tls-cert.pem"),
+        _dir: dir,
+    }
+}
+
+fn run_harness(server: &ServerProcess, paths: &[&Path], extra: &[String]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_winmdm"))
+        .arg("run")
+        .args(paths)
+        .args([
+            "--server",
+            &server.url,
+            "--enroll-secret",
+            "ext-secret",
+            "--admin-token",
+            "ext-admin",
+            "--ca-file",
+        ])
+        .arg(&server.ca)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn suite() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suite"))
+}
+
+#[test]
+fn whole_suite_passes_against_a_separately_started_server() {
+    let server = start_server(&[]);
+    let (code, out) = run_harness(&server, &[&suite()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0 failed"), "{out}");
+}
+
+#[test]
+fn a_broken_response_fails_its_step_in_terminal_junit_and_html() {
+    let server = start_server(&["--inject-fault", "discover-without-relates-to"]);
+    let reports = tempfile::tempdir().unwrap();
+    let junit = reports.path().join("junit.xml");
+    let html = reports.path().join("report.html");
+    let happy = suite().join("01-happy-path.toml");
+    let (code, out) = run_harness(
+        &server,
+        &[&happy],
+        &[
+            "--junit".into(),
+            junit.display().to_string(),
+            "--html".into(),
+            html.display().to_string(),
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    let failing = out
+        .lines()
+        .find(|l| l.contains("FAIL") && l.contains("discover"))
+        .unwrap_or_default();
+    assert!(
+        failing.contains("RelatesTo"),
+        "terminal names the missing element: {out}"
+    );
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        junit.contains("<failure") && junit.contains("discover") && junit.contains("RelatesTo"),
+        "{junit}"
+    );
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        html.contains("class=\"step failed\"") && html.contains("RelatesTo"),
+        "HTML marks the failed step"
+    );
+}
