@@ -122,6 +122,10 @@ pub struct Device {
     pub(crate) identity_override: IdentityOverride,
     /// Longest Retry-After wait honoured before retrying (60 s unless set for tests).
     pub(crate) retry_after_cap: Duration,
+    /// A key handed in with [`Device::use_key`], taken by the next key generation.
+    pub(crate) preset_key: Option<RsaPrivateKey>,
+    /// A client shared with other devices for requests without a client certificate.
+    pub(crate) shared_client: Option<reqwest::Client>,
 }
 
 /// Default cap on a Retry-After wait.
@@ -166,6 +170,8 @@ impl Device {
             exchanges: Vec::new(),
             identity_override: IdentityOverride::None,
             retry_after_cap: RETRY_AFTER_CAP,
+            preset_key: None,
+            shared_client: None,
         })
     }
 
@@ -206,6 +212,8 @@ impl Device {
             exchanges: Vec::new(),
             identity_override: IdentityOverride::None,
             retry_after_cap: RETRY_AFTER_CAP,
+            preset_key: None,
+            shared_client: None,
         })
     }
 
@@ -317,6 +325,30 @@ impl Device {
     /// Caps how long a Retry-After from an enrollment endpoint is honoured.
     pub fn set_retry_after_cap(&mut self, cap: Duration) {
         self.retry_after_cap = cap;
+    }
+
+    /// Uses `key` as the enrollment key instead of generating one, when it is at least
+    /// as long as the enrollment policy asks (load tests use keys generated in advance).
+    pub fn use_key(&mut self, key: RsaPrivateKey) {
+        self.preset_key = Some(key);
+    }
+
+    /// Sends requests that carry no client certificate (Orbit, discovery, policy,
+    /// enrollment) through `client`, sharing its connections with other devices.
+    /// The client must trust the server as this device's [`TlsOptions`] would.
+    pub fn set_http_client(&mut self, client: reqwest::Client) {
+        self.shared_client = Some(client);
+    }
+
+    /// The compact state a load test keeps per enrolled device: DeviceID, client
+    /// certificate and session counter.
+    pub fn checkin_state(&self) -> Option<crate::checkin::CheckinState> {
+        let e = self.state.enrollment.as_ref()?;
+        Some(crate::checkin::CheckinState {
+            device_id: self.state.device_id.clone().into_boxed_str(),
+            cert_der: e.client_cert_der.clone().into_boxed_slice(),
+            session_counter: u32::try_from(self.state.session_counter).unwrap_or(u32::MAX),
+        })
     }
 
     /// Number of RebootNow Execs the device accepted.

@@ -28,7 +28,10 @@ fn reply(r: &Response) -> HttpReply<'_> {
 
 impl Device {
     pub(crate) fn plain_client(&self) -> Result<reqwest::Client, ClientError> {
-        http::client(&self.tls, None)
+        match &self.shared_client {
+            Some(c) => Ok(c.clone()),
+            None => http::client(&self.tls, None),
+        }
     }
 
     async fn post_soap(
@@ -124,8 +127,11 @@ impl Device {
     /// Generates the enrollment key: RSA of at least `minimalKeyLength` bits (2048 minimum).
     pub fn generate_key_pair(&mut self, policy: &EnrollmentPolicy) -> Result<(), ClientError> {
         let bits = policy.minimal_key_length.max(xcep::DEFAULT_KEY_BITS) as usize;
-        let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits)
-            .map_err(|e| ClientError::Crypto(format!("RSA key generation: {e}")))?;
+        let key = match self.preset_key.take() {
+            Some(k) if rsa::traits::PublicKeyParts::size(&k) * 8 >= bits => k,
+            _ => RsaPrivateKey::new(&mut rand::thread_rng(), bits)
+                .map_err(|e| ClientError::Crypto(format!("RSA key generation: {e}")))?,
+        };
         self.state.key_pem = Some(crate::foreign::key_pem(&key)?);
         self.key = Some(key);
         Ok(())

@@ -153,6 +153,89 @@ pub fn client(
         .map_err(tls_err)
 }
 
+/// The server trust of a [`TlsOptions`] parsed once, to build many client
+/// configurations (one per device certificate) without parsing the CA again.
+#[derive(Clone)]
+pub struct TlsContext {
+    provider: Arc<CryptoProvider>,
+    /// None: accept any server certificate.
+    roots: Option<Arc<rustls::RootCertStore>>,
+}
+
+impl std::fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsContext")
+            .field("insecure", &self.roots.is_none())
+            .finish()
+    }
+}
+
+impl TlsContext {
+    /// Parses the CA certificates of `tls` (or notes that any server is accepted).
+    pub fn new(tls: &TlsOptions) -> Result<Self, ClientError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = if tls.insecure {
+            None
+        } else {
+            let pem = tls.ca_pem.as_deref().ok_or_else(|| {
+                ClientError::Tls("no CA certificate given and insecure not set".into())
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
+            }
+            if roots.is_empty() {
+                return Err(ClientError::Tls("CA PEM contains no certificate".into()));
+            }
+            Some(Arc::new(roots))
+        };
+        Ok(TlsContext { provider, roots })
+    }
+
+    /// A rustls configuration like [`rustls_config`]'s, presenting `identity` if given.
+    pub fn config(
+        &self,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<rustls::ClientConfig, ClientError> {
+        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?;
+        let builder = match &self.roots {
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(
+                    self.provider.clone(),
+                ))),
+            Some(roots) => builder.with_root_certificates(roots.clone()),
+        };
+        let mut config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from(id.cert_der.clone())],
+                    id.key.clone_key(),
+                )
+                .map_err(tls_err)?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// An HTTP/1.1 client like [`client`]'s over [`TlsContext::config`].
+    pub fn client(
+        &self,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<reqwest::Client, ClientError> {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(self.config(identity)?)
+            .http1_only()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(tls_err)
+    }
+}
+
 /// Sends one request and records it in `log`.
 pub async fn send(
     log: &mut Vec<Exchange>,

@@ -9,6 +9,7 @@
 //! notifications) runs against a controllable [`Clock`].
 
 mod apply;
+pub mod checkin;
 pub mod clock;
 pub mod cms;
 pub mod csp;
@@ -23,7 +24,7 @@ pub mod http;
 mod manage;
 pub mod orbit;
 pub mod policy;
-mod poll;
+pub mod poll;
 pub mod profile;
 pub mod provisioning;
 pub mod registry;
@@ -37,7 +38,9 @@ mod unenroll;
 pub mod verify;
 pub mod wstep;
 pub mod xcep;
+pub mod xml;
 
+pub use checkin::{CheckinReport, CheckinState};
 pub use clock::Clock;
 pub use device::{Device, EnrollmentInfo, IdentityOverride, PreviousIdentity, RebootRecord};
 pub use discovery::DiscoverResult;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 const STEP: &str = "sync";
 const MAX_ROUND_TRIPS: usize = 64;
 /// Query Windows appends to the management URL (seen in published captures of Windows 10/11).
-const QUERY: &str = "mode=Maintenance&Platform=WoA";
+pub(crate) const QUERY: &str = "mode=Maintenance&Platform=WoA";
 
 /// The result of one management session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -72,7 +72,7 @@ impl PolicyDef {
                 (lo..=hi).contains(&v)
             }
             "bool" => matches!(data, "true" | "false"),
-            "xml" => roxmltree::Document::parse(&format!("<r>{data}</r>")).is_ok(),
+            "xml" => crate::xml::parse("policy", &format!("<r>{data}</r>")).is_ok(),
             _ => match &self.values {
                 Some(values) => values.iter().any(|a| a == data),
                 None => true,

@@ -136,8 +136,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 /// Parses the document structure. Fails only on XML that is not well-formed or a wrong root.
 pub fn parse(xml: &str) -> Result<ProvisioningDoc, ClientError> {
-    let doc = roxmltree::Document::parse(xml)
-        .map_err(|source| ClientError::Xml { step: STEP, source })?;
+    let doc = crate::xml::parse(STEP, xml)?;
     let root = doc.root_element();
     if root.tag_name().name() != "wap-provisioningdoc" {
         return Err(ClientError::invalid(

@@ -155,7 +155,7 @@ pub fn check_reply(step: &'static str, reply: &HttpReply) -> Result<(), ClientEr
             retry_after: reply.retry_after.map(str::to_string),
         });
     }
-    if let Ok(doc) = Document::parse(reply.body) {
+    if let Ok(doc) = crate::xml::parse(step, reply.body) {
         if let Some(fault) = parse_fault(&doc, reply.status) {
             return Err(ClientError::SoapFault(fault));
         }
@@ -224,7 +224,7 @@ pub fn parse_envelope<'i>(
     expected_action: &str,
     message_id: &str,
 ) -> Result<Document<'i>, ClientError> {
-    let doc = Document::parse(xml).map_err(|source| ClientError::Xml { step, source })?;
+    let doc = crate::xml::parse(step, xml)?;
     {
         let root = doc.root_element();
         if root.tag_name().name() != "Envelope" {

@@ -134,8 +134,7 @@ fn parse_command(n: Node) -> Command {
 /// Parses a server message strictly: SyncML 1.2 namespace, VerDTD 1.2, VerProto DM/1.2,
 /// SessionID and MsgID present. Session matching is the caller's job.
 pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
-    let doc = roxmltree::Document::parse(xml)
-        .map_err(|source| ClientError::Xml { step: STEP, source })?;
+    let doc = crate::xml::parse(STEP, xml)?;
     let root = doc.root_element();
     if root.tag_name().name() != "SyncML" || root.tag_name().namespace() != Some(NS_SYNCML) {
         return Err(ClientError::invalid(

@@ -25,6 +25,58 @@ enum Command {
     Replay(ReplayArgs),
     /// Turn raw HTTP dumps (`*.http`: a request, optionally with its response) into a HAR.
     ImportRaw(ImportArgs),
+    /// Load test: enroll many emulated devices, then keep them checking in on their
+    /// (time-compressed) DMClient poll schedule; print throughput and latencies.
+    Load(LoadArgs),
+    /// Measure RSA signing, enrollment and SyncML throughput of this machine against
+    /// embedded servers, and their ratios.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Emulated devices to enroll.
+    #[arg(long)]
+    devices: usize,
+    /// Enrollments and check-ins in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Length of the run in seconds (enrollment always completes).
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Device seconds per real second for the poll schedule (1440: a day per minute).
+    #[arg(long, default_value_t = 1440.0)]
+    time_scale: f64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Directory of cached enrollment keys (load-test shortcut, see docs/performance.md).
+    #[arg(long, value_name = "DIR")]
+    key_pool: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Devices enrolled and checked in once in the last phase.
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    /// Devices enrolled in the timed enrollment phase.
+    #[arg(long, default_value_t = 1000)]
+    enroll_devices: usize,
+    /// Enrollments in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds of each timed SyncML phase.
+    #[arg(long, default_value_t = 8.0)]
+    syncml_seconds: f64,
+    /// Directory of cached enrollment keys.
+    #[arg(long, value_name = "DIR")]
+    key_pool: Option<PathBuf>,
 }
 
 /// How to reach a server (embedded when `--server` is absent).
@@ -210,6 +262,59 @@ fn load_capture(files: &[PathBuf], raw: bool) -> Result<har::Har, String> {
     Ok(har::merge(hars))
 }
 
+fn seconds(s: f64, what: &str) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(s).map_err(|_| format!("{what}: not a duration: {s}"))
+}
+
+async fn run_load(args: LoadArgs) -> Result<bool, String> {
+    let opts = winmdm::load::LoadOptions {
+        devices: args.devices,
+        concurrency: args.concurrency,
+        duration: seconds(args.duration, "--duration")?,
+        time_scale: args.time_scale,
+        key_pool_dir: args
+            .key_pool
+            .unwrap_or_else(winmdm::load::keypool::default_dir),
+        checkin_once: false,
+        progress: true,
+    };
+    let (target, embedded) = target(args.server).await?;
+    let report = winmdm::load::run(&target, &opts).await;
+    if let Some(e) = embedded {
+        e.control.shutdown().await;
+    }
+    let report = report.map_err(|e| e.to_string())?;
+    report
+        .print(&mut std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    Ok(report.stats.error_total() == 0)
+}
+
+async fn run_bench(args: BenchArgs) -> Result<bool, String> {
+    let opts = winmdm::bench::BenchOptions {
+        devices: args.devices,
+        enroll_devices: args.enroll_devices,
+        concurrency: args.concurrency,
+        syncml_time: seconds(args.syncml_seconds, "--syncml-seconds")?,
+        key_pool_dir: args
+            .key_pool
+            .unwrap_or_else(winmdm::load::keypool::default_dir),
+        progress: true,
+        ..Default::default()
+    };
+    let report = winmdm::bench::run(&opts).await.map_err(|e| e.to_string())?;
+    report
+        .print(&mut std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    Ok(true)
+}
+
 async fn run_replay(args: ReplayArgs) -> Result<bool, String> {
     let capture = load_capture(&args.files, args.import_raw)?;
     let (target, embedded) = target(args.server).await?;
@@ -257,6 +362,8 @@ async fn main() -> ExitCode {
         Some(Command::Run(a)) => run(a).await,
         Some(Command::Replay(a)) => run_replay(a).await,
         Some(Command::ImportRaw(a)) => import_raw(a),
+        Some(Command::Load(a)) => run_load(a).await,
+        Some(Command::Bench(a)) => run_bench(a).await,
         None => run(RunArgs::default()).await,
     };
     match result {

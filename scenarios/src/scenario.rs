@@ -147,6 +147,9 @@ pub enum Step {
         /// The server must send no command at all.
         #[serde(default)]
         expect_no_commands: bool,
+        /// Put this DeviceID in the SyncHdr Source instead of the device's own (a
+        /// certificate bound to one device used for another).
+        source_device_id: Option<String>,
     },
     /// A queued command (`command` = its name; default the last one) was answered with
     /// this status, is in this delivery state, and/or stored results with this text.

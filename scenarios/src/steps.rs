@@ -238,6 +238,7 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             min_round_trips,
             expect_commands,
             expect_no_commands,
+            source_device_id,
         } => {
             let o = match identity {
                 Identity::Enrolled => IdentityOverride::None,
@@ -262,19 +263,29 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 Identity::Foreign => Some("foreign (self-signed CA)".into()),
                 Identity::Previous => Some("previous certificate".into()),
             };
+            if let Some(other) = source_device_id {
+                // The device's own certificate, another device's DeviceID.
+                let (cert_pem, key_pem) = match &o {
+                    IdentityOverride::Foreign { cert_pem, key_pem } => {
+                        (cert_pem.clone(), key_pem.clone())
+                    }
+                    _ => ctx
+                        .device
+                        .client_identity_pem()
+                        .ok_or("the device holds no certificate")?,
+                };
+                let status = stale_session(ctx, &cert_pem, &key_pem, other).await?;
+                return expect_http(status, *expect_status);
+            }
             if !ctx.device.is_enrolled() {
                 // An unenrolled device no longer syncs; replay its last identity by hand
                 // to check that the server refuses it.
                 let IdentityOverride::Foreign { cert_pem, key_pem } = &o else {
                     return Err("the device is not enrolled".into());
                 };
-                let status = stale_session(ctx, cert_pem, key_pem).await?;
-                return match expect_status {
-                    Some(want) if *want == status => Ok(format!("refused with HTTP {status}")),
-                    Some(want) => Err(format!("expected HTTP {want}, got HTTP {status}")),
-                    None if status == 200 => Ok("HTTP 200".into()),
-                    None => Err(format!("HTTP {status}")),
-                };
+                let device_id = ctx.device.device_id().to_string();
+                let status = stale_session(ctx, cert_pem, key_pem, &device_id).await?;
+                return expect_http(status, *expect_status);
             }
             ctx.device.set_identity_override(o);
             let r = ctx.device.sync().await;
@@ -627,12 +638,14 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
     }
 }
 
-/// Package 1 of a session sent with a certificate the device no longer holds as its
-/// enrollment identity, to the management URL it last used; returns the HTTP status.
+/// Package 1 of a session sent by hand, with the given certificate and SyncHdr Source
+/// DeviceID, to the management URL the device last used; returns the HTTP status. Used
+/// for identities the device itself would not present.
 async fn stale_session(
     ctx: &mut Context<'_>,
     cert_pem: &str,
     key_pem: &str,
+    device_id: &str,
 ) -> Result<u16, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -647,7 +660,6 @@ async fn stale_session(
     let identity = fake_windows_client::http::ClientIdentity { cert_der, key };
     let client = fake_windows_client::http::client(&ctx.target.tls(), Some(&identity))
         .map_err(|e| e.to_string())?;
-    let device_id = ctx.device.device_id();
     let body = format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target><Source><LocURI>{device_id}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>"#
     );
@@ -659,6 +671,16 @@ async fn stale_session(
         .await
         .map_err(|e| format!("management request: {e}"))?;
     Ok(resp.status().as_u16())
+}
+
+/// Checks an HTTP status against the expected one (200 when none is expected).
+fn expect_http(status: u16, expect: Option<u16>) -> Result<String, String> {
+    match expect {
+        Some(want) if want == status => Ok(format!("refused with HTTP {status}")),
+        Some(want) => Err(format!("expected HTTP {want}, got HTTP {status}")),
+        None if status == 200 => Ok("HTTP 200".into()),
+        None => Err(format!("HTTP {status}")),
+    }
 }
 
 /// Drops null members so optional fields are simply absent.

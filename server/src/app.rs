@@ -239,6 +239,9 @@ async fn accept_loop(
                 return;
             }
         };
+        // Responses go out in several writes; without this, Nagle's algorithm holds
+        // the last one back until the client's delayed ACK (about 40 ms a request).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         connections.spawn(async move {

@@ -202,6 +202,16 @@ impl Store {
         Ok(store)
     }
 
+    /// A transaction that writes. On SQLite it takes the write lock at BEGIN
+    /// (IMMEDIATE): a deferred transaction that reads and then writes fails at once
+    /// with SQLITE_BUSY when another connection wrote in between, without waiting.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, ServerError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -217,7 +227,7 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => POSTGRES_MIGRATIONS,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together migrate one at a time.
             sqlx::query("SELECT pg_advisory_xact_lock(7261736)")
@@ -329,7 +339,7 @@ impl Store {
         device_id: &str,
         state: &str,
     ) -> Result<(), ServerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE enrollments SET state = $1, updated_at = $2 WHERE device_id = $3")
             .bind(state)
             .bind(now())
@@ -349,7 +359,7 @@ impl Store {
     /// Records an enrollment; a device enrolling again replaces its previous enrollment.
     pub async fn upsert_enrollment(&self, e: &NewEnrollment) -> Result<(), ServerError> {
         let ts = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
                                       cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
@@ -408,7 +418,7 @@ impl Store {
         public_key_sha256: &str,
         grace_secs: i64,
     ) -> Result<(), ServerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE device_certs SET state = 'retiring', retire_after = $1 WHERE device_id = $2 AND state = 'active'",
         )
@@ -538,7 +548,7 @@ impl Store {
     ) -> Result<String, ServerError> {
         let command_uuid = uuid::Uuid::new_v4().to_string();
         let ts = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for device_id in device_ids {
             sqlx::query(
                 "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at)
@@ -621,7 +631,7 @@ impl Store {
         responses: &[DeviceResponse<'_>],
     ) -> Result<Vec<Option<(String, String)>>, ServerError> {
         let ts = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut answered = Vec::with_capacity(responses.len());
         for r in responses {
             let command_uuid = r.cmd_ref.split('.').next().unwrap_or(r.cmd_ref);

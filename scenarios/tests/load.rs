@@ -1,0 +1,84 @@
+//! A small load run through the library and through the CLI: counts only, no timing.
+
+use std::time::Duration;
+
+use winmdm::load::{self, LoadOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_load_enrolls_and_checks_in_every_device() {
+    let pool = tempfile::tempdir().expect("temp dir");
+    let e = winmdm::embedded::start().await.expect("embedded server");
+    let opts = LoadOptions {
+        devices: 5,
+        concurrency: 4,
+        duration: Duration::from_secs(3),
+        time_scale: 14_400.0,
+        key_pool_dir: pool.path().to_path_buf(),
+        checkin_once: false,
+        progress: false,
+    };
+    let report = load::run(&e.target, &opts).await.expect("load run");
+    e.control.shutdown().await;
+    assert_eq!(report.stats.errors, Default::default(), "errors by kind");
+    assert_eq!(report.enrolled, 5);
+    assert_eq!(report.devices_checked_in, 5);
+    assert!(report.checkins >= 5, "{} check-ins", report.checkins);
+    assert!(report.syncml_messages >= report.checkins);
+    assert_eq!(report.keys_generated, 5);
+    for endpoint in load::stats::ENDPOINTS {
+        assert!(
+            report
+                .stats
+                .latency
+                .get(endpoint)
+                .is_some_and(|h| h.count() > 0),
+            "no latency recorded for {endpoint}"
+        );
+    }
+    // The cached keys are reused.
+    let again = load::keypool::KeyPool::open(pool.path(), 5, &|_, _| {}).expect("pool");
+    assert_eq!(again.generated, 0);
+    assert_eq!(again.len(), 5);
+}
+
+#[test]
+fn load_json_output_ends_with_the_figures() {
+    let pool = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_winmdm"))
+        .args([
+            "load",
+            "--devices",
+            "3",
+            "--concurrency",
+            "3",
+            "--duration",
+            "2",
+            "--time-scale",
+            "14400",
+            "--json",
+            "--key-pool",
+        ])
+        .arg(pool.path())
+        .output()
+        .expect("run winmdm load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "winmdm load failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("some output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    for key in [
+        "devices",
+        "enrollments_per_s",
+        "syncml_msgs_per_s",
+        "errors",
+        "rss_bytes_per_device",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {last}");
+    }
+    assert_eq!(v["devices"], 3);
+    assert_eq!(v["enrolled"], 3);
+    assert_eq!(v["errors"], 0);
+}
