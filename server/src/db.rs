@@ -16,12 +16,14 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_profiles.sql"),
     include_str!("../migrations/sqlite/0003_device_certs.sql"),
     include_str!("../migrations/sqlite/0004_cert_keys.sql"),
+    include_str!("../migrations/sqlite/0005_enrollments_by_host.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_profiles.sql"),
     include_str!("../migrations/postgres/0003_device_certs.sql"),
     include_str!("../migrations/postgres/0004_cert_keys.sql"),
+    include_str!("../migrations/postgres/0005_enrollments_by_host.sql"),
 ];
 
 /// Which database a store talks to.
@@ -475,17 +477,6 @@ impl Store {
         .await?)
     }
 
-    /// The device's first use of its active certificate retires the ones it replaced.
-    pub async fn retire_replaced_certs(&self, device_id: &str) -> Result<(), ServerError> {
-        sqlx::query(
-            "UPDATE device_certs SET state = 'retired' WHERE device_id = $1 AND state = 'retiring'",
-        )
-        .bind(device_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// The enrollment a certificate (serial, lowercase hex) authenticates, with whether it
     /// is the device's current certificate (false: replaced by a renewal, still in its
     /// grace period). Retired certificates authenticate nothing.
@@ -527,13 +518,26 @@ impl Store {
         row.map(|r| enrollment_from_row(&r)).transpose()
     }
 
-    /// Records a management check-in.
-    pub async fn touch_checkin(&self, device_id: &str) -> Result<(), ServerError> {
+    /// Records the start of a management session, in one write: the check-in time and,
+    /// when the device authenticated with its current certificate, the retirement of
+    /// the certificates that one replaced (a renewed-away certificate is refused from
+    /// the device's first use of the new one).
+    pub async fn check_in(&self, device_id: &str, current_cert: bool) -> Result<(), ServerError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE enrollments SET last_checkin_at = $1 WHERE device_id = $2")
             .bind(now())
             .bind(device_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if current_cert {
+            sqlx::query(
+                "UPDATE device_certs SET state = 'retired' WHERE device_id = $1 AND state = 'retiring'",
+            )
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -595,28 +599,41 @@ impl Store {
             .map_err(ServerError::from)
     }
 
-    /// Claims a command for delivery in this message. Claims are atomic, so two sessions
-    /// of one device never both send a command; returns false when another took it.
-    pub async fn claim_command(
+    /// Claims commands for delivery in this message, in one write transaction. Claims
+    /// are atomic, so two sessions of one device never both send a command; returns the
+    /// UUIDs this call claimed (the others were taken meanwhile).
+    pub async fn claim_commands(
         &self,
         device_id: &str,
-        command_uuid: &str,
+        command_uuids: &[&str],
         redeliver_after_secs: i64,
-    ) -> Result<bool, ServerError> {
+    ) -> Result<Vec<String>, ServerError> {
+        if command_uuids.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = unix_now();
-        let r = sqlx::query(
-            "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
-             WHERE command_uuid = $3 AND device_id = $4
-               AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $5))",
-        )
-        .bind(crate::db::now())
-        .bind(now)
-        .bind(command_uuid)
-        .bind(device_id)
-        .bind(now - redeliver_after_secs)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let sent_at = crate::db::now();
+        let mut claimed = Vec::with_capacity(command_uuids.len());
+        let mut tx = self.begin_write().await?;
+        for id in command_uuids {
+            let r = sqlx::query(
+                "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
+                 WHERE command_uuid = $3 AND device_id = $4
+                   AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $5))",
+            )
+            .bind(&sent_at)
+            .bind(now)
+            .bind(*id)
+            .bind(device_id)
+            .bind(now - redeliver_after_secs)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 1 {
+                claimed.push((*id).to_string());
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// Stores the Status and Results elements of one device message in a single

@@ -122,13 +122,11 @@ async fn process(
     device_id: &str,
     current_cert: bool,
 ) -> String {
-    if current_cert {
-        if let Err(e) = state.store.retire_replaced_certs(device_id).await {
-            tracing::warn!(error = %e, "could not retire replaced certificates");
+    // Once per session (its first message): check-in time and certificate retirement.
+    if msg.hdr.msg_id == "1" {
+        if let Err(e) = state.store.check_in(device_id, current_cert).await {
+            tracing::warn!(error = %e, "could not record the check-in");
         }
-    }
-    if let Err(e) = state.store.touch_checkin(device_id).await {
-        tracing::warn!(error = %e, "could not record check-in");
     }
 
     let mut reply = ServerMessage::reply_to(
@@ -238,25 +236,30 @@ async fn process(
     };
     // Honour the device's MaxMsgSize: commands that do not fit wait for the next message.
     let limit = msg.hdr.max_msg_size.unwrap_or(usize::MAX);
-    let mut sent = 0usize;
+    let mut size = reply.len();
+    let mut fitting: Vec<&str> = Vec::new();
     for c in &pending {
-        let size = c.body_xml.len() + 2 * c.command_uuid.len();
-        if reply.len() + size > limit && sent > 0 {
+        size += c.body_xml.len() + 2 * c.command_uuid.len();
+        if size > limit && !fitting.is_empty() {
             break;
         }
-        match state
-            .store
-            .claim_command(device_id, &c.command_uuid, redeliver_after)
-            .await
-        {
-            Ok(true) => {
-                reply.command(&c.command_uuid, &c.body_xml);
-                sent += 1;
-            }
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "management: could not claim a command"),
-        }
+        fitting.push(&c.command_uuid);
     }
+    let claimed = match state
+        .store
+        .claim_commands(device_id, &fitting, redeliver_after)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "management: could not claim commands");
+            Vec::new()
+        }
+    };
+    for c in pending.iter().filter(|c| claimed.contains(&c.command_uuid)) {
+        reply.command(&c.command_uuid, &c.body_xml);
+    }
+    let sent = claimed.len();
     tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = sent, "management message");
     reply.finish()
 }
