@@ -4,7 +4,6 @@
 mod common;
 
 use axum::http::StatusCode;
-use base64::Engine;
 use common::*;
 
 const DEVICE: &str = "00112233445566778899AABBCCDDEEFF";
@@ -27,25 +26,7 @@ async fn enrolled_with_key(s: &TestServer) -> (Vec<u8>, String) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let token = element_text(&r.body, "BinarySecurityToken").unwrap();
-    let doc = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .unwrap(),
-    )
-    .unwrap();
-    let d = roxmltree::Document::parse(&doc).unwrap();
-    let my = d
-        .descendants()
-        .find(|n| n.attribute("type") == Some("My"))
-        .unwrap();
-    let parm = my
-        .descendants()
-        .find(|n| n.attribute("name") == Some("EncodedCertificate"))
-        .unwrap();
-    let cert = base64::engine::general_purpose::STANDARD
-        .decode(parm.attribute("value").unwrap())
-        .unwrap();
+    let cert = client_cert(&r.body);
     (cert, key)
 }
 

@@ -4,33 +4,10 @@
 mod common;
 
 use axum::http::StatusCode;
-use base64::Engine;
 use common::*;
 
 const DEVICE: &str = "A0B1C2D3E4F5A6B7C8D9E0F1A2B3C4D5";
 const PATH: &str = "/api/mdm/microsoft/management";
-
-fn client_cert(rstrc: &str) -> Vec<u8> {
-    let token = element_text(rstrc, "BinarySecurityToken").expect("token");
-    let doc = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .unwrap(),
-    )
-    .unwrap();
-    let d = roxmltree::Document::parse(&doc).unwrap();
-    let my = d
-        .descendants()
-        .find(|n| n.attribute("type") == Some("My"))
-        .unwrap();
-    let parm = my
-        .descendants()
-        .find(|n| n.attribute("name") == Some("EncodedCertificate"))
-        .unwrap();
-    base64::engine::general_purpose::STANDARD
-        .decode(parm.attribute("value").unwrap())
-        .unwrap()
-}
 
 /// Package 1 of a new session (each call uses a new SessionID).
 fn sync(device: &str) -> String {

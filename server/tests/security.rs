@@ -138,26 +138,7 @@ async fn resent_message_is_answered_once_and_msgid_reuse_is_refused() {
     let s = server().await;
     let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
     let (_, body) = enroll(&s, DEVICE, &rsa).await;
-    let token = element_text(&body, "BinarySecurityToken").unwrap();
-    use base64::Engine;
-    let doc = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .unwrap(),
-    )
-    .unwrap();
-    let d = roxmltree::Document::parse(&doc).unwrap();
-    let my = d
-        .descendants()
-        .find(|n| n.attribute("type") == Some("My"))
-        .unwrap();
-    let v = my
-        .descendants()
-        .find(|n| n.attribute("name") == Some("EncodedCertificate"))
-        .unwrap();
-    let cert = base64::engine::general_purpose::STANDARD
-        .decode(v.attribute("value").unwrap())
-        .unwrap();
+    let cert = client_cert(&body);
 
     let q = s
         .send_admin(

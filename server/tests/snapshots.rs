@@ -4,7 +4,6 @@
 mod common;
 
 use axum::http::StatusCode;
-use base64::Engine;
 use common::*;
 
 /// Redactions: UUIDs, timestamps, base64 blobs, thumbprints, serial-like hex.
@@ -83,13 +82,7 @@ async fn soap_and_first_syncml_responses() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     snap("rstrc_response", &r.body);
-    let token = element_text(&r.body, "BinarySecurityToken").unwrap();
-    let doc = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .unwrap(),
-    )
-    .unwrap();
+    let doc = provisioning_doc(&r.body);
     snap("provisioning_doc", &doc);
 
     let r = s
@@ -116,20 +109,4 @@ async fn soap_and_first_syncml_responses() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     snap("syncml_first_response", &r.body);
-}
-
-/// The client certificate from a provisioning document (My store).
-pub fn client_cert_from_doc(doc: &str) -> Vec<u8> {
-    let d = roxmltree::Document::parse(doc).unwrap();
-    let my = d
-        .descendants()
-        .find(|n| n.attribute("type") == Some("My"))
-        .unwrap();
-    let parm = my
-        .descendants()
-        .find(|n| n.attribute("name") == Some("EncodedCertificate"))
-        .unwrap();
-    base64::engine::general_purpose::STANDARD
-        .decode(parm.attribute("value").unwrap())
-        .unwrap()
 }

@@ -391,3 +391,33 @@ pub fn pkcs7_signed(
         .concat(),
     )
 }
+
+/// The provisioning document carried in an RSTRC response.
+pub fn provisioning_doc(rstrc: &str) -> String {
+    let token = element_text(rstrc, "BinarySecurityToken").expect("BinarySecurityToken");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .expect("base64 provisioning document");
+    String::from_utf8(bytes).expect("UTF-8 provisioning document")
+}
+
+/// The client certificate (DER) from a provisioning document's My store.
+pub fn client_cert_from_doc(doc: &str) -> Vec<u8> {
+    let d = roxmltree::Document::parse(doc).expect("provisioning XML");
+    let my = d
+        .descendants()
+        .find(|n| n.attribute("type") == Some("My"))
+        .expect("My store");
+    let parm = my
+        .descendants()
+        .find(|n| n.attribute("name") == Some("EncodedCertificate"))
+        .expect("EncodedCertificate");
+    base64::engine::general_purpose::STANDARD
+        .decode(parm.attribute("value").unwrap_or_default())
+        .expect("base64 certificate")
+}
+
+/// The client certificate (DER) issued in an RSTRC response.
+pub fn client_cert(rstrc: &str) -> Vec<u8> {
+    client_cert_from_doc(&provisioning_doc(rstrc))
+}
