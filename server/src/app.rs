@@ -54,6 +54,12 @@ impl AppState {
         format!("{}{path}", self.public_url)
     }
 
+    /// Whether the host's node key has outlived `--node-key-ttl-secs`.
+    pub fn node_key_expired(&self, host: &Host) -> bool {
+        let ttl = self.config.node_key_ttl_secs;
+        ttl > 0 && crate::db::unix_now().saturating_sub(host.node_key_issued_unix) > ttl as i64
+    }
+
     /// Resolves the DeviceEnrollmentUserToken of a policy or enroll request to the host
     /// whose node key it is (MS-MDE2 §3.2.4.1); anything else is an Authentication fault.
     pub async fn authenticate_token(&self, req: &Request<'_, '_>) -> Result<Host, Fault> {
@@ -64,6 +70,11 @@ impl AppState {
             .host_by_node_key_hash(&crate::orbit::hash_node_key(&token))
             .await
         {
+            Ok(Some(host)) if self.node_key_expired(&host) => Err(Fault::new(
+                FaultSubcode::Authentication,
+                "the DeviceEnrollmentUserToken (node key) has expired; the agent must enroll again",
+            )
+            .relating_to(mid)),
             Ok(Some(host)) => Ok(host),
             Ok(None) => Err(Fault::new(
                 FaultSubcode::Authentication,

@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "WINMDM_INJECT_FAULT", hide = true)]
     pub inject_fault: Option<String>,
 
+    /// Node keys older than this many seconds are refused (0: they never expire; a host
+    /// gets a new one whenever it enrolls through Orbit again).
+    #[arg(long, env = "WINMDM_NODE_KEY_TTL_SECS", default_value_t = 0)]
+    pub node_key_ttl_secs: u64,
+
     /// Provider ID written into the provisioning document and the device registry.
     #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
     pub provider_id: String,
@@ -107,6 +112,7 @@ impl Config {
             max_msg_size: 65_536,
             redeliver_after_secs: 600,
             inject_fault: None,
+            node_key_ttl_secs: 0,
             provider_id: "winmdm".to_string(),
         }
     }

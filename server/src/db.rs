@@ -17,6 +17,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_device_certs.sql"),
     include_str!("../migrations/sqlite/0004_cert_keys.sql"),
     include_str!("../migrations/sqlite/0005_enrollments_by_host.sql"),
+    include_str!("../migrations/sqlite/0006_node_key_age.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
@@ -24,6 +25,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0003_device_certs.sql"),
     include_str!("../migrations/postgres/0004_cert_keys.sql"),
     include_str!("../migrations/postgres/0005_enrollments_by_host.sql"),
+    include_str!("../migrations/postgres/0006_node_key_age.sql"),
 ];
 
 /// Which database a store talks to.
@@ -72,6 +74,8 @@ pub struct Host {
     pub host_uuid: String,
     pub hardware_uuid: String,
     pub hostname: String,
+    /// When the host's current node key was issued (unix seconds).
+    pub node_key_issued_unix: i64,
 }
 
 /// A new MDM enrollment to record.
@@ -272,12 +276,12 @@ impl Store {
         let ts = now();
         let host_uuid = uuid::Uuid::new_v4().to_string();
         let row = sqlx::query(
-            "INSERT INTO hosts (host_uuid, hardware_uuid, hardware_serial, hostname, platform, node_key_hash, created_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO hosts (host_uuid, hardware_uuid, hardware_serial, hostname, platform, node_key_hash, created_at, last_seen_at, node_key_issued_unix)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (hardware_uuid) DO UPDATE SET
                hardware_serial = excluded.hardware_serial, hostname = excluded.hostname,
                platform = excluded.platform, node_key_hash = excluded.node_key_hash,
-               last_seen_at = excluded.last_seen_at
+               last_seen_at = excluded.last_seen_at, node_key_issued_unix = excluded.node_key_issued_unix
              RETURNING host_uuid",
         )
         .bind(&host_uuid)
@@ -288,6 +292,7 @@ impl Store {
         .bind(node_key_hash)
         .bind(&ts)
         .bind(&ts)
+        .bind(unix_now())
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("host_uuid")?)
@@ -296,7 +301,7 @@ impl Store {
     /// The host owning a node key (looked up by its hash).
     pub async fn host_by_node_key_hash(&self, hash: &str) -> Result<Option<Host>, ServerError> {
         let row = sqlx::query(
-            "SELECT host_uuid, hardware_uuid, hostname FROM hosts WHERE node_key_hash = $1",
+            "SELECT host_uuid, hardware_uuid, hostname, node_key_issued_unix FROM hosts WHERE node_key_hash = $1",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -306,6 +311,7 @@ impl Store {
                 host_uuid: r.try_get("host_uuid")?,
                 hardware_uuid: r.try_get("hardware_uuid")?,
                 hostname: r.try_get("hostname")?,
+                node_key_issued_unix: r.try_get("node_key_issued_unix")?,
             })
         })
         .transpose()

@@ -112,6 +112,9 @@ pub async fn config(State(state): State<Arc<AppState>>, body: Bytes) -> Response
         .host_by_node_key_hash(&hash_node_key(&req.orbit_node_key))
         .await
     {
+        Ok(Some(h)) if state.node_key_expired(&h) => {
+            return json_error(StatusCode::UNAUTHORIZED, "node key expired: enroll again")
+        }
         Ok(Some(h)) => h,
         Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "invalid node key"),
         Err(e) => {

@@ -158,3 +158,33 @@ async fn renewal_of_an_unenrolled_device_is_not_eligible() {
     assert_eq!(status, 500);
     assert!(body.contains("NotEligibleToRenew"), "{body}");
 }
+
+#[tokio::test]
+async fn the_old_certificate_is_refused_once_the_grace_period_ends() {
+    // Even if the device never uses its new certificate.
+    let s = server_with(|c| c.renewal_grace_secs = 1).await;
+    let (key, old) = enroll(&s).await;
+    let (status, body) = renew(&s, &key, &old, true, true).await;
+    assert_eq!(status, 200, "{body}");
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            "application/vnd.syncml.dm+xml",
+            sync(DEVICE),
+            Some(old.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "within the grace period");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = s
+        .send(
+            "POST",
+            PATH,
+            "application/vnd.syncml.dm+xml",
+            sync(DEVICE),
+            Some(old),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "after the grace period");
+}

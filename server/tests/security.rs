@@ -272,3 +272,32 @@ async fn expired_not_yet_valid_and_wrong_eku_certificates_are_403() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("active enrollment"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn expired_node_keys_are_refused_at_config_policy_and_enroll() {
+    let s = server_with(|c| c.node_key_ttl_secs = 1).await;
+    let key = s.node_key().await;
+    let req = vector("xcep-getpolicies-request.xml")
+        .replace("B64EncodedSampleBinarySecurityToken", &b64(key.as_bytes()));
+    let r = s.soap("/api/mdm/microsoft/policy", req.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "fresh key accepted: {}", r.body);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = s.soap("/api/mdm/microsoft/policy", req).await;
+    assert!(
+        r.body.contains("s:Authentication") && r.body.contains("expired"),
+        "{}",
+        r.body
+    );
+    let body = serde_json::json!({ "orbit_node_key": key }).to_string();
+    let r = s
+        .send(
+            "POST",
+            "/api/fleet/orbit/config",
+            "application/json",
+            body,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("expired"), "{}", r.body);
+}
