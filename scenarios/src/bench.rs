@@ -232,6 +232,8 @@ impl BenchServer {
             insecure: false,
             control: None,
             serve_exe: None,
+            token: None,
+            discovery_url: None,
         };
         Ok(BenchServer {
             target,

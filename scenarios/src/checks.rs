@@ -47,7 +47,7 @@ pub fn verify_certificate(device: &Device) -> Result<String, String> {
 }
 
 /// A registry value as text: REG_SZ as is, REG_DWORD in decimal.
-fn plain(v: &fake_windows_client::RegValue) -> String {
+pub fn plain(v: &fake_windows_client::RegValue) -> String {
     match v {
         fake_windows_client::RegValue::Sz(s) => s.clone(),
         fake_windows_client::RegValue::Dword(d) => d.to_string(),
@@ -131,4 +131,83 @@ pub fn device_state(device: &Device, discovery_url: Option<&str>) -> Result<Stri
     Ok(format!(
         "{key} and OMADM account written; Root and My stores populated"
     ))
+}
+
+/// The trimmed text of the first element reached by `path` (element local names joined
+/// by `/`, matched at any depth), or None when there is none.
+pub fn xml_path(xml: &str, path: &str) -> Result<Option<String>, String> {
+    let doc = fake_windows_client::xml::parse("check_response", xml).map_err(|e| e.to_string())?;
+    let names: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let Some((last, parents)) = names.split_last() else {
+        return Err("empty path".into());
+    };
+    let found = doc.descendants().find(|n| {
+        if !n.is_element() || n.tag_name().name() != *last {
+            return false;
+        }
+        let mut up = n.parent_element();
+        for want in parents.iter().rev() {
+            match up {
+                Some(p) if p.tag_name().name() == *want => up = p.parent_element(),
+                _ => return false,
+            }
+        }
+        true
+    });
+    Ok(found.map(|n| n.text().unwrap_or("").trim().to_string()))
+}
+
+/// Compares a checked value with `equals` / `contains`.
+pub fn compare(
+    what: &str,
+    value: &str,
+    equals: Option<&str>,
+    contains: Option<&str>,
+) -> Result<(), String> {
+    if let Some(want) = equals {
+        if value != want {
+            return Err(format!("{what} is {value:?}, expected {want:?}"));
+        }
+    }
+    if let Some(part) = contains {
+        if !value.contains(part) {
+            return Err(format!("{what} is {value:?}, which lacks {part:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A field of a certificate as text.
+pub fn certificate_field(der: &[u8], thumbprint: &str, field: &str) -> Result<String, String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("certificate: {e}"))?;
+    let cn = |name: &x509_parser::x509::X509Name<'_>| {
+        name.iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok(match field {
+        "subject_cn" => cn(cert.subject()),
+        "issuer_cn" => cn(cert.issuer()),
+        "serial" => cert.raw_serial_as_string().replace(':', ""),
+        "thumbprint" => thumbprint.to_string(),
+        "key_bits" => match cert.public_key().parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(k)) => k.key_size().to_string(),
+            _ => "0".to_string(),
+        },
+        "validity_days" => {
+            let v = cert.validity();
+            ((v.not_after.timestamp() - v.not_before.timestamp()) / 86_400).to_string()
+        }
+        "client_auth" => cert
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .map(|e| e.value.client_auth)
+            .unwrap_or(false)
+            .to_string(),
+        other => return Err(format!("unknown certificate field {other:?} (subject_cn, issuer_cn, serial, thumbprint, key_bits, validity_days, client_auth)")),
+    })
 }

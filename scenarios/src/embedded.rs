@@ -166,6 +166,8 @@ fn target_for(control: &Arc<Control>, ca_pem: Vec<u8>, serve_exe: Option<PathBuf
         insecure: false,
         control: Some(control.clone()),
         serve_exe,
+        token: None,
+        discovery_url: None,
     }
 }
 

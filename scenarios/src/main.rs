@@ -83,8 +83,15 @@ struct BenchArgs {
 #[derive(clap::Args, Default, Clone)]
 struct ServerArgs {
     /// Base URL of an external server to test instead of the embedded one.
-    #[arg(long, env = "WINMDM_SERVER", requires = "enroll_secret")]
+    #[arg(long, env = "WINMDM_SERVER")]
     server: Option<String>,
+    /// DeviceEnrollmentUserToken to enroll with directly: the Orbit steps are skipped
+    /// (for servers that do not run the Orbit endpoints).
+    #[arg(long, env = "WINMDM_TOKEN")]
+    token: Option<String>,
+    /// Discovery URL of the external server (default `<server>/api/mdm/microsoft/discovery`).
+    #[arg(long, env = "WINMDM_DISCOVERY_URL")]
+    discovery_url: Option<String>,
     /// Orbit enroll secret of the external server.
     #[arg(long, env = "WINMDM_ENROLL_SECRET")]
     enroll_secret: Option<String>,
@@ -181,7 +188,12 @@ async fn target(args: ServerArgs) -> Result<(Target, Option<embedded::Embedded>)
                 insecure: args.insecure,
                 control: None,
                 serve_exe: None,
+                token: args.token,
+                discovery_url: args.discovery_url,
             };
+            if target.enroll_secret.is_empty() && target.token.is_none() {
+                return Err("an external server needs --enroll-secret (Orbit) or --token".into());
+            }
             Ok((target, None))
         }
         None => {

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use fake_windows_client::{DeviceProfile, DiscoverResult, EnrollmentPolicy, TlsOptions};
 
-use crate::scenario::Scenario;
+use serde::Deserialize;
+
+use crate::scenario::{Scenario, Step};
 
 /// The server under test and how to reach it.
 #[derive(Debug, Clone)]
@@ -19,6 +21,11 @@ pub struct Target {
     pub control: Option<std::sync::Arc<crate::embedded::Control>>,
     /// `winmdm-serve`, for scenarios that need the embedded server as a process.
     pub serve_exe: Option<std::path::PathBuf>,
+    /// A DeviceEnrollmentUserToken to enroll with: the Orbit steps are skipped (servers
+    /// that are not Orbit-driven).
+    pub token: Option<String>,
+    /// The discovery URL, when it is not `<server>/api/mdm/microsoft/discovery`.
+    pub discovery_url: Option<String>,
 }
 
 impl Target {
@@ -76,6 +83,8 @@ pub(crate) struct Context<'a> {
     pub(crate) management_url: Option<String>,
     /// Admin API exchanges of the current step.
     pub(crate) admin_exchanges: Vec<fake_windows_client::Exchange>,
+    /// Every exchange of the scenario so far, with the name of its step.
+    pub(crate) history: Vec<(&'static str, fake_windows_client::Exchange)>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -158,7 +167,123 @@ fn setup_failure(scenario: &Scenario, detail: String) -> ScenarioOutcome {
     }
 }
 
+/// Runs the scenario once per device (`devices`), all at once; the outcome holds every
+/// device's steps, each detail prefixed with its device number when there are several.
 async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
+    if scenario.devices <= 1 {
+        return run_one(target, scenario).await;
+    }
+    let started = Instant::now();
+    let runs = (0..scenario.devices).map(|_| run_one(target, scenario));
+    let outcomes = join_all(runs).await;
+    let mut steps = Vec::new();
+    for (k, o) in outcomes.into_iter().enumerate() {
+        for mut s in o.steps {
+            s.detail = format!("[device {}/{}] {}", k + 1, scenario.devices, s.detail);
+            steps.push(s);
+        }
+    }
+    ScenarioOutcome {
+        name: scenario.name.clone(),
+        steps,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Polls a set of futures to completion concurrently, keeping their order.
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// The scenario's variables: `${device_id}`, `${node_key}`, `${server_url}`,
+/// `${discovery_url}`, `${enrollment_id}`, `${management_url}`, `${client_thumbprint}`,
+/// `${command:<name>}`.
+fn variable(ctx: &Context<'_>, name: &str) -> Option<String> {
+    if let Some(cmd) = name.strip_prefix("command:") {
+        return ctx.commands.get(cmd).cloned();
+    }
+    let e = ctx.device.enrollment();
+    match name {
+        "device_id" => Some(ctx.device.device_id().to_string()),
+        "node_key" => ctx.device.node_key().map(str::to_string),
+        "server_url" => Some(ctx.target.server_url.clone()),
+        "discovery_url" => ctx.discovery_endpoint.clone(),
+        "enrollment_id" => e.map(|e| e.enrollment_guid.clone()),
+        "management_url" => e.map(|e| e.management_url.clone()),
+        "client_thumbprint" => e.map(|e| e.client_thumbprint.clone()),
+        _ => None,
+    }
+}
+
+/// Substitutes `${...}` in every string of a step as written; None when it has none.
+fn substitute_step(raw: Option<&toml::Value>, ctx: &Context<'_>) -> Result<Option<Step>, String> {
+    fn walk(v: &mut toml::Value, ctx: &Context<'_>, used: &mut bool) -> Result<(), String> {
+        match v {
+            toml::Value::String(s) if s.contains("${") => {
+                let mut out = String::new();
+                let mut rest = s.as_str();
+                while let Some(start) = rest.find("${") {
+                    out.push_str(&rest[..start]);
+                    let end = rest[start..]
+                        .find('}')
+                        .ok_or_else(|| format!("unclosed variable in {s:?}"))?;
+                    let name = &rest[start + 2..start + end];
+                    let value = variable(ctx, name)
+                        .ok_or_else(|| format!("variable ${{{name}}} has no value yet"))?;
+                    out.push_str(&value);
+                    rest = &rest[start + end + 1..];
+                }
+                out.push_str(rest);
+                *s = out;
+                *used = true;
+            }
+            toml::Value::Array(items) => {
+                for i in items {
+                    walk(i, ctx, used)?;
+                }
+            }
+            toml::Value::Table(t) => {
+                for (_, i) in t.iter_mut() {
+                    walk(i, ctx, used)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let Some(raw) = raw else { return Ok(None) };
+    let mut v = raw.clone();
+    let mut used = false;
+    walk(&mut v, ctx, &mut used)?;
+    if !used {
+        return Ok(None);
+    }
+    Step::deserialize(v).map(Some).map_err(|e| e.to_string())
+}
+
+async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
     let started = Instant::now();
     let mut steps = Vec::new();
     let setup = fake_windows_client::Device::new(DeviceProfile::random(), target.tls())
@@ -195,9 +320,26 @@ async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         presented_cert: None,
         management_url: None,
         admin_exchanges: Vec::new(),
+        history: Vec::new(),
         http,
     };
-    for step in &scenario.steps {
+    for (i, parsed) in scenario.steps.iter().enumerate() {
+        let substituted = substitute_step(scenario.raw_steps.get(i), &ctx);
+        let step = match &substituted {
+            Ok(Some(s)) => s,
+            Ok(None) => parsed,
+            Err(e) => {
+                steps.push(StepOutcome {
+                    name: parsed.name(),
+                    passed: false,
+                    detail: e.clone(),
+                    elapsed: Duration::ZERO,
+                    exchanges: Vec::new(),
+                    client_cert: None,
+                });
+                break;
+            }
+        };
         let t = Instant::now();
         let seen = ctx.device.exchanges().len();
         if let Some(e) = ctx.device.enrollment() {
@@ -211,12 +353,18 @@ async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
             passed,
             detail: result.unwrap_or_else(|e| e),
             elapsed: t.elapsed(),
-            exchanges: ctx
-                .device
-                .exchanges()
-                .get(seen..)
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
+            exchanges: {
+                let mut all: Vec<_> = ctx
+                    .device
+                    .exchanges()
+                    .get(seen..)
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default();
+                all.append(&mut ctx.admin_exchanges);
+                ctx.history
+                    .extend(all.iter().map(|e| (step.name(), e.clone())));
+                all
+            },
             client_cert: ctx.presented_cert.take(),
         });
         if !passed {

@@ -30,9 +30,19 @@ pub struct Scenario {
     /// server in a child process (needed by `kill_server`).
     #[serde(default)]
     pub server: ServerKind,
+    /// Run the steps for this many emulated devices at once (each its own device).
+    #[serde(default = "default_devices")]
+    pub devices: usize,
     pub steps: Vec<Step>,
+    /// The steps as written, for `${variable}` substitution at run time.
+    #[serde(skip)]
+    pub raw_steps: Vec<toml::Value>,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+fn default_devices() -> usize {
+    1
 }
 
 /// Which embedded server a scenario needs when no external server is given.
@@ -208,6 +218,32 @@ pub enum Step {
         renewal_due: Option<bool>,
         reboots: Option<usize>,
     },
+    /// Check the last XML response of an earlier step (`of`, a step name; default the
+    /// previous step with a response) at a path of element local names, e.g.
+    /// `DiscoverResult/AuthPolicy`.
+    CheckResponse {
+        of: Option<String>,
+        path: String,
+        equals: Option<String>,
+        contains: Option<String>,
+        #[serde(default = "default_true")]
+        exists: bool,
+    },
+    /// Check a field of the device's current client certificate: `subject_cn`,
+    /// `issuer_cn`, `serial`, `thumbprint`, `key_bits`, `validity_days`, `client_auth`.
+    CheckCertificate {
+        field: String,
+        equals: Option<String>,
+        contains: Option<String>,
+    },
+    /// Check a registry value on the device (`key` may use `${enrollment_id}`).
+    CheckRegistry {
+        key: String,
+        value: String,
+        equals: Option<String>,
+        #[serde(default = "default_true")]
+        exists: bool,
+    },
     /// Send new connections to replica `index` (0-based; `server = "replicas"`).
     UseReplica { index: usize },
     /// Wait: lets time-based server behaviour (redelivery) happen.
@@ -259,6 +295,9 @@ impl Step {
             Step::CheckAllCommands { .. } => "check_all_commands",
             Step::Wait { .. } => "wait",
             Step::UseReplica { .. } => "use_replica",
+            Step::CheckResponse { .. } => "check_response",
+            Step::CheckCertificate { .. } => "check_certificate",
+            Step::CheckRegistry { .. } => "check_registry",
             Step::Unenroll {} => "unenroll",
             Step::OrbitAgent { .. } => "orbit_agent",
             Step::Renew { .. } => "renew",
@@ -298,6 +337,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, String> {
     if s.steps.is_empty() {
         return Err("a scenario needs at least one [[steps]] entry".into());
     }
+    if s.devices == 0 || s.devices > 10_000 {
+        return Err("devices must be between 1 and 10000".into());
+    }
+    let raw: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    s.raw_steps = raw
+        .get("steps")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
     s.path = path.to_path_buf();
     Ok(s)
 }

@@ -61,6 +61,14 @@ fn need<'a, T>(v: &'a Option<T>, what: &str) -> Result<&'a T, String> {
 pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
     let target = ctx.target;
     match step {
+        Step::OrbitEnroll { .. } | Step::OrbitConfig { .. } | Step::OrbitAgent { .. }
+            if target.token.is_some() =>
+        {
+            if ctx.discovery_endpoint.is_none() {
+                ctx.discovery_endpoint = Some(discovery_url(target));
+            }
+            Ok("skipped: enrolling with --token, without the Orbit agent".into())
+        }
         Step::OrbitEnroll {
             enroll_secret,
             expect_status,
@@ -101,6 +109,19 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             }
             Err(format!(
                 "no enrollment notification after {max_polls} polls"
+            ))
+        }
+        Step::RegisterDeviceWithManagement { upn, token } if target.token.is_some() => {
+            if ctx.discovery_endpoint.is_none() {
+                ctx.discovery_endpoint = Some(discovery_url(target));
+            }
+            if let Some(u) = upn {
+                ctx.upn = u.clone();
+            }
+            ctx.token = token.clone().or_else(|| target.token.clone());
+            Ok(format!(
+                "RegisterDeviceWithManagement({}, discovery URL, --token)",
+                ctx.upn
             ))
         }
         Step::RegisterDeviceWithManagement { upn, token } => {
@@ -615,6 +636,79 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             }
             Ok("device state as expected".into())
         }
+        Step::CheckResponse {
+            of,
+            path,
+            equals,
+            contains,
+            exists,
+        } => {
+            let found = ctx
+                .history
+                .iter()
+                .rev()
+                .filter(|(name, _)| of.as_deref().is_none_or(|o| o == *name))
+                .find(|(_, e)| e.response_body.trim_start().starts_with('<'))
+                .ok_or_else(|| {
+                    format!(
+                        "no XML response from {}",
+                        of.as_deref().unwrap_or("an earlier step")
+                    )
+                })?;
+            let value = crate::checks::xml_path(&found.1.response_body, path)?;
+            match (&value, exists) {
+                (None, true) => {
+                    return Err(format!("{path} is absent from the {} response", found.0))
+                }
+                (Some(v), false) => {
+                    return Err(format!(
+                        "{path} is present ({v:?}) in the {} response",
+                        found.0
+                    ))
+                }
+                _ => {}
+            }
+            let v = value.unwrap_or_default();
+            crate::checks::compare(path, &v, equals.as_deref(), contains.as_deref())?;
+            Ok(format!("{path} = {v:?}"))
+        }
+        Step::CheckCertificate {
+            field,
+            equals,
+            contains,
+        } => {
+            let e = ctx
+                .device
+                .enrollment()
+                .ok_or("the device holds no enrollment certificate")?;
+            let v =
+                crate::checks::certificate_field(&e.client_cert_der, &e.client_thumbprint, field)?;
+            crate::checks::compare(field, &v, equals.as_deref(), contains.as_deref())?;
+            Ok(format!("{field} = {v:?}"))
+        }
+        Step::CheckRegistry {
+            key,
+            value,
+            equals,
+            exists,
+        } => {
+            let got = ctx
+                .device
+                .registry()
+                .get(key, value)
+                .map(crate::checks::plain);
+            match (&got, exists) {
+                (None, true) => return Err(format!(r"registry value {key}\{value} is missing")),
+                (Some(v), false) => {
+                    return Err(format!(r"registry value {key}\{value} exists ({v:?})"))
+                }
+                (None, false) => return Ok(format!(r"{key}\{value} absent")),
+                _ => {}
+            }
+            let v = got.unwrap_or_default();
+            crate::checks::compare(value, &v, equals.as_deref(), None)?;
+            Ok(format!(r"{key}\{value} = {v:?}"))
+        }
         Step::UseReplica { index } => match &target.control {
             Some(c) => {
                 c.route_to_replica(*index).await?;
@@ -681,6 +775,14 @@ fn expect_http(status: u16, expect: Option<u16>) -> Result<String, String> {
         None if status == 200 => Ok("HTTP 200".into()),
         None => Err(format!("HTTP {status}")),
     }
+}
+
+/// The discovery URL of the target: `--discovery-url`, else the path this project uses.
+fn discovery_url(target: &crate::runner::Target) -> String {
+    target
+        .discovery_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/api/mdm/microsoft/discovery", target.server_url))
 }
 
 /// Drops null members so optional fields are simply absent.

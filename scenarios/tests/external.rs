@@ -69,19 +69,27 @@ fn start_server(extra: &[&str]) -> ServerProcess {
 }
 
 fn run_harness(server: &ServerProcess, paths: &[&Path], extra: &[String]) -> (i32, String) {
+    run_harness_with(server, paths, &["--enroll-secret", "ext-secret"], extra)
+}
+
+fn run_harness_with(
+    server: &ServerProcess,
+    paths: &[&Path],
+    auth: &[&str],
+    extra: &[String],
+) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_winmdm"))
         .arg("run")
         .args(paths)
         .args([
             "--server",
             &server.url,
-            "--enroll-secret",
-            "ext-secret",
             "--admin-token",
             "ext-admin",
             "--ca-file",
         ])
         .arg(&server.ca)
+        .args(auth)
         .args(extra)
         .output()
         .unwrap();
@@ -139,4 +147,30 @@ fn a_broken_response_fails_its_step_in_terminal_junit_and_html() {
         html.contains("class=\"step failed\"") && html.contains("RelatesTo"),
         "HTML marks the failed step"
     );
+}
+
+#[test]
+fn with_a_token_the_orbit_steps_are_skipped() {
+    // A server without Orbit endpoints is tested with a DeviceEnrollmentUserToken given
+    // directly; here the token is a node key obtained out of band.
+    let server = start_server(&[]);
+    let ca = std::fs::read(&server.ca).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let token = rt
+        .block_on(async {
+            let tls = fake_windows_client::TlsOptions {
+                ca_pem: Some(ca),
+                insecure: false,
+            };
+            let mut d = fake_windows_client::Device::new(
+                fake_windows_client::DeviceProfile::random(),
+                tls,
+            )?;
+            d.orbit_enroll(&server.url, "ext-secret").await
+        })
+        .unwrap();
+    let happy = suite().join("01-happy-path.toml");
+    let (code, out) = run_harness_with(&server, &[&happy], &["--token", &token], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("skipped: enrolling with --token"), "{out}");
 }
