@@ -126,6 +126,8 @@ pub struct Device {
     pub(crate) preset_key: Option<RsaPrivateKey>,
     /// A client shared with other devices for requests without a client certificate.
     pub(crate) shared_client: Option<reqwest::Client>,
+    /// How the device authenticates at enrollment (see [`crate::auth`]).
+    pub(crate) auth: crate::auth::EnrollmentAuth,
 }
 
 /// Default cap on a Retry-After wait.
@@ -171,6 +173,7 @@ impl Device {
             identity_override: IdentityOverride::None,
             retry_after_cap: RETRY_AFTER_CAP,
             preset_key: None,
+            auth: Default::default(),
             shared_client: None,
         })
     }
@@ -213,6 +216,7 @@ impl Device {
             identity_override: IdentityOverride::None,
             retry_after_cap: RETRY_AFTER_CAP,
             preset_key: None,
+            auth: Default::default(),
             shared_client: None,
         })
     }

@@ -104,7 +104,7 @@ impl Device {
             device_type: DEVICE_TYPE,
             application_version: &p.os_version,
             os_edition: &p.os_edition,
-            auth_policies: &["OnPremise", "Federated"],
+            auth_policies: &self.auth.advertised(),
         };
         let body = discovery::build_request(&req, &mid, discovery_url);
         let r = self.post_soap("discover", discovery_url, body).await?;
@@ -119,7 +119,7 @@ impl Device {
     ) -> Result<EnrollmentPolicy, ClientError> {
         let mid = soap::new_message_id();
         let url = discovery.enrollment_policy_service_url.clone();
-        let body = xcep::build_request(&mid, &url, token);
+        let body = xcep::build_request_as(&mid, &url, &self.auth.credential(token));
         let r = self.post_soap("get_policies", &url, body).await?;
         xcep::parse_response(&r.body, &mid)
     }
@@ -182,7 +182,8 @@ impl Device {
         let mid = soap::new_message_id();
         let url = discovery.enrollment_service_url.clone();
         let items = self.context_items(discovery);
-        let body = wstep::build_request(&mid, &url, token, &csr_der, &items);
+        let body =
+            wstep::build_request_as(&mid, &url, &self.auth.credential(token), &csr_der, &items);
         self.state.pending_wstep = Some((url.clone(), policy.hash));
         let r = self.post_soap("request_security_token", &url, body).await?;
         let xml = wstep::parse_response(&r.body, &mid)?;

@@ -9,6 +9,7 @@
 //! notifications) runs against a controllable [`Clock`].
 
 mod apply;
+pub mod auth;
 pub mod checkin;
 pub mod clock;
 pub mod cms;

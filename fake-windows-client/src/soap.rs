@@ -51,6 +51,26 @@ pub fn envelope(
     envelope_with_header(action, message_id, to, &security, body)
 }
 
+/// The `wsse:Security` header for the enrollment credential: the DeviceEnrollmentUserToken
+/// as a base64 BinarySecurityToken, or an OnPremise UsernameToken with a PasswordText
+/// password ([MS-MDE2] §2.2.9.1 / WS-Security UsernameToken Profile 1.0).
+pub fn security_header(credential: &crate::auth::Credential<'_>) -> String {
+    use base64::Engine;
+    match credential {
+        crate::auth::Credential::Token(t) => format!(
+            r#"<wsse:Security s:mustUnderstand="1"><wsse:BinarySecurityToken ValueType="{USER_TOKEN_VALUE_TYPE}" EncodingType="{BASE64_ENCODING_TYPE}">{}</wsse:BinarySecurityToken></wsse:Security>"#,
+            base64::engine::general_purpose::STANDARD.encode(t.as_bytes())
+        ),
+        crate::auth::Credential::UsernamePassword { username, password } => format!(
+            r#"<wsse:Security s:mustUnderstand="1"><wsse:UsernameToken u:Id="uuid-{}-1"><wsse:Username>{}</wsse:Username><wsse:Password wsse:Type="{}">{}</wsse:Password></wsse:UsernameToken></wsse:Security>"#,
+            uuid::Uuid::new_v4(),
+            esc(username),
+            crate::auth::PASSWORD_TEXT,
+            esc(password)
+        ),
+    }
+}
+
 /// Builds a request envelope with `extra_header` (e.g. a `wsse:Security`) after `a:To`.
 pub fn envelope_with_header(
     action: &str,

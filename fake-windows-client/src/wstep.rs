@@ -27,6 +27,23 @@ pub fn build_request(
     csr_der: &[u8],
     context: &[(&str, String)],
 ) -> String {
+    build_request_as(
+        message_id,
+        to,
+        &crate::auth::Credential::Token(token),
+        csr_der,
+        context,
+    )
+}
+
+/// The RST authenticated with `credential`.
+pub fn build_request_as(
+    message_id: &str,
+    to: &str,
+    credential: &crate::auth::Credential<'_>,
+    csr_der: &[u8],
+    context: &[(&str, String)],
+) -> String {
     let items: String = context
         .iter()
         .map(|(n, v)| {
@@ -52,7 +69,13 @@ pub fn build_request(
         csr = base64::engine::general_purpose::STANDARD.encode(csr_der),
         items = items
     );
-    soap::envelope(ACTION_RST, message_id, to, Some(token), &body)
+    soap::envelope_with_header(
+        ACTION_RST,
+        message_id,
+        to,
+        &soap::security_header(credential),
+        &body,
+    )
 }
 
 /// Parses the RSTRC envelope and returns the decoded provisioning document (UTF-8 XML).

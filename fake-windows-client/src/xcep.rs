@@ -30,6 +30,15 @@ pub struct EnrollmentPolicy {
 
 /// The GetPolicies request with the DeviceEnrollmentUserToken in the security header.
 pub fn build_request(message_id: &str, to: &str, token: &str) -> String {
+    build_request_as(message_id, to, &crate::auth::Credential::Token(token))
+}
+
+/// The GetPolicies request authenticated with `credential`.
+pub fn build_request_as(
+    message_id: &str,
+    to: &str,
+    credential: &crate::auth::Credential<'_>,
+) -> String {
     let body = format!(
         concat!(
             r#"<GetPolicies xmlns="{ns}"><client><lastUpdate xsi:nil="true" xmlns:xsi="{xsi}"/>"#,
@@ -39,7 +48,13 @@ pub fn build_request(message_id: &str, to: &str, token: &str) -> String {
         ns = NS_POLICY,
         xsi = NS_XSI
     );
-    soap::envelope(ACTION_GET_POLICIES, message_id, to, Some(token), &body)
+    soap::envelope_with_header(
+        ACTION_GET_POLICIES,
+        message_id,
+        to,
+        &soap::security_header(credential),
+        &body,
+    )
 }
 
 fn is_nil(n: roxmltree::Node) -> bool {

@@ -234,6 +234,8 @@ impl BenchServer {
             serve_exe: None,
             token: None,
             discovery_url: None,
+            auth_policy: None,
+            credentials: None,
         };
         Ok(BenchServer {
             target,

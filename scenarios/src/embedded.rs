@@ -168,6 +168,8 @@ fn target_for(control: &Arc<Control>, ca_pem: Vec<u8>, serve_exe: Option<PathBuf
         serve_exe,
         token: None,
         discovery_url: None,
+        auth_policy: None,
+        credentials: None,
     }
 }
 

@@ -92,6 +92,16 @@ struct ServerArgs {
     /// Discovery URL of the external server (default `<server>/api/mdm/microsoft/discovery`).
     #[arg(long, env = "WINMDM_DISCOVERY_URL")]
     discovery_url: Option<String>,
+    /// The only AuthPolicy the devices offer in Discover: OnPremise or Federated (by
+    /// default both, as Windows).
+    #[arg(long, value_parser = ["OnPremise", "Federated"])]
+    auth_policy: Option<String>,
+    /// User name for OnPremise UsernameToken authentication or the federated login page.
+    #[arg(long, env = "WINMDM_USERNAME", requires = "password")]
+    username: Option<String>,
+    /// Password going with --username.
+    #[arg(long, env = "WINMDM_PASSWORD", requires = "username")]
+    password: Option<String>,
     /// Orbit enroll secret of the external server.
     #[arg(long, env = "WINMDM_ENROLL_SECRET")]
     enroll_secret: Option<String>,
@@ -190,9 +200,17 @@ async fn target(args: ServerArgs) -> Result<(Target, Option<embedded::Embedded>)
                 serve_exe: None,
                 token: args.token,
                 discovery_url: args.discovery_url,
+                auth_policy: args.auth_policy,
+                credentials: args.username.zip(args.password),
             };
-            if target.enroll_secret.is_empty() && target.token.is_none() {
-                return Err("an external server needs --enroll-secret (Orbit) or --token".into());
+            if target.enroll_secret.is_empty()
+                && target.token.is_none()
+                && target.credentials.is_none()
+                && target.auth_policy.as_deref() != Some("Federated")
+            {
+                return Err(
+                    "an external server needs --enroll-secret (Orbit), --token, --username/--password or --auth-policy Federated".into(),
+                );
             }
             Ok((target, None))
         }

@@ -26,6 +26,11 @@ pub struct Target {
     pub token: Option<String>,
     /// The discovery URL, when it is not `<server>/api/mdm/microsoft/discovery`.
     pub discovery_url: Option<String>,
+    /// The only AuthPolicy the devices offer (`OnPremise` or `Federated`); None offers
+    /// both, as Windows does.
+    pub auth_policy: Option<String>,
+    /// User name and password for OnPremise UsernameToken or the federated login page.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Target {
@@ -306,6 +311,13 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
             };
         }
     };
+    let mut device = device;
+    if target.auth_policy.is_some() || target.credentials.is_some() {
+        device.set_enrollment_auth(
+            target.auth_policy.clone().into_iter().collect(),
+            target.credentials.clone(),
+        );
+    }
     let upn = device.profile().upn.clone();
     let mut ctx = Context {
         target,

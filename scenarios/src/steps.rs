@@ -157,6 +157,16 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             let r = ctx.device.discover(&url, &upn).await;
             match check_fault(r, expect_fault)? {
                 Some(d) => {
+                    // Federated: the token comes from the authentication page.
+                    if d.auth_policy == "Federated" {
+                        let upn = ctx.upn.clone();
+                        let token = ctx
+                            .device
+                            .federated_token(&d, &upn)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        ctx.token = Some(token);
+                    }
                     let detail = format!(
                         "policy {} / enroll {}",
                         d.enrollment_policy_service_url, d.enrollment_service_url

@@ -174,3 +174,36 @@ fn with_a_token_the_orbit_steps_are_skipped() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("skipped: enrolling with --token"), "{out}");
 }
+
+#[test]
+fn on_premise_username_token_reaches_the_server() {
+    // The reference server enrolls with node keys only: a UsernameToken is refused with
+    // an s:Authentication fault, which shows the credential travelled as WS-Security
+    // UsernameToken and the fault was parsed.
+    let server = start_server(&[]);
+    let happy = suite().join("01-happy-path.toml");
+    let (code, out) = run_harness_with(
+        &server,
+        &[&happy],
+        &[
+            "--enroll-secret",
+            "ext-secret",
+            "--auth-policy",
+            "OnPremise",
+            "--username",
+            "user@example.org",
+            "--password",
+            "secret",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("FAIL") && l.contains("get_policies"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("s:Authentication") && line.contains("UsernameToken"),
+        "{out}"
+    );
+}
