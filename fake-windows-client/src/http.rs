@@ -105,38 +105,7 @@ pub fn rustls_config(
     tls: &TlsOptions,
     identity: Option<&ClientIdentity>,
 ) -> Result<rustls::ClientConfig, ClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?;
-    let builder = if tls.insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
-    } else {
-        let pem = tls.ca_pem.as_deref().ok_or_else(|| {
-            ClientError::Tls("no CA certificate given and insecure not set".into())
-        })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
-        }
-        if roots.is_empty() {
-            return Err(ClientError::Tls("CA PEM contains no certificate".into()));
-        }
-        builder.with_root_certificates(roots)
-    };
-    let mut config = match identity {
-        Some(id) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from(id.cert_der.clone())],
-                id.key.clone_key(),
-            )
-            .map_err(tls_err)?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    TlsContext::new(tls)?.config(identity)
 }
 
 /// An HTTP/1.1 client over that configuration.
@@ -144,13 +113,7 @@ pub fn client(
     tls: &TlsOptions,
     identity: Option<&ClientIdentity>,
 ) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(rustls_config(tls, identity)?)
-        .http1_only()
-        .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(tls_err)
+    TlsContext::new(tls)?.client(identity)
 }
 
 /// The server trust of a [`TlsOptions`] parsed once, to build many client

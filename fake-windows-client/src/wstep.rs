@@ -18,6 +18,20 @@ pub const PROVISION_DOC_VALUE_TYPE: &str =
     "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
 const STEP: &str = "request_security_token";
 
+/// AdditionalContext items, in the given order (names may repeat, as `MAC` does).
+fn context_items(context: &[(&str, String)]) -> String {
+    context
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                r#"<ac:ContextItem Name="{}"><ac:Value>{}</ac:Value></ac:ContextItem>"#,
+                esc(n),
+                esc(v)
+            )
+        })
+        .collect()
+}
+
 /// Builds the RST carrying the CSR and the AdditionalContext items (in the given order;
 /// names may repeat, as `MAC` does on Windows).
 pub fn build_request(
@@ -44,16 +58,7 @@ pub fn build_request_as(
     csr_der: &[u8],
     context: &[(&str, String)],
 ) -> String {
-    let items: String = context
-        .iter()
-        .map(|(n, v)| {
-            format!(
-                r#"<ac:ContextItem Name="{}"><ac:Value>{}</ac:Value></ac:ContextItem>"#,
-                esc(n),
-                esc(v)
-            )
-        })
-        .collect();
+    let items = context_items(context);
     let body = format!(
         concat!(
             "<wst:RequestSecurityToken><wst:TokenType>{tt}</wst:TokenType>",
@@ -163,17 +168,7 @@ pub fn build_renew_request(r: &RenewRequest) -> String {
         upn = esc(r.upn),
         pt = PASSWORD_TEXT
     );
-    let items: String = r
-        .context
-        .iter()
-        .map(|(n, v)| {
-            format!(
-                r#"<ac:ContextItem Name="{}"><ac:Value>{}</ac:Value></ac:ContextItem>"#,
-                esc(n),
-                esc(v)
-            )
-        })
-        .collect();
+    let items = context_items(r.context);
     let body = format!(
         concat!(
             "<wst:RequestSecurityToken><wst:TokenType>{tt}</wst:TokenType>",
