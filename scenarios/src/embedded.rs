@@ -254,7 +254,8 @@ async fn spawn(exe: &PathBuf, c: &winmdm_server::Config) -> Result<tokio::proces
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
-    for _ in 0..200 {
+    // Up to 60 s: a loaded machine may take a while to generate the RSA identity CA.
+    for _ in 0..1200 {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("{} exited at start: {status}", exe.display()));
         }

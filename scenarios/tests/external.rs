@@ -9,6 +9,8 @@ use std::time::Duration;
 
 struct ServerProcess {
     child: Child,
+    /// Kept open for the server's lifetime.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
     url: String,
     ca: PathBuf,
     _dir: tempfile::TempDir,
@@ -23,14 +25,14 @@ impl Drop for ServerProcess {
 
 fn start_server(extra: &[&str]) -> ServerProcess {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let database = std::env::var("WINMDM_TEST_POSTGRES_URL").ok().map(|pg| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(winmdm_server::db::create_scratch_postgres_database(&pg))
+            .unwrap()
+    });
     let mut args = vec![
         "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
+        "127.0.0.1:0".to_string(),
         "--data-dir".to_string(),
         dir.path().display().to_string(),
         "--enroll-secret".to_string(),
@@ -41,28 +43,28 @@ fn start_server(extra: &[&str]) -> ServerProcess {
         "0".to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    if let Ok(pg) = std::env::var("WINMDM_TEST_POSTGRES_URL") {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let url = rt
-            .block_on(winmdm_server::db::create_scratch_postgres_database(&pg))
-            .unwrap();
-        args.extend(["--database-url".to_string(), url]);
+    if let Some(url) = &database {
+        args.extend(["--database-url".to_string(), url.clone()]);
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_winmdm-serve"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm-serve"))
         .args(&args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The server picks its port and prints it: no race with other tests' servers.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_else(|| panic!("unexpected first line from winmdm-serve: {line:?}"))
+        .to_string();
     ServerProcess {
         child,
-        url: format!("https://127.0.0.1:{port}"),
+        _stdout: stdout,
+        url: format!("https://{addr}"),
         ca: dir.path().join("tls-cert.pem"),
         _dir: dir,
     }
@@ -95,7 +97,11 @@ fn run_harness_with(
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 

@@ -37,14 +37,22 @@ pub use error::ServerError;
 /// Runs the server until Ctrl-C: what the `winmdm-server` binary does.
 pub async fn serve_until_interrupted(config: Config) -> Result<(), ServerError> {
     let server = start(config).await?;
-    println!(
-        "winmdm-server listening on {} (public URL {})",
-        server.addr, server.public_url
-    );
-    println!(
-        "TLS certificate for clients (--ca-file): {}",
-        server.tls_cert_path.display()
-    );
+    // Written without println!: a closed stdout must not bring the server down.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "winmdm-server listening on {} (public URL {})",
+            server.addr, server.public_url
+        );
+        let _ = writeln!(
+            out,
+            "TLS certificate for clients (--ca-file): {}",
+            server.tls_cert_path.display()
+        );
+        let _ = out.flush();
+    }
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutting down");
     server.shutdown().await;
