@@ -88,6 +88,8 @@ pub(crate) struct Context<'a> {
     pub(crate) management_url: Option<String>,
     /// Admin API exchanges of the current step.
     pub(crate) admin_exchanges: Vec<fake_windows_client::Exchange>,
+    /// The target answered the Orbit enroll with 404/405: Orbit steps are skipped.
+    pub(crate) orbit_absent: bool,
     /// Every exchange of the scenario so far, with the name of its step.
     pub(crate) history: Vec<(&'static str, fake_windows_client::Exchange)>,
     pub(crate) http: reqwest::Client,
@@ -333,6 +335,7 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         management_url: None,
         admin_exchanges: Vec::new(),
         history: Vec::new(),
+        orbit_absent: false,
         http,
     };
     for (i, parsed) in scenario.steps.iter().enumerate() {

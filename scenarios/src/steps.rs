@@ -62,12 +62,16 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
     let target = ctx.target;
     match step {
         Step::OrbitEnroll { .. } | Step::OrbitConfig { .. } | Step::OrbitAgent { .. }
-            if target.token.is_some() =>
+            if target.token.is_some() || ctx.orbit_absent =>
         {
             if ctx.discovery_endpoint.is_none() {
                 ctx.discovery_endpoint = Some(discovery_url(target));
             }
-            Ok("skipped: enrolling with --token, without the Orbit agent".into())
+            Ok(if ctx.orbit_absent {
+                "skipped: the server has no Orbit endpoints".into()
+            } else {
+                "skipped: enrolling with --token, without the Orbit agent".into()
+            })
         }
         Step::OrbitEnroll {
             enroll_secret,
@@ -75,6 +79,13 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
         } => {
             let secret = enroll_secret.as_deref().unwrap_or(&target.enroll_secret);
             let r = ctx.device.orbit_enroll(&target.server_url, secret).await;
+            // An external server without the Orbit endpoints: skipped, not failed.
+            let absent = matches!(&r, Err(e) if matches!(e.http_status(), Some(404 | 405)));
+            if absent && target.control.is_none() && expect_status.is_none() {
+                ctx.orbit_absent = true;
+                ctx.discovery_endpoint = Some(discovery_url(target));
+                return Ok("skipped: the server has no Orbit endpoints (HTTP 404)".into());
+            }
             match check_status(r, *expect_status)? {
                 Some(_) => Ok("node key issued".into()),
                 None => Ok(format!(
@@ -111,7 +122,9 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 "no enrollment notification after {max_polls} polls"
             ))
         }
-        Step::RegisterDeviceWithManagement { upn, token } if target.token.is_some() => {
+        Step::RegisterDeviceWithManagement { upn, token }
+            if target.token.is_some() || ctx.orbit_absent =>
+        {
             if ctx.discovery_endpoint.is_none() {
                 ctx.discovery_endpoint = Some(discovery_url(target));
             }
@@ -119,6 +132,18 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 ctx.upn = u.clone();
             }
             ctx.token = token.clone().or_else(|| target.token.clone());
+            if ctx.token.is_none() {
+                if target.credentials.is_none()
+                    && target.auth_policy.as_deref() != Some("Federated")
+                {
+                    return Err(
+                        "the server has no Orbit endpoints: pass --token, or --username/--password"
+                            .into(),
+                    );
+                }
+                // Authenticated by user name and password (or the federated page) instead.
+                ctx.token = Some(String::new());
+            }
             Ok(format!(
                 "RegisterDeviceWithManagement({}, discovery URL, --token)",
                 ctx.upn

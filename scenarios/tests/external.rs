@@ -212,3 +212,41 @@ fn on_premise_username_token_reaches_the_server() {
         "{out}"
     );
 }
+
+#[test]
+fn orbit_steps_are_skipped_when_the_server_has_none() {
+    // Pointing --server at a prefix without the Orbit endpoints (404) stands in for a
+    // server that has none: the Orbit steps are skipped, not failed, and enrollment then
+    // asks for a token or credentials.
+    let server = start_server(&[]);
+    let happy = suite().join("01-happy-path.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_winmdm"))
+        .arg("run")
+        .arg(&happy)
+        .args([
+            "--server",
+            &format!("{}/no-orbit-here", server.url),
+            "--enroll-secret",
+            "x",
+        ])
+        .args([
+            "--discovery-url",
+            &format!("{}/api/mdm/microsoft/discovery", server.url),
+        ])
+        .arg("--ca-file")
+        .arg(&server.ca)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.contains("ok   orbit_enroll")
+            && out.contains("skipped: the server has no Orbit endpoints"),
+        "{out}"
+    );
+    assert!(out.contains("ok   orbit_config"), "{out}");
+    let rdwm = out
+        .lines()
+        .find(|l| l.contains("register_device_with_management"))
+        .unwrap_or_default();
+    assert!(rdwm.contains("FAIL") && rdwm.contains("--token"), "{out}");
+}
