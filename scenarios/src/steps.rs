@@ -123,7 +123,11 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             ))
         }
         Step::RegisterDeviceWithManagement { upn, token }
-            if target.token.is_some() || ctx.orbit_absent =>
+            if target.token.is_some()
+                || ctx.orbit_absent
+                || (ctx.discovery_endpoint.is_none()
+                    && (target.credentials.is_some()
+                        || target.auth_policy.as_deref() == Some("Federated"))) =>
         {
             if ctx.discovery_endpoint.is_none() {
                 ctx.discovery_endpoint = Some(discovery_url(target));

@@ -250,3 +250,104 @@ fn orbit_steps_are_skipped_when_the_server_has_none() {
         .unwrap_or_default();
     assert!(rdwm.contains("FAIL") && rdwm.contains("--token"), "{out}");
 }
+
+/// Enrollment without Orbit, authenticated by a user (the server's `--enroll-user`).
+const USER_ENROLLMENT: &str = r#"
+name = "user-enrollment"
+
+[[steps]]
+step = "register_device_with_management"
+
+[[steps]]
+step = "discovery_probe"
+
+[[steps]]
+step = "discover"
+
+[[steps]]
+step = "get_policies"
+
+[[steps]]
+step = "generate_key_pair"
+
+[[steps]]
+step = "request_security_token"
+
+[[steps]]
+step = "verify_certificate"
+
+[[steps]]
+step = "check_device_state"
+
+[[steps]]
+step = "management_session"
+min_round_trips = 1
+"#;
+
+#[test]
+fn users_enroll_on_premise_with_a_username_token_and_federated_through_the_login_page() {
+    let server = start_server(&["--enroll-user", "alice:wonderland"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("user-enrollment.toml");
+    std::fs::write(&file, USER_ENROLLMENT).unwrap();
+    for policy in ["OnPremise", "Federated"] {
+        let (code, out) = run_harness_with(
+            &server,
+            &[&file],
+            &[
+                "--auth-policy",
+                policy,
+                "--username",
+                "alice",
+                "--password",
+                "wonderland",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{policy}: {out}");
+        // With only Federated offered, a pass means the token came from the login page
+        // (an empty token would be refused at GetPolicies).
+        assert!(
+            out.contains("ok   request_security_token"),
+            "{policy}: {out}"
+        );
+    }
+    let (code, out) = run_harness_with(
+        &server,
+        &[&file],
+        &[
+            "--auth-policy",
+            "OnPremise",
+            "--username",
+            "alice",
+            "--password",
+            "wrong",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("FAIL") && l.contains("get_policies"))
+        .unwrap_or_default();
+    assert!(line.contains("invalid user name or password"), "{out}");
+    let (code, out) = run_harness_with(
+        &server,
+        &[&file],
+        &[
+            "--auth-policy",
+            "Federated",
+            "--username",
+            "alice",
+            "--password",
+            "wrong",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("FAIL") && l.contains("discover")),
+        "{out}"
+    );
+}

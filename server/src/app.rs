@@ -26,6 +26,7 @@ pub const DISCOVERY_PATH: &str = "/api/mdm/microsoft/discovery";
 pub const POLICY_PATH: &str = "/api/mdm/microsoft/policy";
 pub const ENROLL_PATH: &str = "/api/mdm/microsoft/enroll";
 pub const MANAGEMENT_PATH: &str = "/api/mdm/microsoft/management";
+pub const AUTH_PATH: &str = "/api/mdm/microsoft/auth";
 
 /// Largest request body accepted on any route.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -60,10 +61,61 @@ impl AppState {
         ttl > 0 && crate::db::unix_now().saturating_sub(host.node_key_issued_unix) > ttl as i64
     }
 
+    /// Whether `username`/`password` is one of the `--enroll-user` accounts.
+    pub fn user_password_ok(&self, username: &str, password: &str) -> bool {
+        let presented = format!("{username}:{password}");
+        self.config.enroll_users.iter().fold(false, |ok, u| {
+            crate::orbit::constant_time_eq(u.as_bytes(), presented.as_bytes()) | ok
+        })
+    }
+
+    /// The host standing for an enrollment user (no Orbit agent): created on first use,
+    /// with a fresh node key, which is returned (the federated page hands it out).
+    pub async fn user_host(
+        &self,
+        username: &str,
+    ) -> Result<(Host, String), crate::error::ServerError> {
+        let node_key = hex::encode(rand::random::<[u8; 24]>());
+        let hash = crate::orbit::hash_node_key(&node_key);
+        self.store
+            .upsert_host(&format!("user:{username}"), "", username, "user", &hash)
+            .await?;
+        let host = self
+            .store
+            .host_by_node_key_hash(&hash)
+            .await?
+            .ok_or_else(|| crate::error::ServerError::Config("user host vanished".into()))?;
+        Ok((host, node_key))
+    }
+
     /// Resolves the DeviceEnrollmentUserToken of a policy or enroll request to the host
     /// whose node key it is (MS-MDE2 §3.2.4.1); anything else is an Authentication fault.
     pub async fn authenticate_token(&self, req: &Request<'_, '_>) -> Result<Host, Fault> {
         let mid = req.message_id.as_deref();
+        if let Some((username, password)) = crate::soap::username_token(req) {
+            if self.config.enroll_users.is_empty() {
+                return Err(Fault::new(
+                    FaultSubcode::Authentication,
+                    "UsernameToken authentication is not offered by this server; use the DeviceEnrollmentUserToken",
+                )
+                .relating_to(mid));
+            }
+            if !self.user_password_ok(&username, &password) {
+                return Err(Fault::new(
+                    FaultSubcode::Authentication,
+                    "invalid user name or password",
+                )
+                .relating_to(mid));
+            }
+            return self
+                .user_host(&username)
+                .await
+                .map(|(h, _)| h)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "user host");
+                    Fault::new(FaultSubcode::EnrollmentServer, "storage failure").relating_to(mid)
+                });
+        }
         let token = crate::soap::user_token(req)?;
         match self
             .store
@@ -101,6 +153,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(ENROLL_PATH, post(crate::enroll::request_security_token))
         .route_layer(from_fn(crate::guards::require_soap))
         .route(ORBIT_ENROLL_PATH, post(crate::orbit::enroll))
+        .route(
+            AUTH_PATH,
+            get(crate::federated::login_page).post(crate::federated::login),
+        )
         .route_layer(from_fn_with_state(state.clone(), crate::guards::rate_limit));
     // SyncML bodies are bounded by the MaxMsgSize the server announces (with headroom
     // for devices that overshoot it slightly); larger ones are refused with 413.

@@ -31,6 +31,16 @@ pub struct Config {
     #[arg(long, env = "WINMDM_ENROLL_SECRET")]
     pub enroll_secret: String,
 
+    /// `USER:PASSWORD` allowed to enroll devices without Orbit: OnPremise with a
+    /// WS-Security UsernameToken, or Federated through the login page at
+    /// `/api/mdm/microsoft/auth`. Repeatable.
+    #[arg(
+        long = "enroll-user",
+        env = "WINMDM_ENROLL_USERS",
+        value_delimiter = ','
+    )]
+    pub enroll_users: Vec<String>,
+
     /// Bearer token for the admin API (`/api/v1/...`); the admin API is disabled without it.
     #[arg(long, env = "WINMDM_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
@@ -101,6 +111,7 @@ impl Config {
             database_url: None,
             public_url: None,
             enroll_secret: enroll_secret.to_string(),
+            enroll_users: Vec::new(),
             admin_token: None,
             tls_cert: None,
             tls_key: None,

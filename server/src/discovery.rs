@@ -99,9 +99,15 @@ pub async fn discover(State(state): State<Arc<AppState>>, body: String) -> Respo
                 .into_response()
         }
     };
-    if !discover.auth_policies.is_empty()
-        && !discover.auth_policies.iter().any(|p| p == "OnPremise")
-    {
+    let offers = |p: &str| discover.auth_policies.iter().any(|a| a == p);
+    // OnPremise (node key or user name and password) when the device offers it;
+    // Federated, through the login page, for devices that only offer that and when
+    // enrollment users are configured.
+    let federated = !discover.auth_policies.is_empty()
+        && !offers("OnPremise")
+        && offers("Federated")
+        && !state.config.enroll_users.is_empty();
+    if !discover.auth_policies.is_empty() && !offers("OnPremise") && !federated {
         return Fault::new(
             FaultSubcode::MessageFormat,
             "this server only offers the OnPremise authentication policy",
@@ -111,10 +117,19 @@ pub async fn discover(State(state): State<Arc<AppState>>, body: String) -> Respo
         .into_response();
     }
     let body = format!(
-        "<DiscoverResponse xmlns=\"{NS_ENROLLMENT_DISCOVERY}\"><DiscoverResult><AuthPolicy>OnPremise</AuthPolicy><EnrollmentVersion>{}</EnrollmentVersion><EnrollmentPolicyServiceUrl>{}</EnrollmentPolicyServiceUrl><EnrollmentServiceUrl>{}</EnrollmentServiceUrl></DiscoverResult></DiscoverResponse>",
+        "<DiscoverResponse xmlns=\"{NS_ENROLLMENT_DISCOVERY}\"><DiscoverResult><AuthPolicy>{}</AuthPolicy><EnrollmentVersion>{}</EnrollmentVersion><EnrollmentPolicyServiceUrl>{}</EnrollmentPolicyServiceUrl><EnrollmentServiceUrl>{}</EnrollmentServiceUrl>{}</DiscoverResult></DiscoverResponse>",
+        if federated { "Federated" } else { "OnPremise" },
         enrollment_version(&discover.request_version),
         escape(state.url(crate::app::POLICY_PATH)),
         escape(state.url(crate::app::ENROLL_PATH)),
+        if federated {
+            format!(
+                "<AuthenticationServiceUrl>{}</AuthenticationServiceUrl>",
+                escape(state.url(crate::app::AUTH_PATH))
+            )
+        } else {
+            String::new()
+        },
     );
     tracing::info!(email = %discover.email, version = %discover.request_version, "discover");
     let relates_to = match state.config.inject_fault.as_deref() {

@@ -195,9 +195,11 @@ pub async fn request_security_token(
                 .into_response()
         }
     };
-    // One enrollment token, one device; one key pair, one device.
+    // One enrollment token, one device (enrollment users may have several); one key
+    // pair, one device.
+    let user_host = host.hardware_uuid.starts_with("user:");
     match state.store.host_active_device(&host.host_uuid).await {
-        Ok(Some(other)) if other != device_id => {
+        Ok(Some(other)) if other != device_id && !user_host => {
             return Fault::new(
                 FaultSubcode::Authorization,
                 "this enrollment token has already enrolled another device",

@@ -18,6 +18,7 @@ pub mod der;
 pub mod discovery;
 pub mod enroll;
 pub mod error;
+pub mod federated;
 pub mod guards;
 pub mod management;
 pub mod orbit;

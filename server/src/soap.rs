@@ -316,6 +316,18 @@ pub fn attr_local<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a s
         .map(|a| a.value())
 }
 
+/// A WS-Security UsernameToken (OnPremise authentication with a user name and password,
+/// MS-MDE2 §3.1.4.1.1.2), if the request carries one.
+pub fn username_token(req: &Request<'_, '_>) -> Option<(String, String)> {
+    let security = child(req.header, NS_WSSE, "Security")?;
+    let token = child(security, NS_WSSE, "UsernameToken")?;
+    let username = child(token, NS_WSSE, "Username").map(text)?;
+    let password = child(token, NS_WSSE, "Password")
+        .map(text)
+        .unwrap_or_default();
+    Some((username, password))
+}
+
 /// Extracts the DeviceEnrollmentUserToken from `wsse:Security` (MS-MDE2 §3.2.4.1,
 /// MS-XCEP §3.1.4.1.1.1): a base64 BinarySecurityToken; the decoded bytes are the token.
 pub fn user_token(req: &Request<'_, '_>) -> Result<String, Fault> {
