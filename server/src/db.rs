@@ -653,6 +653,9 @@ impl Store {
         &self,
         responses: &[DeviceResponse<'_>],
     ) -> Result<Vec<Option<(String, String)>>, ServerError> {
+        if responses.is_empty() {
+            return Ok(Vec::new());
+        }
         let ts = now();
         let mut tx = self.begin_write().await?;
         let mut answered = Vec::with_capacity(responses.len());

@@ -217,8 +217,11 @@ async fn process(
         return reply.finish();
     }
 
-    if let Err(e) = crate::profiles::advance(&state.store, device_id).await {
-        tracing::error!(error = %e, "could not advance profile assignments");
+    // Profiles only move when the device answered something.
+    if !answers.is_empty() {
+        if let Err(e) = crate::profiles::advance(&state.store, device_id).await {
+            tracing::error!(error = %e, "could not advance profile assignments");
+        }
     }
 
     // A command sent but not answered for a while is sent again: its session was lost.
