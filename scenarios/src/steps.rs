@@ -400,21 +400,7 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                     .ok_or_else(|| format!("no command named {n:?} was queued"))?,
                 None => need(&ctx.last_command, "queued command")?.clone(),
             };
-            let all = admin(
-                ctx,
-                reqwest::Method::GET,
-                &format!("/api/v1/commands/{id}"),
-                None,
-            )
-            .await?;
-            let device_id = ctx.device.device_id().to_string();
-            let v = all["devices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|d| d["device_id"] == device_id.as_str())
-                .cloned()
-                .ok_or_else(|| format!("command {id} has no delivery for this device ({all})"))?;
+            let v = delivery(ctx, &id).await?;
             let status = v["status_code"].as_str().unwrap_or("");
             if let Some(want) = expect_status {
                 if status != want {
@@ -549,21 +535,8 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             if ids.is_empty() {
                 return Err("no named commands were queued in this scenario".into());
             }
-            let device_id = ctx.device.device_id().to_string();
             for id in &ids {
-                let all = admin(
-                    ctx,
-                    reqwest::Method::GET,
-                    &format!("/api/v1/commands/{id}"),
-                    None,
-                )
-                .await?;
-                let d = all["devices"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|d| d["device_id"] == device_id.as_str())
-                    .ok_or_else(|| format!("command {id} lost: no delivery for this device"))?;
+                let d = &delivery(ctx, id).await?;
                 let state = d["state"].as_str().unwrap_or("");
                 if state != expect_state {
                     return Err(format!(
@@ -804,6 +777,26 @@ async fn stale_session(
         .await
         .map_err(|e| format!("management request: {e}"))?;
     Ok(resp.status().as_u16())
+}
+
+/// This device's delivery of a queued command, from the admin API (state, status code,
+/// stored results); a command without one was lost.
+async fn delivery(ctx: &mut Context<'_>, id: &str) -> Result<Value, String> {
+    let all = admin(
+        ctx,
+        reqwest::Method::GET,
+        &format!("/api/v1/commands/{id}"),
+        None,
+    )
+    .await?;
+    let device_id = ctx.device.device_id();
+    all["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["device_id"] == device_id)
+        .cloned()
+        .ok_or_else(|| format!("command {id} lost: no delivery for this device ({all})"))
 }
 
 /// Checks an HTTP status against the expected one (200 when none is expected).

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::orbit::{constant_time_eq, json_error};
+use crate::orbit::{constant_time_eq, json_error, parse_json};
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = state.config.admin_token.as_deref() else {
@@ -93,12 +93,8 @@ async fn enqueue(state: &AppState, device_ids: &[String], cmd: &NewCommand) -> R
     if device_ids.is_empty() {
         return json_error(StatusCode::BAD_REQUEST, "no device_ids given");
     }
-    for id in device_ids {
-        match state.store.enrollment(id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {id:?}")),
-            Err(e) => return storage_error(e),
-        }
+    if let Err(r) = require_devices(state, device_ids).await {
+        return r;
     }
     match state
         .store
@@ -110,9 +106,21 @@ async fn enqueue(state: &AppState, device_ids: &[String], cmd: &NewCommand) -> R
     }
 }
 
-fn parse_command(body: &[u8]) -> Result<NewCommand, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+/// Every DeviceID must be an enrolled device (404 naming the first that is not).
+async fn require_devices(state: &AppState, device_ids: &[String]) -> Result<(), Response> {
+    for id in device_ids {
+        match state.store.enrollment(id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(json_error(
+                    StatusCode::NOT_FOUND,
+                    format!("no device {id:?}"),
+                ))
+            }
+            Err(e) => return Err(storage_error(e)),
+        }
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/devices/{device_id}/commands`.
@@ -125,7 +133,7 @@ pub async fn queue_command(
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
-    match parse_command(&body) {
+    match parse_json::<NewCommand>(&body) {
         Ok(cmd) if cmd.device_ids.is_empty() => enqueue(&state, &[device_id], &cmd).await,
         Ok(_) => json_error(
             StatusCode::BAD_REQUEST,
@@ -144,7 +152,7 @@ pub async fn queue_command_many(
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
-    match parse_command(&body) {
+    match parse_json::<NewCommand>(&body) {
         Ok(cmd) => enqueue(&state, &cmd.device_ids, &cmd).await,
         Err(r) => r,
     }
@@ -256,9 +264,9 @@ pub async fn save_profile(
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
-    let p: NewProfile = match serde_json::from_slice(&body) {
+    let p: NewProfile = match parse_json(&body) {
         Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+        Err(r) => return r,
     };
     match crate::profiles::save(&state.store, &p.name, &p.items).await {
         Ok(Ok(())) => (StatusCode::CREATED, Json(json!({ "name": p.name }))).into_response(),
@@ -299,16 +307,12 @@ pub async fn assign_profile(
     if let Err(r) = authorize(&state, &headers) {
         return r;
     }
-    let a: Assignment = match serde_json::from_slice(&body) {
+    let a: Assignment = match parse_json(&body) {
         Ok(a) => a,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+        Err(r) => return r,
     };
-    for id in &a.device_ids {
-        match state.store.enrollment(id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {id:?}")),
-            Err(e) => return storage_error(e),
-        }
+    if let Err(r) = require_devices(&state, &a.device_ids).await {
+        return r;
     }
     for id in &a.device_ids {
         match crate::profiles::assign(&state.store, &name, id).await {
