@@ -129,8 +129,11 @@ impl Device {
         let bits = policy.minimal_key_length.max(xcep::DEFAULT_KEY_BITS) as usize;
         let key = match self.preset_key.take() {
             Some(k) if rsa::traits::PublicKeyParts::size(&k) * 8 >= bits => k,
-            _ => RsaPrivateKey::new(&mut rand::thread_rng(), bits)
-                .map_err(|e| ClientError::Crypto(format!("RSA key generation: {e}")))?,
+            _ => {
+                self.presigned_csr = None;
+                RsaPrivateKey::new(&mut rand::thread_rng(), bits)
+                    .map_err(|e| ClientError::Crypto(format!("RSA key generation: {e}")))?
+            }
         };
         self.state.key_pem = Some(crate::foreign::key_pem(&key)?);
         self.key = Some(key);
@@ -173,12 +176,15 @@ impl Device {
             .clone()
             .ok_or_else(|| ClientError::State("no key pair generated".into()))?;
         let device_id = self.state.device_id.clone();
-        let csr_der = csr::build(
-            &key,
-            &csr::windows_subject_cn(&device_id),
-            &device_id,
-            policy.hash,
-        )?;
+        let csr_der = match self.presigned_csr.take() {
+            Some((hash, der)) if hash == policy.hash => der,
+            _ => csr::build(
+                &key,
+                &csr::windows_subject_cn(&device_id),
+                &device_id,
+                policy.hash,
+            )?,
+        };
         let mid = soap::new_message_id();
         let url = discovery.enrollment_service_url.clone();
         let items = self.context_items(discovery);
