@@ -124,6 +124,8 @@ pub struct Device {
     pub(crate) retry_after_cap: Duration,
     /// A key handed in with [`Device::use_key`], taken by the next key generation.
     pub(crate) preset_key: Option<RsaPrivateKey>,
+    /// PKCS#8 PEM of the preset key, when handed in as DER ([`Device::use_key_pkcs8`]).
+    pub(crate) preset_key_pem: Option<String>,
     /// A CSR signed in advance with the preset key ([`Device::presign_csr`]).
     pub(crate) presigned_csr: Option<(crate::csr::HashAlg, Vec<u8>)>,
     /// A client shared with other devices for requests without a client certificate.
@@ -175,6 +177,7 @@ impl Device {
             identity_override: IdentityOverride::None,
             retry_after_cap: RETRY_AFTER_CAP,
             preset_key: None,
+            preset_key_pem: None,
             presigned_csr: None,
             auth: Default::default(),
             shared_client: None,
@@ -219,6 +222,7 @@ impl Device {
             identity_override: IdentityOverride::None,
             retry_after_cap: RETRY_AFTER_CAP,
             preset_key: None,
+            preset_key_pem: None,
             presigned_csr: None,
             auth: Default::default(),
             shared_client: None,
@@ -339,7 +343,19 @@ impl Device {
     /// as long as the enrollment policy asks (load tests use keys generated in advance).
     pub fn use_key(&mut self, key: RsaPrivateKey) {
         self.preset_key = Some(key);
+        self.preset_key_pem = None;
         self.presigned_csr = None;
+    }
+
+    /// [`Device::use_key`] with the key as PKCS#8 DER, which the device also keeps as its
+    /// PEM without re-encoding the key.
+    pub fn use_key_pkcs8(&mut self, der: &[u8]) -> Result<(), ClientError> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let key = RsaPrivateKey::from_pkcs8_der(der)
+            .map_err(|e| ClientError::Crypto(format!("PKCS#8 key: {e}")))?;
+        self.use_key(key);
+        self.preset_key_pem = Some(crate::foreign::pem("PRIVATE KEY", der));
+        Ok(())
     }
 
     /// Signs the enrollment CSR now, with the key given to [`Device::use_key`], for a

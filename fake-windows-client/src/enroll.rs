@@ -127,15 +127,21 @@ impl Device {
     /// Generates the enrollment key: RSA of at least `minimalKeyLength` bits (2048 minimum).
     pub fn generate_key_pair(&mut self, policy: &EnrollmentPolicy) -> Result<(), ClientError> {
         let bits = policy.minimal_key_length.max(xcep::DEFAULT_KEY_BITS) as usize;
-        let key = match self.preset_key.take() {
-            Some(k) if rsa::traits::PublicKeyParts::size(&k) * 8 >= bits => k,
+        let preset_pem = self.preset_key_pem.take();
+        let (key, pem) = match self.preset_key.take() {
+            Some(k) if rsa::traits::PublicKeyParts::size(&k) * 8 >= bits => (k, preset_pem),
             _ => {
                 self.presigned_csr = None;
-                RsaPrivateKey::new(&mut rand::thread_rng(), bits)
-                    .map_err(|e| ClientError::Crypto(format!("RSA key generation: {e}")))?
+                let k = RsaPrivateKey::new(&mut rand::thread_rng(), bits)
+                    .map_err(|e| ClientError::Crypto(format!("RSA key generation: {e}")))?;
+                (k, None)
             }
         };
-        self.state.key_pem = Some(crate::foreign::key_pem(&key)?);
+        let pem = match pem {
+            Some(p) => p,
+            None => crate::foreign::key_pem(&key)?,
+        };
+        self.state.key_pem = Some(pem);
         self.key = Some(key);
         Ok(())
     }

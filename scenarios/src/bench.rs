@@ -314,9 +314,19 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             .await
             .map_err(|e| BenchError::Failed(e.to_string()))??;
 
-    note(opts.progress, "(b') enrollments, CSR signed in the timed window");
+    note(
+        opts.progress,
+        "(b') enrollments, CSR signed in the timed window",
+    );
     let server = BenchServer::start(None).await?;
-    let prepared = prepare(&server.target, &pool, opts.enroll_devices, opts.concurrency, false).await?;
+    let prepared = prepare(
+        &server.target,
+        &pool,
+        opts.enroll_devices,
+        opts.concurrency,
+        false,
+    )
+    .await?;
     let started = Instant::now();
     let (_, stats) = finish_enrollment(prepared, opts.concurrency).await;
     let enroll_device_signing = EnrollFigure {
@@ -329,7 +339,15 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
 
     note(opts.progress, "(b) enrollments");
     let server = BenchServer::start(None).await?;
-    let prepared = prepare(&server.target, &pool, opts.enroll_devices, opts.concurrency, true).await?;
+    let prepared = prepare(
+        &server.target,
+        &pool,
+        opts.enroll_devices,
+        opts.concurrency,
+        true,
+    )
+    .await?;
+    note(opts.progress, "(b) timed window starts");
     let started = Instant::now();
     let (enrolled, enroll_stats) = finish_enrollment(prepared, opts.concurrency).await;
     let enroll_elapsed = started.elapsed();
@@ -355,8 +373,14 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     if let Some(admin) = crate::embedded::postgres_admin_url() {
         note(opts.progress, "(c) SyncML on Postgres");
         let pg = BenchServer::start(Some(&admin)).await?;
-        let prepared =
-            prepare(&pg.target, &pool, opts.syncml_devices, opts.concurrency, true).await?;
+        let prepared = prepare(
+            &pg.target,
+            &pool,
+            opts.syncml_devices,
+            opts.concurrency,
+            true,
+        )
+        .await?;
         let (enrolled, _) = finish_enrollment(prepared, opts.concurrency).await;
         syncml.push(
             syncml_phase(
@@ -473,10 +497,9 @@ async fn prepare(
                     continue;
                 };
                 d.set_http_client(plain.clone());
-                let Some(k) = pool.private_key(i) else {
+                let Some(Ok(())) = pool.der(i).map(|k| d.use_key_pkcs8(k)) else {
                     continue;
                 };
-                d.use_key(k);
                 if presign && d.presign_csr(HashAlg::Sha1).is_err() {
                     continue;
                 }

@@ -61,6 +61,16 @@ pub async fn create_scratch_postgres_database(admin_url: &str) -> Result<String,
     Ok(format!("{}/{name}", &base[..cut]))
 }
 
+/// The file behind a `sqlite:` URL; None for in-memory databases.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:" && !url.contains("mode=memory"))
+        .then(|| std::path::PathBuf::from(path))
+}
+
 /// Current time as RFC 3339 text, the format every timestamp column uses.
 pub fn now() -> String {
     time::OffsetDateTime::now_utc()
@@ -167,6 +177,8 @@ pub struct DeviceCommand {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite on a file: the writer thread for the management route's per-message work.
+    writer: Option<std::sync::Arc<crate::writer::Writer>>,
 }
 
 impl Store {
@@ -203,8 +215,15 @@ impl Store {
             });
         }
         let pool = opts.connect(&url).await?;
-        let store = Store { pool, backend };
+        let mut store = Store {
+            pool,
+            backend,
+            writer: None,
+        };
         store.migrate().await?;
+        if let Some(path) = sqlite_file(&url) {
+            store.writer = Some(std::sync::Arc::new(crate::writer::Writer::open(&path)?));
+        }
         Ok(store)
     }
 
@@ -216,6 +235,11 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// The SQLite writer thread, when the database is a SQLite file.
+    pub(crate) fn writer(&self) -> Option<&crate::writer::Writer> {
+        self.writer.as_deref()
     }
 
     /// The backend in use.

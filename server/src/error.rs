@@ -18,4 +18,7 @@ pub enum ServerError {
     Tls(#[from] rustls::Error),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// From the SQLite writer thread (`writer.rs`).
+    #[error("database: {0}")]
+    Storage(String),
 }

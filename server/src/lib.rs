@@ -21,6 +21,7 @@ pub mod error;
 pub mod federated;
 pub mod guards;
 pub mod management;
+pub mod message_store;
 pub mod orbit;
 pub mod policy;
 pub mod profiles;
@@ -30,6 +31,7 @@ pub mod sessions;
 pub mod soap;
 pub mod syncml;
 pub mod tls;
+pub mod writer;
 
 pub use app::{start, RunningServer};
 pub use config::Config;

@@ -14,6 +14,7 @@ use axum::Extension;
 use sha2::{Digest, Sha256};
 
 use crate::app::{AppState, PeerCertificate};
+use crate::message_store::{Delivery, MessageWork, ResponseRecord};
 use crate::sessions::Replay;
 use crate::syncml::{self, ServerMessage, CONTENT_TYPE};
 
@@ -52,9 +53,11 @@ pub async fn session(
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
     };
-    let (enrollment, current_cert) = match state.store.enrollment_by_cert_serial(&serial).await {
-        Ok(Some((e, current))) if e.state == "enrolled" || e.state == "unenroll_pending" => {
-            (e, current)
+    let identity = match state.store.cert_identity(&serial).await {
+        Ok(Some(i))
+            if i.enrollment_state == "enrolled" || i.enrollment_state == "unenroll_pending" =>
+        {
+            i
         }
         Ok(_) => {
             return refuse(
@@ -75,7 +78,7 @@ pub async fn session(
         Ok(m) => m,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("invalid SyncML: {e}")),
     };
-    if msg.hdr.source != enrollment.device_id {
+    if msg.hdr.source != identity.device_id {
         return refuse(
             StatusCode::FORBIDDEN,
             "SyncHdr Source LocURI does not match the DeviceID the client certificate was issued to",
@@ -87,7 +90,7 @@ pub async fn session(
             "only SyncML 1.2 / DM/1.2 is supported",
         );
     }
-    let device_id = &enrollment.device_id;
+    let device_id = &identity.device_id;
     // A message resent after a dropped connection gets the answer it got the first
     // time; it is not processed twice.
     let session_key = (device_id.clone(), msg.hdr.session_id.clone());
@@ -108,7 +111,7 @@ pub async fn session(
             )
         }
     }
-    let xml = process(&state, &msg, device_id, current_cert).await;
+    let xml = process(&state, &msg, device_id, identity.current).await;
     state
         .sessions
         .remember(session_key, &msg.hdr.msg_id, digest, &xml);
@@ -122,13 +125,6 @@ async fn process(
     device_id: &str,
     current_cert: bool,
 ) -> String {
-    // Once per session (its first message): check-in time and certificate retirement.
-    if msg.hdr.msg_id == "1" {
-        if let Err(e) = state.store.check_in(device_id, current_cert).await {
-            tracing::warn!(error = %e, "could not record the check-in");
-        }
-    }
-
     let mut reply = ServerMessage::reply_to(
         &msg.hdr,
         &state.url(crate::app::MANAGEMENT_PATH),
@@ -136,14 +132,14 @@ async fn process(
     );
     reply.status(&msg.hdr.msg_id, "0", "SyncHdr", 200);
     let mut unenrolled = false;
-    // (CmdRef, element to store): everything the device answered in this message.
-    let mut answers: Vec<(String, syncml::ClientCommand)> = Vec::new();
+    // Everything the device answered in this message, to store.
+    let mut responses: Vec<ResponseRecord> = Vec::new();
     for cmd in &msg.commands {
         match cmd.verb.as_str() {
             // Status answers one of our commands; it is not itself acknowledged.
             "Status" => {
                 if let Some(cmd_ref) = cmd.cmd_ref.as_deref().filter(|r| *r != "0") {
-                    answers.push((cmd_ref.to_string(), cmd.clone()));
+                    responses.push(response_record(cmd_ref, cmd));
                 }
             }
             "Alert" if is_unenroll_alert(cmd) => {
@@ -153,52 +149,43 @@ async fn process(
             "Results" => {
                 let (code, store) = results(state, device_id, cmd);
                 if let (Some(cmd_ref), Some(whole)) = (cmd.cmd_ref.as_deref(), store) {
-                    answers.push((cmd_ref.to_string(), whole));
+                    responses.push(response_record(cmd_ref, &whole));
                 }
                 reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, code);
             }
             _ => reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, status_for(cmd)),
         }
     }
-    let records: Vec<crate::db::DeviceResponse<'_>> = answers
-        .iter()
-        .map(|(cmd_ref, cmd)| crate::db::DeviceResponse {
-            device_id,
-            cmd_ref,
-            session_id: &msg.hdr.session_id,
-            msg_ref: cmd.msg_ref.as_deref().unwrap_or(""),
-            kind: &cmd.verb,
-            status_code: if cmd.verb == "Status" {
-                cmd.data.as_deref()
-            } else {
-                None
-            },
-            body_xml: &cmd.xml,
-        })
-        .collect();
-    match state.store.record_responses(&records).await {
-        Ok(answered) => {
-            for ((_, cmd), known) in answers.iter().zip(&answered) {
-                if known.is_none() {
-                    tracing::debug!(%device_id, "response to a command not from the queue");
-                }
-                if cmd.verb == "Status"
-                    && cmd.data.as_deref() == Some("200")
-                    && is_unenroll_exec(known.as_ref())
-                {
-                    unenrolled = true;
-                }
-            }
-        }
+    // Commands go out once the device's package is complete (Final), never to a device
+    // that is leaving; MaxMsgSize is honoured, commands that do not fit wait.
+    let delivery = (msg.is_final && !unenrolled).then(|| Delivery {
+        used: reply.len(),
+        limit: msg.hdr.max_msg_size.unwrap_or(usize::MAX),
+        redeliver_after_secs: i64::from(state.config.redeliver_after_secs),
+    });
+    let work = MessageWork {
+        device_id: device_id.to_string(),
+        session_id: msg.hdr.session_id.clone(),
+        // Once per session (its first message): check-in time and certificate retirement.
+        first_in_session: msg.hdr.msg_id == "1",
+        current_cert,
+        responses,
+        delivery,
+    };
+    let outcome = match state.store.record_message(work).await {
+        Ok(o) => o,
         // Nothing of this message was stored: the device gets no new commands, and
         // the ones it answered will be sent again.
         Err(e) => {
-            tracing::error!(error = %e, "could not store the device's answers");
+            tracing::error!(error = %e, "could not store the device's message");
             return reply.finish();
         }
+    };
+    if outcome.answered.iter().any(Option::is_none) {
+        tracing::debug!(%device_id, "response to a command not from the queue");
     }
 
-    if unenrolled {
+    if unenrolled || outcome.unenroll_acknowledged {
         tracing::info!(%device_id, "device unenrolled");
         if let Err(e) = state
             .store
@@ -212,59 +199,47 @@ async fn process(
 
     // A message without Final is one of several in the device's package: ask for the
     // next one (Alert 1222) and hold new commands until the package is complete.
-    if !msg.is_final {
+    let Some(delivery) = delivery else {
         reply.alert(1222);
         return reply.finish();
-    }
+    };
 
-    // Profiles only move when the device answered something.
-    if !answers.is_empty() {
-        if let Err(e) = crate::profiles::advance(&state.store, device_id).await {
-            tracing::error!(error = %e, "could not advance profile assignments");
-        }
-    }
-
-    // A command sent but not answered for a while is sent again: its session was lost.
-    let redeliver_after = i64::from(state.config.redeliver_after_secs);
-    let pending = match state
-        .store
-        .deliverable_commands(device_id, redeliver_after)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "management: could not read the command queue");
-            Vec::new()
+    let commands = match outcome.commands {
+        Some(c) => c,
+        // Profiles in progress move first (they may queue read-back Gets for this reply).
+        None => {
+            if let Err(e) = crate::profiles::advance(&state.store, device_id).await {
+                tracing::error!(error = %e, "could not advance profile assignments");
+            }
+            state
+                .store
+                .deliver(device_id, delivery)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "management: could not claim commands");
+                    Vec::new()
+                })
         }
     };
-    // Honour the device's MaxMsgSize: commands that do not fit wait for the next message.
-    let limit = msg.hdr.max_msg_size.unwrap_or(usize::MAX);
-    let mut size = reply.len();
-    let mut fitting: Vec<&str> = Vec::new();
-    for c in &pending {
-        size += c.body_xml.len() + 2 * c.command_uuid.len();
-        if size > limit && !fitting.is_empty() {
-            break;
-        }
-        fitting.push(&c.command_uuid);
-    }
-    let claimed = match state
-        .store
-        .claim_commands(device_id, &fitting, redeliver_after)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "management: could not claim commands");
-            Vec::new()
-        }
-    };
-    for c in pending.iter().filter(|c| claimed.contains(&c.command_uuid)) {
+    for c in &commands {
         reply.command(&c.command_uuid, &c.body_xml);
     }
-    let sent = claimed.len();
-    tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = sent, "management message");
+    tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = commands.len(), "management message");
     reply.finish()
+}
+
+fn response_record(cmd_ref: &str, cmd: &syncml::ClientCommand) -> ResponseRecord {
+    ResponseRecord {
+        cmd_ref: cmd_ref.to_string(),
+        msg_ref: cmd.msg_ref.clone().unwrap_or_default(),
+        kind: cmd.verb.clone(),
+        status_code: if cmd.verb == "Status" {
+            cmd.data.clone()
+        } else {
+            None
+        },
+        body_xml: cmd.xml.clone(),
+    }
 }
 
 fn syncml_response(xml: String) -> Response {
@@ -296,13 +271,6 @@ fn is_unenroll_alert(cmd: &syncml::ClientCommand) -> bool {
 /// The element text of a command re-rooted so that its default namespace resolves.
 fn wrap(xml: &str) -> String {
     format!("<SyncBody xmlns=\"{}\">{xml}</SyncBody>", syncml::NS_SYNCML)
-}
-
-/// The server's own unenrollment command: Exec on `DMClient/Provider/<ID>/Unenroll`.
-fn is_unenroll_exec(answered: Option<&(String, String)>) -> bool {
-    answered.is_some_and(|(verb, target)| {
-        verb == "Exec" && target.contains("/DMClient/Provider/") && target.ends_with("/Unenroll")
-    })
 }
 
 /// Handles a Results command, reassembling large objects sent in chunks with MoreData.

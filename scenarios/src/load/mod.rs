@@ -577,9 +577,9 @@ async fn enroll_inner(s: &Shared, i: usize, stats: &mut Stats) -> Option<Idle> {
         }
     };
     d.set_http_client(s.plain.clone());
-    match s.pool.private_key(i) {
-        Some(k) => d.use_key(k),
-        None => {
+    match s.pool.der(i).map(|k| d.use_key_pkcs8(k)) {
+        Some(Ok(())) => {}
+        _ => {
             stats.error("key pool: unreadable key");
             return None;
         }

@@ -1,0 +1,184 @@
+//! One SQLite connection on its own thread, with group commit, for the management
+//! route's per-message work.
+//!
+//! Through sqlx every statement is a round trip to the connection's worker thread, and
+//! each write transaction takes SQLite's single write lock and commits on its own. Here a
+//! request hands the thread one closure holding all its statements (one hop), and the
+//! thread runs every closure waiting in its queue inside one `BEGIN IMMEDIATE ... COMMIT`,
+//! each in its own SAVEPOINT: a closure that fails is rolled back alone, and no closure
+//! hears back before the COMMIT that makes its writes durable (or fails them all).
+//!
+//! The sqlx pool stays open on the same file for everything else; the two take turns
+//! for the write lock through SQLite's busy timeout.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::error::ServerError;
+
+/// Closures waiting longer than one batch are run in the next one.
+const MAX_BATCH: usize = 256;
+
+/// What a job hands back to be called once the batch's COMMIT has succeeded (`true`) or
+/// failed (`false`).
+type Completion = Box<dyn FnOnce(bool) + Send>;
+/// A job: run with the connection, or told why there is none (the batch could not begin).
+type Job = Box<dyn FnOnce(Result<&Connection, String>) -> Completion + Send>;
+
+/// Handle on the writer thread; the thread ends when the last handle is dropped.
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Opens `path` (an existing database, already migrated) and starts the thread.
+    pub fn open(path: &Path) -> Result<Self, ServerError> {
+        let conn = Connection::open(path).map_err(db_error)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(db_error)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, rx))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `f` in the next batch and returns its result once the batch is committed.
+    /// An error from `f` rolls back `f`'s own writes only.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, ServerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<R, ServerError>>();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => in_savepoint(conn, f),
+                Err(e) => Err(ServerError::Storage(e.to_string())),
+            };
+            Box::new(move |committed| {
+                let answer = match result {
+                    Ok(_) if !committed => Err(ServerError::Storage("COMMIT failed".into())),
+                    other => other,
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| ServerError::Storage("the writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| ServerError::Storage("the writer thread has stopped".into()))?
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> ServerError {
+    ServerError::Storage(e.to_string())
+}
+
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> Result<R, ServerError> {
+    conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE job").map_err(db_error)?;
+            Ok(r)
+        }
+        Err(e) => {
+            // Undo this job's statements and leave the batch's transaction open.
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(db_error(e))
+        }
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                let done: Vec<Completion> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+                let committed = match conn.execute_batch("COMMIT") {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "group commit failed");
+                        let _ = conn.execute_batch("ROLLBACK");
+                        false
+                    }
+                };
+                for d in done {
+                    d(committed);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for job in batch {
+                    job(Err(why.clone()))(false);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
+            .expect("schema");
+        drop(conn);
+        let w = Writer::open(&path).expect("writer");
+        (dir, w)
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_alone_and_the_others_commit() {
+        let (dir, w) = scratch();
+        let w = std::sync::Arc::new(w);
+        let mut handles = Vec::new();
+        for v in 0..50i64 {
+            let w = w.clone();
+            handles.push(tokio::spawn(async move {
+                w.run(move |c| {
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                    // Every tenth job writes and then fails: its row must not stay.
+                    if v % 10 == 0 {
+                        c.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                    }
+                    Ok(v)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.expect("join").is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 45);
+        let conn = Connection::open(dir.path().join("w.db")).expect("open");
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 45, "the failed jobs' first inserts were rolled back");
+    }
+}
