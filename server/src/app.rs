@@ -37,7 +37,35 @@ pub struct ClientAddr(pub std::net::IpAddr);
 
 /// The client certificate presented on this connection (DER), if any.
 #[derive(Debug, Clone, Default)]
-pub struct PeerCertificate(pub Option<Arc<Vec<u8>>>);
+pub struct PeerCertificate(pub Option<Arc<Vec<u8>>>, pub PeerVerification);
+
+/// The identity CA's verdict on a connection's client certificate, reached once per
+/// connection (the signature check is the costly part) and shared by its requests.
+#[derive(Debug, Clone, Default)]
+pub struct PeerVerification(
+    Arc<std::sync::OnceLock<Result<crate::ca::ClientCert, crate::ca::CertRejection>>>,
+);
+
+impl PeerCertificate {
+    /// A certificate presented outside a TLS connection (tests, tools).
+    pub fn new(der: Option<Vec<u8>>) -> Self {
+        PeerCertificate(der.map(Arc::new), PeerVerification::default())
+    }
+
+    /// Verifies the certificate against `ca`: issuer, signature and EKU once per
+    /// connection, the validity period on every call.
+    pub fn verify(
+        &self,
+        ca: &IdentityCa,
+    ) -> Option<Result<crate::ca::ClientCert, crate::ca::CertRejection>> {
+        let der = self.0.as_deref()?;
+        let issued = self.1 .0.get_or_init(|| ca.verify_issuer(der)).clone();
+        Some(issued.and_then(|c| {
+            c.check_validity(crate::db::unix_now())?;
+            Ok(c)
+        }))
+    }
+}
 
 /// State shared by every handler.
 pub struct AppState {
@@ -329,12 +357,12 @@ async fn accept_loop(
                 }
             };
             let client = ClientAddr(peer_addr.ip());
-            let peer = PeerCertificate(
+            let peer = PeerCertificate::new(
                 tls.get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|c| Arc::new(c.to_vec())),
+                    .map(|c| c.to_vec()),
             );
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {

@@ -177,6 +177,14 @@ impl IdentityCa {
     /// Checks that `der` is a certificate this CA signed, valid now; returns its serial
     /// (lowercase hex) and thumbprint. Which enrollment it belongs to is the caller's check.
     pub fn verify_issued(&self, der: &[u8]) -> Result<(String, String), CertRejection> {
+        let issued = self.verify_issuer(der)?;
+        issued.check_validity(crate::db::unix_now())?;
+        Ok((issued.serial, issued.thumbprint))
+    }
+
+    /// The time-independent half of [`IdentityCa::verify_issued`]: issuer, signature and
+    /// clientAuth EKU. A connection checks this once and the validity period per request.
+    pub fn verify_issuer(&self, der: &[u8]) -> Result<ClientCert, CertRejection> {
         let (_, cert) =
             x509_parser::parse_x509_certificate(der).map_err(|_| CertRejection::Malformed)?;
         let (_, ca) = x509_parser::parse_x509_certificate(&self.cert_der)
@@ -186,9 +194,6 @@ impl IdentityCa {
         }
         cert.verify_signature(Some(ca.public_key()))
             .map_err(|_| CertRejection::UnknownIssuer)?;
-        if !cert.validity().is_valid() {
-            return Err(CertRejection::Expired);
-        }
         let client_auth = cert
             .extended_key_usage()
             .ok()
@@ -198,7 +203,35 @@ impl IdentityCa {
         if !client_auth {
             return Err(CertRejection::WrongUsage);
         }
-        Ok((hex::encode(cert.raw_serial()), thumbprint(der)))
+        let validity = cert.validity();
+        Ok(ClientCert {
+            serial: hex::encode(cert.raw_serial()),
+            thumbprint: thumbprint(der),
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        })
+    }
+}
+
+/// A certificate this CA issued for client authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    pub thumbprint: String,
+    /// Validity period, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl ClientCert {
+    /// Refuses the certificate outside its validity period (RFC 5280 §4.1.2.5: both
+    /// bounds inclusive).
+    pub fn check_validity(&self, now: i64) -> Result<(), CertRejection> {
+        if now < self.not_before || now > self.not_after {
+            return Err(CertRejection::Expired);
+        }
+        Ok(())
     }
 }
 

@@ -28,6 +28,10 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0006_node_key_age.sql"),
 ];
 
+/// Rows per INSERT when queueing a command for many devices (6 parameters a row, well
+/// under SQLite's and Postgres's parameter limits).
+const ENQUEUE_ROWS_PER_STATEMENT: usize = 200;
+
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -583,19 +587,37 @@ impl Store {
         let command_uuid = uuid::Uuid::new_v4().to_string();
         let ts = now();
         let mut tx = self.begin_write().await?;
-        for device_id in device_ids {
-            sqlx::query(
-                "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6)",
-            )
-            .bind(&command_uuid)
-            .bind(device_id)
-            .bind(verb)
-            .bind(target)
-            .bind(body_xml)
-            .bind(&ts)
-            .execute(&mut *tx)
-            .await?;
+        // Many rows per statement: a round trip per device made fleet-wide commands slow.
+        for chunk in device_ids.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 6;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, 'pending', ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at) VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for device_id in chunk {
+                q = q
+                    .bind(&command_uuid)
+                    .bind(device_id)
+                    .bind(verb)
+                    .bind(target)
+                    .bind(body_xml)
+                    .bind(&ts);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(command_uuid)

@@ -43,15 +43,15 @@ pub async fn session(
     Extension(peer): Extension<PeerCertificate>,
     body: String,
 ) -> Response {
-    let Some(cert) = peer.0.as_deref() else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "a client certificate issued at enrollment is required",
-        );
-    };
-    let (serial, _thumbprint) = match state.ca.verify_issued(cert) {
-        Ok(v) => v,
-        Err(e) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
+    let serial = match peer.verify(&state.ca) {
+        None => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "a client certificate issued at enrollment is required",
+            )
+        }
+        Some(Err(e)) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
+        Some(Ok(c)) => c.serial,
     };
     let identity = match state.store.cert_identity(&serial).await {
         Ok(Some(i))

@@ -86,10 +86,14 @@ fn in_savepoint<R>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
 ) -> Result<R, ServerError> {
-    conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
+    conn.prepare_cached("SAVEPOINT job")
+        .and_then(|mut s| s.execute([]))
+        .map_err(db_error)?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE job").map_err(db_error)?;
+            conn.prepare_cached("RELEASE job")
+                .and_then(|mut s| s.execute([]))
+                .map_err(db_error)?;
             Ok(r)
         }
         Err(e) => {

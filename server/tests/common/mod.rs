@@ -62,8 +62,7 @@ impl TestServer {
             .header("content-type", content_type)
             .body(Body::from(body))
             .expect("request");
-        req.extensions_mut()
-            .insert(PeerCertificate(peer.map(Arc::new)));
+        req.extensions_mut().insert(PeerCertificate::new(peer));
         let resp = router(self.state.clone())
             .oneshot(req)
             .await
@@ -258,7 +257,7 @@ impl TestServer {
             .header("authorization", "Bearer admin")
             .body(Body::from(body.to_string()))
             .expect("request");
-        req.extensions_mut().insert(PeerCertificate(None));
+        req.extensions_mut().insert(PeerCertificate::new(None));
         let resp = router(self.state.clone())
             .oneshot(req)
             .await
