@@ -606,7 +606,10 @@ async fn enroll_prepared(p: &mut Prepared) -> Result<Enrolled, ClientError> {
     Ok((p.key, state, url))
 }
 
-/// Rounds of: one admin request queueing a Get for every device, then every device
+/// Device groups running their rounds side by side in (c).
+const SYNCML_GROUPS: usize = 4;
+
+/// Per group of devices, rounds of: one admin request queueing a Get for every device, then every device
 /// in a session at once over its own keep-alive mTLS connection (two messages: the
 /// package 1 answered with the command, then Status and Results, stored durably).
 async fn syncml_phase(
@@ -626,10 +629,6 @@ async fn syncml_phase(
     let admin = tls.client(None)?;
     let token = target.admin_token.clone().unwrap_or_default();
     let profile = Arc::new(DeviceProfile::random());
-    let ids: Vec<String> = devices
-        .iter()
-        .map(|(_, s, _)| s.device_id.to_string())
-        .collect();
     let mut slots = Vec::with_capacity(devices.len());
     for (key, state, url) in devices {
         let der = pool
@@ -647,34 +646,62 @@ async fn syncml_phase(
         acknowledged: 0,
         elapsed: Duration::ZERO,
     };
-    let body = json!({"device_ids": ids, "verb": "Get", "target": "./DevDetail/SwV"}).to_string();
     let queue_url = format!("{}/api/v1/commands", target.server_url);
     // Warm-up: every connection is opened before timing starts.
     let (s, _) = sessions(slots, &profile).await;
     slots = s;
+    // The devices run in groups, each group its own loop of rounds, so that one group's
+    // admin request and slowest session overlap with the other groups' sessions.
+    let per_group = slots.len().div_ceil(SYNCML_GROUPS).max(1);
+    let mut groups: Vec<Vec<Slot>> = Vec::new();
+    while !slots.is_empty() {
+        let rest = slots.split_off(per_group.min(slots.len()));
+        groups.push(std::mem::replace(&mut slots, rest));
+    }
     let started = Instant::now();
-    let mut rounds = 0u32;
-    while started.elapsed() < time && rounds < 100_000 {
-        rounds += 1;
-        let r = admin
-            .post(&queue_url)
-            .bearer_auth(&token)
-            .header("Content-Type", "application/json")
-            .body(body.clone())
-            .send()
-            .await;
-        match r {
-            Ok(resp) if resp.status().is_success() => {}
-            Ok(resp) => {
-                return Err(BenchError::Failed(format!(
-                    "queueing commands: HTTP {}",
-                    resp.status()
-                )))
+    let mut set = tokio::task::JoinSet::new();
+    for group in groups {
+        let (admin, token, queue_url, profile) = (
+            admin.clone(),
+            token.clone(),
+            queue_url.clone(),
+            profile.clone(),
+        );
+        set.spawn(async move {
+            let ids: Vec<String> = group
+                .iter()
+                .map(|(s, _, _)| s.device_id.to_string())
+                .collect();
+            let body =
+                json!({"device_ids": ids, "verb": "Get", "target": "./DevDetail/SwV"}).to_string();
+            let mut slots = group;
+            let mut total = Stats::default();
+            let mut rounds = 0u32;
+            while started.elapsed() < time && rounds < 100_000 {
+                rounds += 1;
+                let r = admin
+                    .post(&queue_url)
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => {}
+                    Ok(resp) => return Err(format!("queueing commands: HTTP {}", resp.status())),
+                    Err(e) => return Err(format!("queueing commands: {e}")),
+                }
+                let (s, stats) = sessions(slots, &profile).await;
+                slots = s;
+                total.merge(&stats);
             }
-            Err(e) => return Err(BenchError::Failed(format!("queueing commands: {e}"))),
-        }
-        let (s, stats) = sessions(slots, &profile).await;
-        slots = s;
+            Ok(total)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let stats = joined
+            .map_err(|e| BenchError::Failed(e.to_string()))?
+            .map_err(BenchError::Failed)?;
         figure.messages += stats.syncml_messages;
         figure.commands += stats.commands;
         figure.sessions += stats.checkins;

@@ -108,19 +108,14 @@ async fn enqueue(state: &AppState, device_ids: &[String], cmd: &NewCommand) -> R
 
 /// Every DeviceID must be an enrolled device (404 naming the first that is not).
 async fn require_devices(state: &AppState, device_ids: &[String]) -> Result<(), Response> {
-    for id in device_ids {
-        match state.store.enrollment(id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(json_error(
-                    StatusCode::NOT_FOUND,
-                    format!("no device {id:?}"),
-                ))
-            }
-            Err(e) => return Err(storage_error(e)),
-        }
+    match state.store.first_unknown_device(device_ids).await {
+        Ok(None) => Ok(()),
+        Ok(Some(id)) => Err(json_error(
+            StatusCode::NOT_FOUND,
+            format!("no device {id:?}"),
+        )),
+        Err(e) => Err(storage_error(e)),
     }
-    Ok(())
 }
 
 /// `POST /api/v1/devices/{device_id}/commands`.

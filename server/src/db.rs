@@ -552,6 +552,31 @@ impl Store {
         row.map(|r| enrollment_from_row(&r)).transpose()
     }
 
+    /// The first of `device_ids` (in order) that has no enrollment, checked a few hundred
+    /// at a time.
+    pub async fn first_unknown_device(
+        &self,
+        device_ids: &[String],
+    ) -> Result<Option<String>, ServerError> {
+        for chunk in device_ids.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT device_id FROM enrollments WHERE device_id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let known: std::collections::HashSet<String> =
+                q.fetch_all(&self.pool).await?.into_iter().collect();
+            if let Some(missing) = chunk.iter().find(|id| !known.contains(*id)) {
+                return Ok(Some(missing.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Records the start of a management session, in one write: the check-in time and,
     /// when the device authenticated with its current certificate, the retirement of
     /// the certificates that one replaced (a renewed-away certificate is refused from

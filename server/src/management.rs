@@ -111,10 +111,10 @@ pub async fn session(
             )
         }
     }
-    let xml = process(&state, &msg, device_id, identity.current).await;
+    let xml = axum::body::Bytes::from(process(&state, &msg, device_id, identity.current).await);
     state
         .sessions
-        .remember(session_key, &msg.hdr.msg_id, digest, &xml);
+        .remember(session_key, &msg.hdr.msg_id, digest, xml.clone());
     syncml_response(xml)
 }
 
@@ -242,7 +242,7 @@ fn response_record(cmd_ref: &str, cmd: &syncml::ClientCommand) -> ResponseRecord
     }
 }
 
-fn syncml_response(xml: String) -> Response {
+fn syncml_response(xml: axum::body::Bytes) -> Response {
     let mut resp = (StatusCode::OK, xml).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

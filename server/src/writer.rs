@@ -82,18 +82,19 @@ fn db_error(e: rusqlite::Error) -> ServerError {
     ServerError::Storage(e.to_string())
 }
 
+/// Runs a parameterless statement from the connection's statement cache.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn in_savepoint<R>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
 ) -> Result<R, ServerError> {
-    conn.prepare_cached("SAVEPOINT job")
-        .and_then(|mut s| s.execute([]))
-        .map_err(db_error)?;
+    exec_cached(conn, "SAVEPOINT job").map_err(db_error)?;
     match f(conn) {
         Ok(r) => {
-            conn.prepare_cached("RELEASE job")
-                .and_then(|mut s| s.execute([]))
-                .map_err(db_error)?;
+            exec_cached(conn, "RELEASE job").map_err(db_error)?;
             Ok(r)
         }
         Err(e) => {
@@ -113,10 +114,10 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match conn.execute_batch("BEGIN IMMEDIATE") {
+        match exec_cached(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 let done: Vec<Completion> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
-                let committed = match conn.execute_batch("COMMIT") {
+                let committed = match exec_cached(&conn, "COMMIT") {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(error = %e, "group commit failed");
