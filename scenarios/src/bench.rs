@@ -67,7 +67,7 @@ impl Default for BenchOptions {
             devices: 2000,
             enroll_devices: 1000,
             concurrency: 32,
-            syncml_devices: 64,
+            syncml_devices: 128,
             sign_time: Duration::from_secs(3),
             syncml_time: Duration::from_secs(8),
             key_pool_dir: keypool::default_dir(),
