@@ -25,7 +25,11 @@ impl Device {
         let v = verify::verify(doc, &key)?;
         let guid = uuid::Uuid::new_v4().to_string().to_uppercase();
         let container = uuid::Uuid::new_v4().to_string().to_uppercase();
-        let key_pem = crate::foreign::key_pem(&key)?;
+        // The PEM written when the key was made; encoding it again costs a modular inverse.
+        let key_pem = match self.state.key_pem.clone() {
+            Some(p) => p,
+            None => crate::foreign::key_pem(&key)?,
+        };
         let client_store = format!("My\\{}", v.client_scope);
         self.state.certs.put(
             "Root/System",

@@ -204,8 +204,11 @@ impl Store {
                 "unsupported database URL {url:?}: use sqlite://PATH or postgres://..."
             )));
         };
-        let mut opts =
-            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
+        // No ping before each acquire: it was a round trip to the connection's thread (or
+        // the Postgres server) per query; a broken connection fails its query instead.
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .test_before_acquire(false);
         if backend == Backend::Sqlite {
             // WAL: readers never block the writer, and a commit survives a killed process.
             opts = opts.after_connect(|conn, _| {
@@ -328,6 +331,26 @@ impl Store {
 
     /// The host owning a node key (looked up by its hash).
     pub async fn host_by_node_key_hash(&self, hash: &str) -> Result<Option<Host>, ServerError> {
+        if let Some(w) = self.writer() {
+            let hash = hash.to_string();
+            return w
+                .run(move |c| {
+                    use rusqlite::OptionalExtension;
+                    c.prepare_cached(
+                        "SELECT host_uuid, hardware_uuid, hostname, node_key_issued_unix FROM hosts WHERE node_key_hash = ?1",
+                    )?
+                    .query_row([&hash], |r| {
+                        Ok(Host {
+                            host_uuid: r.get(0)?,
+                            hardware_uuid: r.get(1)?,
+                            hostname: r.get(2)?,
+                            node_key_issued_unix: r.get(3)?,
+                        })
+                    })
+                    .optional()
+                })
+                .await;
+        }
         let row = sqlx::query(
             "SELECT host_uuid, hardware_uuid, hostname, node_key_issued_unix FROM hosts WHERE node_key_hash = $1",
         )

@@ -14,6 +14,7 @@ use axum::Extension;
 
 use crate::app::{AppState, PeerCertificate};
 use crate::db::NewEnrollment;
+use crate::enroll_store::{EnrollClaim, EnrollConflict};
 use crate::soap::{self, Fault, FaultSubcode, NS_AC, NS_WSSE, NS_WSTEP, NS_WSTRUST};
 
 pub const ACTION_RST: &str =
@@ -113,6 +114,24 @@ fn valid_device_id(id: &str) -> bool {
             .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '{' || c == '}')
 }
 
+/// The fault for a request the one-device rules refuse (MS-MDE2 §2.2.9 subcodes).
+fn conflict_fault(conflict: EnrollConflict, mid: Option<&str>) -> Response {
+    match conflict {
+        EnrollConflict::DeviceCapReached => Fault::new(
+            FaultSubcode::Authorization,
+            "this enrollment token has already enrolled another device",
+        )
+        .with_error_type("DeviceCapReached"),
+        EnrollConflict::KeyHeldByOtherDevice => Fault::new(
+            FaultSubcode::CertificateRequest,
+            "the CSR's public key is already certified for another device",
+        )
+        .with_error_type("InvalidEnrollmentData"),
+    }
+    .relating_to(mid)
+    .into_response()
+}
+
 /// `POST /api/mdm/microsoft/enroll`: RequestType Issue (enrollment) or Renew.
 pub async fn request_security_token(
     State(state): State<Arc<AppState>>,
@@ -196,41 +215,16 @@ pub async fn request_security_token(
         }
     };
     // One enrollment token, one device (enrollment users may have several); one key
-    // pair, one device.
-    let user_host = host.hardware_uuid.starts_with("user:");
-    match state.store.host_active_device(&host.host_uuid).await {
-        Ok(Some(other)) if other != device_id && !user_host => {
-            return Fault::new(
-                FaultSubcode::Authorization,
-                "this enrollment token has already enrolled another device",
-            )
-            .with_error_type("DeviceCapReached")
-            .relating_to(mid)
-            .into_response()
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "enroll: storage failure");
-            return Fault::new(FaultSubcode::EnrollmentServer, "storage failure")
-                .relating_to(mid)
-                .into_response();
-        }
-    }
-    match state
-        .store
-        .key_held_by_other_device(&csr.key_fingerprint(), &device_id)
-        .await
-    {
-        Ok(false) => {}
-        Ok(true) => {
-            return Fault::new(
-                FaultSubcode::CertificateRequest,
-                "the CSR's public key is already certified for another device",
-            )
-            .with_error_type("InvalidEnrollmentData")
-            .relating_to(mid)
-            .into_response()
-        }
+    // pair, one device. Checked before signing, and again when the enrollment is recorded.
+    let claim = EnrollClaim {
+        host_uuid: Some(host.host_uuid.clone()),
+        device_id: device_id.clone(),
+        public_key_sha256: csr.key_fingerprint(),
+        multi_device: host.hardware_uuid.starts_with("user:"),
+    };
+    match state.store.enrollment_conflict(&claim).await {
+        Ok(None) => {}
+        Ok(Some(conflict)) => return conflict_fault(conflict, mid),
         Err(e) => {
             tracing::error!(error = %e, "enroll: storage failure");
             return Fault::new(FaultSubcode::EnrollmentServer, "storage failure")
@@ -271,14 +265,22 @@ pub async fn request_security_token(
         cert_not_after: issued.not_after.format(&Rfc3339).unwrap_or_default(),
         public_key_sha256: csr.key_fingerprint(),
     };
-    if let Err(e) = state.store.upsert_enrollment(&record).await {
-        tracing::error!(error = %e, "could not record enrollment");
-        return Fault::new(
-            FaultSubcode::EnrollmentServer,
-            "could not record the enrollment",
-        )
-        .relating_to(mid)
-        .into_response();
+    match state
+        .store
+        .record_enrollment(record, claim.multi_device)
+        .await
+    {
+        Ok(None) => {}
+        Ok(Some(conflict)) => return conflict_fault(conflict, mid),
+        Err(e) => {
+            tracing::error!(error = %e, "could not record enrollment");
+            return Fault::new(
+                FaultSubcode::EnrollmentServer,
+                "could not record the enrollment",
+            )
+            .relating_to(mid)
+            .into_response();
+        }
     }
     tracing::info!(%device_id, serial = %issued.serial, csr_hash = csr.signature_hash, "device enrolled");
     let management_url = state.url(crate::app::MANAGEMENT_PATH);

@@ -17,6 +17,7 @@ pub mod db;
 pub mod der;
 pub mod discovery;
 pub mod enroll;
+pub mod enroll_store;
 pub mod error;
 pub mod federated;
 pub mod guards;

@@ -1,0 +1,167 @@
+//! Storage for an MS-WSTEP Issue request: the one-device rules and the enrollment record.
+//!
+//! On SQLite both run on the writer thread ([`crate::writer`]); the record checks the
+//! rules again in the same transaction as its writes, so two requests racing with one
+//! token or one key cannot both enroll. On Postgres they are the queries of [`Store`].
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::db::{now, NewEnrollment, Store};
+use crate::error::ServerError;
+
+/// What the one-device rules look at.
+#[derive(Debug, Clone)]
+pub struct EnrollClaim {
+    pub host_uuid: Option<String>,
+    pub device_id: String,
+    /// SHA-256 (hex) of the CSR's RSA public key.
+    pub public_key_sha256: String,
+    /// Enrollment users may enroll several devices with one account.
+    pub multi_device: bool,
+}
+
+impl EnrollClaim {
+    /// The claim an enrollment record makes.
+    pub fn of(e: &NewEnrollment, multi_device: bool) -> Self {
+        EnrollClaim {
+            host_uuid: e.host_uuid.clone(),
+            device_id: e.device_id.clone(),
+            public_key_sha256: e.public_key_sha256.clone(),
+            multi_device,
+        }
+    }
+}
+
+/// Why an enrollment is refused by the one-device rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollConflict {
+    /// The enrollment token already enrolled another device (MS-MDE2 DeviceCapReached).
+    DeviceCapReached,
+    /// The CSR's public key is certified for another device.
+    KeyHeldByOtherDevice,
+}
+
+impl Store {
+    /// Checks the one-device rules for `e`: a token enrolls one device (unless
+    /// `multi_device`, for enrollment users), a key pair belongs to one device.
+    pub async fn enrollment_conflict(
+        &self,
+        e: &EnrollClaim,
+    ) -> Result<Option<EnrollConflict>, ServerError> {
+        if let Some(w) = self.writer() {
+            let e = e.clone();
+            return w.run(move |c| sqlite::conflict(c, &e)).await;
+        }
+        if let (Some(host_uuid), false) = (&e.host_uuid, e.multi_device) {
+            let other = self.host_active_device(host_uuid).await?;
+            if other.is_some_and(|o| o != e.device_id) {
+                return Ok(Some(EnrollConflict::DeviceCapReached));
+            }
+        }
+        if self
+            .key_held_by_other_device(&e.public_key_sha256, &e.device_id)
+            .await?
+        {
+            return Ok(Some(EnrollConflict::KeyHeldByOtherDevice));
+        }
+        Ok(None)
+    }
+
+    /// Records the enrollment unless a one-device rule now refuses it.
+    pub async fn record_enrollment(
+        &self,
+        e: NewEnrollment,
+        multi_device: bool,
+    ) -> Result<Option<EnrollConflict>, ServerError> {
+        let claim = EnrollClaim::of(&e, multi_device);
+        if let Some(w) = self.writer() {
+            return w
+                .run(move |c| {
+                    if let Some(conflict) = sqlite::conflict(c, &claim)? {
+                        return Ok(Some(conflict));
+                    }
+                    sqlite::upsert(c, &e)?;
+                    Ok(None)
+                })
+                .await;
+        }
+        if let Some(conflict) = self.enrollment_conflict(&claim).await? {
+            return Ok(Some(conflict));
+        }
+        self.upsert_enrollment(&e).await?;
+        Ok(None)
+    }
+}
+
+/// The same rules and writes as SQL on the writer's connection.
+mod sqlite {
+    use super::*;
+
+    pub fn conflict(c: &Connection, e: &EnrollClaim) -> rusqlite::Result<Option<EnrollConflict>> {
+        if let (Some(host_uuid), false) = (&e.host_uuid, e.multi_device) {
+            let other: Option<String> = c
+                .prepare_cached(
+                    "SELECT device_id FROM enrollments WHERE host_uuid = ?1 AND state = 'enrolled' LIMIT 1",
+                )?
+                .query_row([host_uuid], |r| r.get(0))
+                .optional()?;
+            if other.is_some_and(|o| o != e.device_id) {
+                return Ok(Some(EnrollConflict::DeviceCapReached));
+            }
+        }
+        let held = c
+            .prepare_cached(
+                "SELECT 1 FROM device_certs WHERE public_key_sha256 = ?1 AND device_id != ?2 LIMIT 1",
+            )?
+            .exists((&e.public_key_sha256, &e.device_id))?;
+        Ok(held.then_some(EnrollConflict::KeyHeldByOtherDevice))
+    }
+
+    /// `Store::upsert_enrollment` on this connection.
+    pub fn upsert(c: &Connection, e: &NewEnrollment) -> rusqlite::Result<()> {
+        let ts = now();
+        c.prepare_cached(
+            "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
+                                      cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'enrolled', ?11, ?11)
+             ON CONFLICT (device_id) DO UPDATE SET
+               host_uuid = excluded.host_uuid, hardware_uuid = excluded.hardware_uuid,
+               device_name = excluded.device_name, os_version = excluded.os_version,
+               enrollment_type = excluded.enrollment_type, upn = excluded.upn,
+               cert_serial = excluded.cert_serial, cert_thumbprint = excluded.cert_thumbprint,
+               cert_not_after = excluded.cert_not_after, state = 'enrolled',
+               enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at",
+        )?
+        .execute((
+            &e.device_id,
+            &e.host_uuid,
+            &e.hardware_uuid,
+            &e.device_name,
+            &e.os_version,
+            &e.enrollment_type,
+            &e.upn,
+            &e.cert_serial,
+            &e.cert_thumbprint,
+            &e.cert_not_after,
+            &ts,
+        ))?;
+        // A new enrollment replaces every earlier certificate of the device at once.
+        c.prepare_cached(
+            "UPDATE device_certs SET state = 'retired' WHERE device_id = ?1 AND state != 'retired'",
+        )?
+        .execute([&e.device_id])?;
+        c.prepare_cached(
+            "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at, public_key_sha256)
+             VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+        )?
+        .execute((
+            &e.cert_serial,
+            &e.device_id,
+            &e.cert_thumbprint,
+            &e.cert_not_after,
+            &ts,
+            &e.public_key_sha256,
+        ))?;
+        Ok(())
+    }
+}
