@@ -415,10 +415,43 @@ impl Store {
         Ok(())
     }
 
-    /// Records an enrollment; a device enrolling again replaces its previous enrollment.
-    pub async fn upsert_enrollment(&self, e: &NewEnrollment) -> Result<(), ServerError> {
+    /// Records an enrollment unless the one-device rules refuse it; a device enrolling
+    /// again replaces its previous enrollment. The rules are checked inside the write
+    /// transaction, behind a lock that recording transactions take in turn.
+    pub async fn upsert_enrollment(
+        &self,
+        e: &NewEnrollment,
+        claim: &crate::enroll_store::EnrollClaim,
+    ) -> Result<Option<crate::enroll_store::EnrollConflict>, ServerError> {
+        use crate::enroll_store::EnrollConflict;
         let ts = now();
         let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7261737)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let (Some(host_uuid), false) = (&claim.host_uuid, claim.multi_device) {
+            let other: Option<String> = sqlx::query_scalar(
+                "SELECT device_id FROM enrollments WHERE host_uuid = $1 AND state = 'enrolled' LIMIT 1",
+            )
+            .bind(host_uuid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if other.is_some_and(|o| o != claim.device_id) {
+                return Ok(Some(EnrollConflict::DeviceCapReached));
+            }
+        }
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM device_certs WHERE public_key_sha256 = $1 AND device_id != $2 LIMIT 1",
+        )
+        .bind(&claim.public_key_sha256)
+        .bind(&claim.device_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_some() {
+            return Ok(Some(EnrollConflict::KeyHeldByOtherDevice));
+        }
         sqlx::query(
             "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
                                       cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
@@ -462,7 +495,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(None)
     }
 
     /// Records a renewed certificate: it becomes the device's active one, and the

@@ -2,7 +2,8 @@
 //!
 //! On SQLite both run on the writer thread ([`crate::writer`]); the record checks the
 //! rules again in the same transaction as its writes, so two requests racing with one
-//! token or one key cannot both enroll. On Postgres they are the queries of [`Store`].
+//! token or one key cannot both enroll. On Postgres they are the queries of [`Store`],
+//! the record's behind an advisory lock.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -85,11 +86,7 @@ impl Store {
                 })
                 .await;
         }
-        if let Some(conflict) = self.enrollment_conflict(&claim).await? {
-            return Ok(Some(conflict));
-        }
-        self.upsert_enrollment(&e).await?;
-        Ok(None)
+        self.upsert_enrollment(&e, &claim).await
     }
 }
 

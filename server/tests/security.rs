@@ -105,6 +105,36 @@ async fn one_node_key_enrolls_one_device() {
     );
 }
 
+/// Requests racing with one token: the rule is checked again where the enrollment is
+/// recorded, so exactly one device gets a certificate.
+#[tokio::test]
+async fn racing_requests_with_one_node_key_enroll_one_device() {
+    let s = server().await;
+    let key = s.node_key().await;
+    let mut bodies = Vec::new();
+    for i in 0..4u8 {
+        let k = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let device_id = format!("{:032X}", u128::from(i) + 0xA0);
+        bodies.push(rst_request(&key, &hand_csr(&k, b"d", false), &device_id));
+    }
+    let path = "/api/mdm/microsoft/enroll";
+    let (a, b, c, d) = tokio::join!(
+        s.soap(path, bodies[0].clone()),
+        s.soap(path, bodies[1].clone()),
+        s.soap(path, bodies[2].clone()),
+        s.soap(path, bodies[3].clone()),
+    );
+    let mut enrolled = 0;
+    for r in [a, b, c, d] {
+        if r.status == StatusCode::OK {
+            enrolled += 1;
+        } else {
+            assert!(r.body.contains("DeviceCapReached"), "{}", r.body);
+        }
+    }
+    assert_eq!(enrolled, 1);
+}
+
 #[tokio::test]
 async fn empty_and_oversized_tokens_are_faults() {
     let s = server().await;
