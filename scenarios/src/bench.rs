@@ -87,6 +87,8 @@ pub struct SyncmlFigure {
     /// Commands the server recorded as acknowledged at the end (durable).
     pub acknowledged: u64,
     pub elapsed: Duration,
+    /// CPU time of the server threads during the phase.
+    pub server_cpu: Duration,
 }
 
 impl SyncmlFigure {
@@ -95,6 +97,13 @@ impl SyncmlFigure {
     }
     pub fn commands_per_s(&self) -> f64 {
         self.commands as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn server_cpu_us_per_msg(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / (self.messages.max(1) as f64)
+    }
+    /// Messages/s the server threads would sustain with every core (see [`capacity`]).
+    pub fn capacity(&self, cores: usize) -> f64 {
+        capacity(self.messages, self.server_cpu, cores)
     }
 }
 
@@ -112,6 +121,15 @@ impl EnrollFigure {
     }
 }
 
+/// Work done per second of the server threads' CPU time, times `cores`: what the server
+/// would sustain with the machine's cores to itself (0 when not measured).
+pub fn capacity(count: u64, server_cpu: Duration, cores: usize) -> f64 {
+    if server_cpu.is_zero() {
+        return 0.0;
+    }
+    count as f64 / server_cpu.as_secs_f64() * cores as f64
+}
+
 /// Every figure of one run.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
@@ -120,6 +138,8 @@ pub struct BenchReport {
     pub enrolled: u64,
     pub enroll_elapsed: Duration,
     pub enroll_errors: u64,
+    /// CPU time of the server threads during phase (b).
+    pub enroll_server_cpu: Duration,
     /// Phase (b) again with each device signing its CSR inside the timed window.
     pub enroll_device_signing: EnrollFigure,
     pub syncml: Vec<SyncmlFigure>,
@@ -137,6 +157,10 @@ impl BenchReport {
             0.0
         }
     }
+    /// Enrollments/s the server threads would sustain with every core (see [`capacity`]).
+    pub fn enroll_capacity(&self) -> f64 {
+        capacity(self.enrolled, self.enroll_server_cpu, self.cores)
+    }
     fn syncml_on(&self, backend: &str) -> Option<&SyncmlFigure> {
         self.syncml.iter().find(|s| s.backend == backend)
     }
@@ -152,15 +176,21 @@ impl BenchReport {
             "enroll_ratio": r(self.enroll_ratio()),
             "enrolled": self.enrolled,
             "enroll_errors": self.enroll_errors,
+            "enroll_server_cpu_ms_per_enrollment": r(self.enroll_server_cpu.as_secs_f64() * 1000.0 / (self.enrolled.max(1) as f64)),
+            "enroll_server_capacity_per_s": r(self.enroll_capacity()),
+            "enroll_server_capacity_ratio": r(self.enroll_capacity() / self.rsa2048_sign_per_s.max(1e-9)),
             "enroll_with_device_signing_per_s": r(self.enroll_device_signing.per_s()),
             "enroll_with_device_signing_ratio": r(self.enroll_device_signing.per_s() / self.rsa2048_sign_per_s.max(1e-9)),
             "syncml_msgs_per_s": r(sqlite.map(SyncmlFigure::msgs_per_s).unwrap_or(0.0)),
             "syncml_commands_per_s": r(sqlite.map(SyncmlFigure::commands_per_s).unwrap_or(0.0)),
             "syncml_errors": sqlite.map(|s| s.errors).unwrap_or(0),
+            "syncml_server_cpu_us_per_msg": r(sqlite.map(SyncmlFigure::server_cpu_us_per_msg).unwrap_or(0.0)),
+            "syncml_server_capacity_msgs_per_s": r(sqlite.map(|s| s.capacity(self.cores)).unwrap_or(0.0)),
             "syncml_commands_answered": sqlite.map(|s| s.commands).unwrap_or(0),
             "syncml_commands_acknowledged": sqlite.map(|s| s.acknowledged).unwrap_or(0),
             "syncml_msgs_per_s_postgres": pg.map(|s| r(s.msgs_per_s())),
             "syncml_commands_per_s_postgres": pg.map(|s| r(s.commands_per_s())),
+            "syncml_server_capacity_msgs_per_s_postgres": pg.map(|s| r(s.capacity(self.cores))),
             "devices": self.devices.devices,
             "devices_enrolled": self.devices.enrolled,
             "devices_checked_in": self.devices.devices_checked_in,
@@ -188,6 +218,14 @@ impl BenchReport {
             self.enroll_errors,
             self.enroll_ratio()
         )?;
+        writeln!(
+            w,
+            "    server CPU             {:>10.3} ms/enrollment; capacity with {} cores {:.1}/s, ratio {:.3}",
+            self.enroll_server_cpu.as_secs_f64() * 1000.0 / (self.enrolled.max(1) as f64),
+            self.cores,
+            self.enroll_capacity(),
+            self.enroll_capacity() / self.rsa2048_sign_per_s.max(1e-9)
+        )?;
         let b2 = &self.enroll_device_signing;
         writeln!(
             w,
@@ -211,6 +249,13 @@ impl BenchReport {
                 s.acknowledged,
                 s.commands
             )?;
+            writeln!(
+                w,
+                "    server CPU             {:>10.1} us/message; capacity with {} cores {:.1}/s",
+                s.server_cpu_us_per_msg(),
+                self.cores,
+                s.capacity(self.cores)
+            )?;
         }
         let d = &self.devices;
         writeln!(
@@ -227,12 +272,17 @@ impl BenchReport {
     }
 }
 
-/// A server started for one phase.
+/// A server started for one phase, on a runtime of its own: its threads (and its
+/// database threads) are told apart from the emulated devices' to measure its CPU time.
 pub struct BenchServer {
     pub target: Target,
     server: winmdm_server::RunningServer,
+    runtime: Option<tokio::runtime::Runtime>,
     _dir: tempfile::TempDir,
 }
+
+/// Name prefix of the server runtime's threads.
+const SERVER_THREAD: &str = "winmdm-srv";
 
 impl BenchServer {
     /// An in-process server on SQLite, or on a fresh Postgres database created through
@@ -250,7 +300,21 @@ impl BenchServer {
             config.database_url =
                 Some(winmdm_server::db::create_scratch_postgres_database(admin).await?);
         }
-        let server = winmdm_server::start(config.clone()).await?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name(SERVER_THREAD)
+            .enable_all()
+            .build()?;
+        // Started from a blocking thread so that every task it spawns lands on `runtime`.
+        let handle = runtime.handle().clone();
+        let cfg = config.clone();
+        let server =
+            tokio::task::spawn_blocking(move || handle.block_on(winmdm_server::start(cfg)))
+                .await
+                .map_err(|e| BenchError::Failed(e.to_string()))??;
         let ca_pem = std::fs::read(&server.tls_cert_path)?;
         let target = Target {
             server_url: format!("https://{}", server.addr),
@@ -268,6 +332,7 @@ impl BenchServer {
         Ok(BenchServer {
             target,
             server,
+            runtime: Some(runtime),
             _dir: dir,
         })
     }
@@ -276,9 +341,41 @@ impl BenchServer {
         &self.server.state.store
     }
 
-    pub async fn stop(self) {
-        self.server.shutdown().await;
+    pub async fn stop(mut self) {
+        let server = self.server;
+        if let Some(rt) = self.runtime.take() {
+            let _ = rt.spawn(server.shutdown()).await;
+            rt.shutdown_background();
+        }
     }
+}
+
+/// CPU time so far of this process's server threads: the server runtime's workers and
+/// blocking threads, the SQLite writer and sqlx's SQLite workers
+/// (`/proc/self/task/*/schedstat`, nanoseconds on CPU). Zero where /proc is missing.
+pub fn server_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        let server = comm.starts_with(SERVER_THREAD)
+            || comm == "sqlite-writer"
+            || comm.starts_with("sqlx-sqlite");
+        if !server {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
 }
 
 fn note(progress: bool, msg: &str) {
@@ -348,9 +445,11 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     )
     .await?;
     note(opts.progress, "(b) timed window starts");
+    let cpu_before = server_cpu();
     let started = Instant::now();
     let (enrolled, enroll_stats) = finish_enrollment(prepared, opts.concurrency).await;
     let enroll_elapsed = started.elapsed();
+    let enroll_server_cpu = server_cpu().saturating_sub(cpu_before);
     let enroll_errors = enroll_stats.error_total()
         + (opts.enroll_devices as u64)
             .saturating_sub(enroll_stats.enrolled + enroll_stats.error_total());
@@ -421,6 +520,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         enrolled: enroll_stats.enrolled,
         enroll_elapsed,
         enroll_errors,
+        enroll_server_cpu,
         enroll_device_signing,
         syncml,
         devices,
@@ -645,6 +745,7 @@ async fn syncml_phase(
         errors: 0,
         acknowledged: 0,
         elapsed: Duration::ZERO,
+        server_cpu: Duration::ZERO,
     };
     let queue_url = format!("{}/api/v1/commands", target.server_url);
     // Warm-up: every connection is opened before timing starts.
@@ -658,6 +759,7 @@ async fn syncml_phase(
         let rest = slots.split_off(per_group.min(slots.len()));
         groups.push(std::mem::replace(&mut slots, rest));
     }
+    let cpu_before = server_cpu();
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for group in groups {
@@ -708,6 +810,7 @@ async fn syncml_phase(
         figure.errors += stats.error_total();
     }
     figure.elapsed = started.elapsed();
+    figure.server_cpu = server_cpu().saturating_sub(cpu_before);
     let acked: Result<i64, _> =
         sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE state = 'acknowledged'")
             .fetch_one(store.pool())

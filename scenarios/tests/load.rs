@@ -82,3 +82,43 @@ fn load_json_output_ends_with_the_figures() {
     assert_eq!(v["enrolled"], 3);
     assert_eq!(v["errors"], 0);
 }
+
+/// A tiny `winmdm bench`: every phase runs and the figures add up (no timing checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_every_phase_and_stores_every_answer() {
+    let pool = tempfile::tempdir().expect("temp dir");
+    let opts = winmdm::bench::BenchOptions {
+        devices: 4,
+        enroll_devices: 6,
+        concurrency: 3,
+        syncml_devices: 4,
+        sign_time: Duration::from_millis(100),
+        syncml_time: Duration::from_millis(500),
+        key_pool_dir: pool.path().to_path_buf(),
+        progress: false,
+    };
+    let report = winmdm::bench::run(&opts).await.expect("bench");
+    assert!(report.rsa2048_sign_per_s > 0.0);
+    assert_eq!((report.enrolled, report.enroll_errors), (6, 0));
+    assert_eq!(report.enroll_device_signing.enrolled, 6);
+    // The server's own threads were found and did the enrollment work.
+    assert!(!report.enroll_server_cpu.is_zero());
+    let sqlite = &report.syncml[0];
+    assert_eq!(sqlite.backend, "sqlite");
+    assert_eq!(sqlite.errors, 0);
+    assert!(sqlite.commands > 0);
+    assert_eq!(sqlite.acknowledged, sqlite.commands, "every answer stored");
+    assert_eq!(sqlite.messages, 2 * sqlite.sessions);
+    assert_eq!(report.devices.devices_checked_in, 4);
+    let json = report.to_json();
+    for key in [
+        "enroll_per_s",
+        "rsa2048_sign_per_s",
+        "enroll_ratio",
+        "syncml_msgs_per_s",
+        "enroll_server_capacity_ratio",
+        "syncml_server_capacity_msgs_per_s",
+    ] {
+        assert!(json.get(key).is_some_and(|v| v.is_number()), "{key}");
+    }
+}
