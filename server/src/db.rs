@@ -142,20 +142,6 @@ pub struct CommandResult {
     pub received_at: String,
 }
 
-/// A Status or Results element a device returned, to store.
-#[derive(Debug, Clone, Copy)]
-pub struct DeviceResponse<'a> {
-    pub device_id: &'a str,
-    /// The answered CmdID: a command UUID, or `<uuid>.<n>` for a nested command.
-    pub cmd_ref: &'a str,
-    pub session_id: &'a str,
-    pub msg_ref: &'a str,
-    /// `Status` or `Results`.
-    pub kind: &'a str,
-    pub status_code: Option<&'a str>,
-    pub body_xml: &'a str,
-}
-
 /// A command and, per device, its delivery state and what the device answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct CommandView {
@@ -221,6 +207,14 @@ impl Store {
                 })
             });
         }
+        let file = match backend {
+            Backend::Sqlite => Some(sqlite_file(&url).ok_or_else(|| {
+                ServerError::Config(
+                    "an in-memory SQLite database is not supported (each pooled connection would get its own); give a file".into(),
+                )
+            })?),
+            Backend::Postgres => None,
+        };
         let pool = opts.connect(&url).await?;
         let mut store = Store {
             pool,
@@ -228,7 +222,7 @@ impl Store {
             writer: None,
         };
         store.migrate().await?;
-        if let Some(path) = sqlite_file(&url) {
+        if let Some(path) = file {
             store.writer = Some(std::sync::Arc::new(crate::writer::Writer::open(&path)?));
         }
         Ok(store)
@@ -633,29 +627,6 @@ impl Store {
         Ok(None)
     }
 
-    /// Records the start of a management session, in one write: the check-in time and,
-    /// when the device authenticated with its current certificate, the retirement of
-    /// the certificates that one replaced (a renewed-away certificate is refused from
-    /// the device's first use of the new one).
-    pub async fn check_in(&self, device_id: &str, current_cert: bool) -> Result<(), ServerError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE enrollments SET last_checkin_at = $1 WHERE device_id = $2")
-            .bind(now())
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
-        if current_cert {
-            sqlx::query(
-                "UPDATE device_certs SET state = 'retired' WHERE device_id = $1 AND state = 'retiring'",
-            )
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Queues one command for each device (`body_xml` is the command element without
     /// its CmdID). All devices share the returned command UUID.
     pub async fn enqueue_command(
@@ -702,131 +673,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(command_uuid)
-    }
-
-    /// Commands the device may be sent now, oldest first: pending ones, and ones sent
-    /// more than `redeliver_after_secs` ago that never got a Status (the session that
-    /// carried them died).
-    pub async fn deliverable_commands(
-        &self,
-        device_id: &str,
-        redeliver_after_secs: i64,
-    ) -> Result<Vec<QueuedCommand>, ServerError> {
-        let rows = sqlx::query(
-            "SELECT command_uuid, verb, body_xml FROM commands
-             WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $2)) ORDER BY id",
-        )
-        .bind(device_id)
-        .bind(unix_now() - redeliver_after_secs)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueuedCommand {
-                    command_uuid: r.try_get("command_uuid")?,
-                    verb: r.try_get("verb")?,
-                    body_xml: r.try_get("body_xml")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(ServerError::from)
-    }
-
-    /// Claims commands for delivery in this message, in one write transaction. Claims
-    /// are atomic, so two sessions of one device never both send a command; returns the
-    /// UUIDs this call claimed (the others were taken meanwhile).
-    pub async fn claim_commands(
-        &self,
-        device_id: &str,
-        command_uuids: &[&str],
-        redeliver_after_secs: i64,
-    ) -> Result<Vec<String>, ServerError> {
-        if command_uuids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = unix_now();
-        let sent_at = crate::db::now();
-        let mut claimed = Vec::with_capacity(command_uuids.len());
-        let mut tx = self.begin_write().await?;
-        for id in command_uuids {
-            let r = sqlx::query(
-                "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
-                 WHERE command_uuid = $3 AND device_id = $4
-                   AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $5))",
-            )
-            .bind(&sent_at)
-            .bind(now)
-            .bind(*id)
-            .bind(device_id)
-            .bind(now - redeliver_after_secs)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() == 1 {
-                claimed.push((*id).to_string());
-            }
-        }
-        tx.commit().await?;
-        Ok(claimed)
-    }
-
-    /// Stores the Status and Results elements of one device message in a single
-    /// transaction, so a crash never keeps half a message: either the whole message
-    /// is stored (its commands acknowledged) or none of it (the commands stay `sent`
-    /// and are delivered again). `cmd_ref` is a command UUID, or `<uuid>.<n>` for a
-    /// command nested in an Atomic/Sequence; only a Status for the command itself
-    /// acknowledges it. Returns, per response, the answered command's (verb, target),
-    /// or None when it is not one of this device's queued commands.
-    pub async fn record_responses(
-        &self,
-        responses: &[DeviceResponse<'_>],
-    ) -> Result<Vec<Option<(String, String)>>, ServerError> {
-        if responses.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ts = now();
-        let mut tx = self.begin_write().await?;
-        let mut answered = Vec::with_capacity(responses.len());
-        for r in responses {
-            let command_uuid = r.cmd_ref.split('.').next().unwrap_or(r.cmd_ref);
-            let known: Option<(String, String)> = sqlx::query_as(
-                "SELECT verb, target FROM commands WHERE command_uuid = $1 AND device_id = $2",
-            )
-            .bind(command_uuid)
-            .bind(r.device_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if known.is_some() {
-                sqlx::query(
-                    "INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(command_uuid)
-                .bind(r.device_id)
-                .bind(r.session_id)
-                .bind(r.msg_ref)
-                .bind(r.kind)
-                .bind(r.status_code)
-                .bind(r.body_xml)
-                .bind(&ts)
-                .execute(&mut *tx)
-                .await?;
-                if r.kind == "Status" && r.cmd_ref == command_uuid {
-                    sqlx::query(
-                        "UPDATE commands SET state = 'acknowledged', status_code = $1, acked_at = $2
-                         WHERE command_uuid = $3 AND device_id = $4",
-                    )
-                    .bind(r.status_code)
-                    .bind(&ts)
-                    .bind(command_uuid)
-                    .bind(r.device_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            answered.push(known);
-        }
-        tx.commit().await?;
-        Ok(answered)
     }
 
     /// Cancels the deliveries of a command that have not been sent yet; returns how many.

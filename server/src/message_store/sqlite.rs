@@ -1,0 +1,147 @@
+//! The per-message steps as SQL on the writer's connection ([`crate::writer`]); each
+//! function runs inside the writer's batch transaction and its own savepoint.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::{acknowledges_unenroll, fitting, CertIdentity, Delivery, MessageOutcome, MessageWork};
+use crate::db::{now, unix_now, QueuedCommand};
+
+pub fn cert_identity(c: &Connection, serial: &str) -> rusqlite::Result<Option<CertIdentity>> {
+    let row = c
+        .prepare_cached(
+            "SELECT d.device_id, d.state, d.retire_after, e.state
+             FROM device_certs d JOIN enrollments e ON e.device_id = d.device_id
+             WHERE d.cert_serial = ?1",
+        )?
+        .query_row([serial], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((device_id, cert_state, retire_after, enrollment_state)) = row else {
+        return Ok(None);
+    };
+    Ok(
+        super::current_cert(&cert_state, retire_after).map(|current| CertIdentity {
+            device_id,
+            enrollment_state,
+            current,
+        }),
+    )
+}
+
+pub fn record_message(c: &Connection, w: &MessageWork) -> rusqlite::Result<MessageOutcome> {
+    let ts = now();
+    if w.first_in_session {
+        c.prepare_cached("UPDATE enrollments SET last_checkin_at = ?1 WHERE device_id = ?2")?
+            .execute((&ts, &w.device_id))?;
+        if w.current_cert {
+            c.prepare_cached(
+                "UPDATE device_certs SET state = 'retired' WHERE device_id = ?1 AND state = 'retiring'",
+            )?
+            .execute([&w.device_id])?;
+        }
+    }
+    let mut answered = Vec::with_capacity(w.responses.len());
+    for r in &w.responses {
+        let command_uuid = r.cmd_ref.split('.').next().unwrap_or(&r.cmd_ref);
+        let known: Option<(String, String)> = c
+            .prepare_cached(
+                "SELECT verb, target FROM commands WHERE command_uuid = ?1 AND device_id = ?2",
+            )?
+            .query_row((command_uuid, &w.device_id), |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        if known.is_some() {
+            c.prepare_cached(
+                "INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute((
+                command_uuid,
+                &w.device_id,
+                &w.session_id,
+                &r.msg_ref,
+                &r.kind,
+                &r.status_code,
+                &r.body_xml,
+                &ts,
+            ))?;
+            if r.kind == "Status" && r.cmd_ref == command_uuid {
+                c.prepare_cached(
+                    "UPDATE commands SET state = 'acknowledged', status_code = ?1, acked_at = ?2
+                     WHERE command_uuid = ?3 AND device_id = ?4",
+                )?
+                .execute((&r.status_code, &ts, command_uuid, &w.device_id))?;
+            }
+        }
+        answered.push(known);
+    }
+    let mut out = MessageOutcome {
+        unenroll_acknowledged: acknowledges_unenroll(&w.responses, &answered),
+        answered,
+        ..Default::default()
+    };
+    let Some(delivery) = w.delivery.filter(|_| !out.unenroll_acknowledged) else {
+        return Ok(out);
+    };
+    if !w.responses.is_empty() {
+        let open = c
+            .prepare_cached(
+                "SELECT 1 FROM profile_assignments WHERE device_id = ?1 AND state IN ('pending', 'verifying') LIMIT 1",
+            )?
+            .exists([&w.device_id])?;
+        if open {
+            out.profiles_open = true;
+            return Ok(out);
+        }
+    }
+    out.commands = Some(deliver(c, &w.device_id, delivery)?);
+    Ok(out)
+}
+
+pub fn deliver(
+    c: &Connection,
+    device_id: &str,
+    d: Delivery,
+) -> rusqlite::Result<Vec<QueuedCommand>> {
+    let now = unix_now();
+    let stale = now - d.redeliver_after_secs;
+    let pending: Vec<QueuedCommand> = c
+        .prepare_cached(
+            "SELECT command_uuid, verb, body_xml FROM commands
+             WHERE device_id = ?1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= ?2)) ORDER BY id",
+        )?
+        .query_map((device_id, stale), |r| {
+            Ok(QueuedCommand {
+                command_uuid: r.get(0)?,
+                verb: r.get(1)?,
+                body_xml: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let take = fitting(&pending, d).len();
+    if take == 0 {
+        return Ok(Vec::new());
+    }
+    let sent_at = crate::db::now();
+    let mut claim = c.prepare_cached(
+        "UPDATE commands SET state = 'sent', sent_at = ?1, sent_unix = ?2
+         WHERE command_uuid = ?3 AND device_id = ?4
+           AND (state = 'pending' OR (state = 'sent' AND sent_unix <= ?5))",
+    )?;
+    // The writer is the only connection writing in this transaction, so every row
+    // read above is still claimable; the WHERE clause keeps the claim honest anyway.
+    let mut claimed = Vec::with_capacity(take);
+    for cmd in pending.into_iter().take(take) {
+        if claim.execute((&sent_at, now, &cmd.command_uuid, device_id, stale))? == 1 {
+            claimed.push(cmd);
+        }
+    }
+    Ok(claimed)
+}
