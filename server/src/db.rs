@@ -328,7 +328,7 @@ impl Store {
         if let Some(w) = self.writer() {
             let hash = hash.to_string();
             return w
-                .run(move |c| {
+                .read(move |c| {
                     use rusqlite::OptionalExtension;
                     c.prepare_cached(
                         "SELECT host_uuid, hardware_uuid, hostname, node_key_issued_unix FROM hosts WHERE node_key_hash = ?1",

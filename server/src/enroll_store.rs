@@ -51,7 +51,7 @@ impl Store {
     ) -> Result<Option<EnrollConflict>, ServerError> {
         if let Some(w) = self.writer() {
             let e = e.clone();
-            return w.run(move |c| sqlite::conflict(c, &e)).await;
+            return w.read(move |c| sqlite::conflict(c, &e)).await;
         }
         if let (Some(host_uuid), false) = (&e.host_uuid, e.multi_device) {
             let other = self.host_active_device(host_uuid).await?;

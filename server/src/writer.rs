@@ -56,10 +56,28 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
+        self.submit(f, true).await
+    }
+
+    /// Runs `f`, which only reads, in the next batch (no savepoint of its own).
+    pub async fn read<R, F>(&self, f: F) -> Result<R, ServerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<R, F>(&self, f: F, writes: bool) -> Result<R, ServerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<R, ServerError>>();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
-                Ok(conn) => in_savepoint(conn, f),
+                Ok(conn) if writes => in_savepoint(conn, f),
+                Ok(conn) => f(conn).map_err(db_error),
                 Err(e) => Err(ServerError::Storage(e.to_string())),
             };
             Box::new(move |committed| {

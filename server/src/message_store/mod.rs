@@ -118,7 +118,7 @@ impl Store {
     pub async fn cert_identity(&self, serial: &str) -> Result<Option<CertIdentity>, ServerError> {
         if let Some(w) = self.writer() {
             let serial = serial.to_string();
-            return w.run(move |c| sqlite::cert_identity(c, &serial)).await;
+            return w.read(move |c| sqlite::cert_identity(c, &serial)).await;
         }
         postgres::cert_identity(self, serial).await
     }
