@@ -130,6 +130,19 @@ pub fn path_of(node: Node) -> String {
     parts.join("/")
 }
 
+/// `text` without the whitespace that may wrap base64 content (the same characters
+/// `char::is_whitespace` drops, with a fast path for ASCII).
+pub fn compact_base64(text: &str) -> String {
+    if text.is_ascii() {
+        let kept: Vec<u8> = text
+            .bytes()
+            .filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C))
+            .collect();
+        return String::from_utf8(kept).unwrap_or_default();
+    }
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 /// Trimmed text content of an element (concatenated text children).
 pub fn text(node: Node) -> String {
     node.children()
@@ -175,9 +188,13 @@ pub fn check_reply(step: &'static str, reply: &HttpReply) -> Result<(), ClientEr
             retry_after: reply.retry_after.map(str::to_string),
         });
     }
-    if let Ok(doc) = crate::xml::parse(step, reply.body) {
-        if let Some(fault) = parse_fault(&doc, reply.status) {
-            return Err(ClientError::SoapFault(fault));
+    // A body without the text "Fault" holds no Fault element: no need to build a tree
+    // that the caller builds again.
+    if reply.body.contains("Fault") {
+        if let Ok(doc) = crate::xml::parse(step, reply.body) {
+            if let Some(fault) = parse_fault(&doc, reply.status) {
+                return Err(ClientError::SoapFault(fault));
+            }
         }
     }
     if reply.status != 200 {

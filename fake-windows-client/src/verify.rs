@@ -34,7 +34,7 @@ fn bad(what: impl Into<String>) -> ClientError {
 }
 
 fn decode_cert(c: &ProvisionedCert) -> Result<Vec<u8>, ClientError> {
-    let compact: String = c.encoded.chars().filter(|ch| !ch.is_whitespace()).collect();
+    let compact = crate::soap::compact_base64(&c.encoded);
     let der = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|e| {

@@ -119,10 +119,7 @@ pub fn parse_response(xml: &str, message_id: &str) -> Result<String, ClientError
             ));
         }
     }
-    let b64: String = soap::text(bst)
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let b64 = soap::compact_base64(&soap::text(bst));
     if b64.is_empty() {
         return Err(ClientError::missing(STEP, "BinarySecurityToken content"));
     }

@@ -34,6 +34,17 @@ pub fn depth_exceeds(text: &str, max: usize) -> bool {
     let mut i = 0usize;
     while i < bytes.len() {
         let b = bytes[i];
+        // Text (most of a document: base64 certificates, values) only matters at '<'.
+        if matches!(state, Scan::Text) && b != b'<' {
+            match bytes[i..].iter().position(|&c| c == b'<') {
+                Some(skip) => {
+                    i += skip;
+                    prev = bytes[i - 1];
+                    continue;
+                }
+                None => break,
+            }
+        }
         state = match state {
             Scan::Text if b == b'<' => {
                 let rest = &bytes[i..];

@@ -66,7 +66,7 @@ impl Default for BenchOptions {
         BenchOptions {
             devices: 2000,
             enroll_devices: 1000,
-            concurrency: 32,
+            concurrency: 64,
             syncml_devices: 128,
             sign_time: Duration::from_secs(3),
             syncml_time: Duration::from_secs(8),

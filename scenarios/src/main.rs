@@ -73,7 +73,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     enroll_devices: usize,
     /// Enrollments in flight at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Seconds of each timed SyncML phase.
     #[arg(long, default_value_t = 8.0)]

@@ -3,7 +3,7 @@
 //!
 //! On SQLite each call is one closure on the writer thread ([`crate::writer`]), so a
 //! message costs one hop and shares its COMMIT with the other messages of the moment.
-//! On Postgres each call is one transaction with a statement per step.
+//! On Postgres a message's writes are one statement (see `postgres.rs`).
 
 mod postgres;
 mod sqlite;
@@ -124,7 +124,8 @@ impl Store {
     }
 
     /// Stores one device message: check-in, Status/Results, and (when asked and nothing
-    /// stops it) the claim of the commands for the reply, in one transaction.
+    /// stops it) the claim of the commands for the reply. The writes are atomic: all of a
+    /// message is stored or none of it.
     pub async fn record_message(&self, work: MessageWork) -> Result<MessageOutcome, ServerError> {
         if let Some(w) = self.writer() {
             return w.run(move |c| sqlite::record_message(c, &work)).await;
@@ -144,9 +145,6 @@ impl Store {
                 .run(move |c| sqlite::deliver(c, &device_id, delivery))
                 .await;
         }
-        let mut tx = self.begin_write().await?;
-        let claimed = postgres::deliver(&mut tx, device_id, delivery).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        postgres::deliver(self, device_id, delivery).await
     }
 }

@@ -1,86 +1,128 @@
-//! The per-message steps on Postgres: one transaction, and as few round trips as the SQL
-//! allows (data-modifying CTEs fold a lookup and its writes into one statement).
+//! The per-message steps on Postgres, in as few round trips as the SQL allows: the
+//! message's writes are one statement of data-modifying CTEs (a single statement is
+//! atomic), and the claim of commands is one `UPDATE ... RETURNING`.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::{acknowledges_unenroll, fitting, Delivery, MessageOutcome, MessageWork};
 use crate::db::{now, unix_now, QueuedCommand, Store};
 use crate::error::ServerError;
 
+/// One message in at most four round trips: its writes (check-in, every Status and
+/// Results with the acknowledgements) are a single statement, atomic on its own; then
+/// the profile check, the command queue and the claim.
 pub async fn record_message(store: &Store, w: &MessageWork) -> Result<MessageOutcome, ServerError> {
-    let ts = now();
-    let mut tx = store.begin_write().await?;
-    if w.first_in_session {
-        sqlx::query(
-            "WITH checkin AS (UPDATE enrollments SET last_checkin_at = $1 WHERE device_id = $2)
-             UPDATE device_certs SET state = 'retired'
-             WHERE device_id = $2 AND state = 'retiring' AND $3",
-        )
-        .bind(&ts)
-        .bind(&w.device_id)
-        .bind(w.current_cert)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let mut answered = Vec::with_capacity(w.responses.len());
-    for r in &w.responses {
-        let command_uuid = r.cmd_ref.split('.').next().unwrap_or(&r.cmd_ref);
-        // Only a Status for the command itself (not a nested one) acknowledges it.
-        let acknowledges = r.kind == "Status" && r.cmd_ref == command_uuid;
-        let known: Option<(String, String)> = sqlx::query_as(
-            "WITH known AS (
-                 SELECT verb, target FROM commands WHERE command_uuid = $1 AND device_id = $2 LIMIT 1
-             ), stored AS (
-                 INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM known
-             ), acked AS (
-                 UPDATE commands SET state = 'acknowledged', status_code = $6, acked_at = $8
-                 WHERE command_uuid = $1 AND device_id = $2 AND $9 AND EXISTS (SELECT 1 FROM known)
-             )
-             SELECT verb, target FROM known",
-        )
-        .bind(command_uuid)
-        .bind(&w.device_id)
-        .bind(&w.session_id)
-        .bind(&r.msg_ref)
-        .bind(&r.kind)
-        .bind(&r.status_code)
-        .bind(&r.body_xml)
-        .bind(&ts)
-        .bind(acknowledges)
-        .fetch_optional(&mut *tx)
-        .await?;
-        answered.push(known);
-    }
+    let answered = store_responses(store, w).await?;
     let mut out = MessageOutcome {
         unenroll_acknowledged: acknowledges_unenroll(&w.responses, &answered),
         answered,
         ..Default::default()
     };
-    if let Some(delivery) = w.delivery.filter(|_| !out.unenroll_acknowledged) {
-        let open: Option<i32> = if w.responses.is_empty() {
-            None
-        } else {
-            sqlx::query_scalar(
-                "SELECT 1 FROM profile_assignments WHERE device_id = $1 AND state IN ('pending', 'verifying') LIMIT 1",
-            )
-            .bind(&w.device_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        };
+    let Some(delivery) = w.delivery.filter(|_| !out.unenroll_acknowledged) else {
+        return Ok(out);
+    };
+    if !w.responses.is_empty() {
+        let open: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM profile_assignments WHERE device_id = $1 AND state IN ('pending', 'verifying') LIMIT 1",
+        )
+        .bind(&w.device_id)
+        .fetch_optional(store.pool())
+        .await?;
         if open.is_some() {
             out.profiles_open = true;
-        } else {
-            out.commands = Some(deliver(&mut tx, &w.device_id, delivery).await?);
+            return Ok(out);
         }
     }
-    tx.commit().await?;
+    out.commands = Some(deliver(store, &w.device_id, delivery).await?);
     Ok(out)
+}
+
+/// Parameters per response in [`store_responses`]' VALUES rows.
+const RESPONSE_PARAMS: usize = 7;
+
+/// The message's writes as one statement of data-modifying CTEs; returns, per response,
+/// the answered command's (verb, target).
+async fn store_responses(
+    store: &Store,
+    w: &MessageWork,
+) -> Result<Vec<Option<(String, String)>>, ServerError> {
+    if w.responses.is_empty() && !w.first_in_session {
+        return Ok(Vec::new());
+    }
+    let mut sql = String::from(
+        "WITH checkin AS (
+             UPDATE enrollments SET last_checkin_at = $3 WHERE device_id = $1 AND $4::boolean
+         ), retire AS (
+             UPDATE device_certs SET state = 'retired'
+             WHERE device_id = $1 AND state = 'retiring' AND $4::boolean AND $5::boolean
+         )",
+    );
+    if w.responses.is_empty() {
+        sql.push_str(" SELECT 0::bigint, '', '' WHERE false");
+    } else {
+        let rows: Vec<String> = (0..w.responses.len())
+            .map(|i| {
+                let p = 6 + i * RESPONSE_PARAMS;
+                format!(
+                    "(${}::bigint, ${}::text, ${}::text, ${}::text, ${}::text, ${}::text, ${}::boolean)",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                )
+            })
+            .collect();
+        sql.push_str(&format!(
+            ", input (ord, command_uuid, msg_ref, kind, status_code, body_xml, acks) AS (VALUES {})
+             , known AS (
+                 SELECT i.*, c.verb, c.target FROM input i
+                 JOIN commands c ON c.command_uuid = i.command_uuid AND c.device_id = $1
+             ), stored AS (
+                 INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
+                 SELECT command_uuid, $1, $2, msg_ref, kind, status_code, body_xml, $3 FROM known ORDER BY ord
+             ), acked AS (
+                 UPDATE commands c SET state = 'acknowledged', status_code = k.status_code, acked_at = $3
+                 FROM known k WHERE c.command_uuid = k.command_uuid AND c.device_id = $1 AND k.acks
+             )
+             SELECT ord, verb, target FROM known",
+            rows.join(", ")
+        ));
+    }
+    let mut q = sqlx::query_as::<_, (i64, String, String)>(&sql)
+        .bind(&w.device_id)
+        .bind(&w.session_id)
+        .bind(now())
+        .bind(w.first_in_session)
+        .bind(w.current_cert);
+    for (i, r) in w.responses.iter().enumerate() {
+        let command_uuid = r.cmd_ref.split('.').next().unwrap_or(&r.cmd_ref);
+        // Only a Status for the command itself (not a nested one) acknowledges it.
+        let acknowledges = r.kind == "Status" && r.cmd_ref == command_uuid;
+        q = q
+            .bind(i as i64)
+            .bind(command_uuid.to_string())
+            .bind(&r.msg_ref)
+            .bind(&r.kind)
+            .bind(&r.status_code)
+            .bind(&r.body_xml)
+            .bind(acknowledges);
+    }
+    let found = q.fetch_all(store.pool()).await?;
+    let mut answered = vec![None; w.responses.len()];
+    for (ord, verb, target) in found {
+        if let Some(slot) = usize::try_from(ord).ok().and_then(|i| answered.get_mut(i)) {
+            *slot = Some((verb, target));
+        }
+    }
+    Ok(answered)
 }
 
 /// Reads the deliverable commands and claims, in one UPDATE, those that fit.
 pub async fn deliver(
-    tx: &mut Transaction<'static, Any>,
+    store: &Store,
     device_id: &str,
     d: Delivery,
 ) -> Result<Vec<QueuedCommand>, ServerError> {
@@ -92,7 +134,7 @@ pub async fn deliver(
     )
     .bind(device_id)
     .bind(stale)
-    .fetch_all(&mut **tx)
+    .fetch_all(store.pool())
     .await?;
     let pending = rows
         .iter()
@@ -124,7 +166,7 @@ pub async fn deliver(
     for c in &pending[..take] {
         q = q.bind(&c.command_uuid);
     }
-    let claimed: Vec<String> = q.fetch_all(&mut **tx).await?;
+    let claimed: Vec<String> = q.fetch_all(store.pool()).await?;
     // Concurrent sessions of one device may have taken some: keep the queue's order.
     Ok(pending
         .into_iter()
