@@ -106,6 +106,14 @@ pub fn parse_and_verify(der: &[u8], min_key_bits: usize) -> Result<Csr, CsrError
     })
 }
 
+/// Hash name, `rsa`-crate scheme, digest function and ring algorithm of a signature OID.
+type SignatureCheck = (
+    &'static str,
+    Pkcs1v15Sign,
+    fn(&[u8]) -> Vec<u8>,
+    &'static ring::signature::RsaParameters,
+);
+
 /// Verifies the request's signature. ring does the work for 2048-8192-bit keys (several
 /// times faster than the `rsa` crate); anything ring refuses, including keys outside that
 /// range or unusual encodings, is checked again with the `rsa` crate before being called
@@ -118,42 +126,38 @@ fn verify(
     sig: &[u8],
 ) -> Result<&'static str, CsrError> {
     use ring::signature as rs;
-    let (hash, scheme, digest, ring_alg): (
-        &'static str,
-        Pkcs1v15Sign,
-        fn(&[u8]) -> Vec<u8>,
-        &'static rs::RsaParameters,
-    ) = if oid == OID_OIW_SHA1_RSA || oid == [OID_PKCS1_PREFIX, &[0x05]].concat().as_slice() {
-        (
-            "sha1",
-            Pkcs1v15Sign::new::<Sha1>(),
-            |d| Sha1::digest(d).to_vec(),
-            &rs::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
-        )
-    } else if oid == [OID_PKCS1_PREFIX, &[0x0B]].concat().as_slice() {
-        (
-            "sha256",
-            Pkcs1v15Sign::new::<Sha256>(),
-            |d| Sha256::digest(d).to_vec(),
-            &rs::RSA_PKCS1_2048_8192_SHA256,
-        )
-    } else if oid == [OID_PKCS1_PREFIX, &[0x0C]].concat().as_slice() {
-        (
-            "sha384",
-            Pkcs1v15Sign::new::<Sha384>(),
-            |d| Sha384::digest(d).to_vec(),
-            &rs::RSA_PKCS1_2048_8192_SHA384,
-        )
-    } else if oid == [OID_PKCS1_PREFIX, &[0x0D]].concat().as_slice() {
-        (
-            "sha512",
-            Pkcs1v15Sign::new::<Sha512>(),
-            |d| Sha512::digest(d).to_vec(),
-            &rs::RSA_PKCS1_2048_8192_SHA512,
-        )
-    } else {
-        return Err(CsrError::UnsupportedSignatureAlgorithm);
-    };
+    let (hash, scheme, digest, ring_alg): SignatureCheck =
+        if oid == OID_OIW_SHA1_RSA || oid == [OID_PKCS1_PREFIX, &[0x05]].concat().as_slice() {
+            (
+                "sha1",
+                Pkcs1v15Sign::new::<Sha1>(),
+                |d| Sha1::digest(d).to_vec(),
+                &rs::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            )
+        } else if oid == [OID_PKCS1_PREFIX, &[0x0B]].concat().as_slice() {
+            (
+                "sha256",
+                Pkcs1v15Sign::new::<Sha256>(),
+                |d| Sha256::digest(d).to_vec(),
+                &rs::RSA_PKCS1_2048_8192_SHA256,
+            )
+        } else if oid == [OID_PKCS1_PREFIX, &[0x0C]].concat().as_slice() {
+            (
+                "sha384",
+                Pkcs1v15Sign::new::<Sha384>(),
+                |d| Sha384::digest(d).to_vec(),
+                &rs::RSA_PKCS1_2048_8192_SHA384,
+            )
+        } else if oid == [OID_PKCS1_PREFIX, &[0x0D]].concat().as_slice() {
+            (
+                "sha512",
+                Pkcs1v15Sign::new::<Sha512>(),
+                |d| Sha512::digest(d).to_vec(),
+                &rs::RSA_PKCS1_2048_8192_SHA512,
+            )
+        } else {
+            return Err(CsrError::UnsupportedSignatureAlgorithm);
+        };
     if rs::UnparsedPublicKey::new(ring_alg, pkcs1_key)
         .verify(tbs, sig)
         .is_ok()
