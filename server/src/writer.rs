@@ -75,9 +75,21 @@ impl Writer {
     {
         let (tx, rx) = oneshot::channel::<Result<R, ServerError>>();
         let job: Job = Box::new(move |conn| {
+            // A job that panics fails alone (its writes rolled back) and the thread
+            // lives on for the others.
+            let guarded = |c: &Connection| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c))).unwrap_or_else(
+                    |_| {
+                        Err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                            Some("database job panicked".into()),
+                        ))
+                    },
+                )
+            };
             let result = match conn {
-                Ok(conn) if writes => in_savepoint(conn, f),
-                Ok(conn) => f(conn).map_err(db_error),
+                Ok(conn) if writes => in_savepoint(conn, guarded),
+                Ok(conn) => guarded(conn).map_err(db_error),
                 Err(e) => Err(ServerError::Storage(e.to_string())),
             };
             Box::new(move |committed| {
@@ -170,6 +182,30 @@ mod tests {
         drop(conn);
         let w = Writer::open(&path).expect("writer");
         (dir, w)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let (dir, w) = scratch();
+        let r = w
+            .run(|c| {
+                c.execute("INSERT INTO t (v) VALUES (1)", [])?;
+                if c.is_autocommit() {
+                    return Ok(());
+                }
+                panic!("job bug");
+            })
+            .await;
+        assert!(r.is_err());
+        w.run(|c| c.execute("INSERT INTO t (v) VALUES (2)", []))
+            .await
+            .expect("the writer still runs");
+        let conn = Connection::open(dir.path().join("w.db")).expect("open");
+        let v: Vec<i64> = conn
+            .prepare("SELECT v FROM t ORDER BY v")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("rows");
+        assert_eq!(v, vec![2], "the panicking job's insert was rolled back");
     }
 
     #[tokio::test]
