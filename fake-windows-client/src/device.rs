@@ -127,7 +127,7 @@ pub struct Device {
     /// PKCS#8 PEM of the preset key, when handed in as DER ([`Device::use_key_pkcs8`]).
     pub(crate) preset_key_pem: Option<String>,
     /// A CSR signed in advance with the preset key ([`Device::presign_csr`]).
-    pub(crate) presigned_csr: Option<(crate::csr::HashAlg, Vec<u8>)>,
+    pub(crate) presigned_csr: Option<(crate::csr::HashAlg, String, Vec<u8>)>,
     /// A client shared with other devices for requests without a client certificate.
     pub(crate) shared_client: Option<reqwest::Client>,
     /// How the device authenticates at enrollment (see [`crate::auth`]).
@@ -374,7 +374,7 @@ impl Device {
             device_id,
             hash,
         )?;
-        self.presigned_csr = Some((hash, der));
+        self.presigned_csr = Some((hash, device_id.clone(), der));
         Ok(())
     }
 

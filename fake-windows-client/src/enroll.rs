@@ -183,7 +183,7 @@ impl Device {
             .ok_or_else(|| ClientError::State("no key pair generated".into()))?;
         let device_id = self.state.device_id.clone();
         let csr_der = match self.presigned_csr.take() {
-            Some((hash, der)) if hash == policy.hash => der,
+            Some((hash, id, der)) if hash == policy.hash && id == device_id => der,
             _ => csr::build(
                 &key,
                 &csr::windows_subject_cn(&device_id),

@@ -276,8 +276,9 @@ impl BenchReport {
 /// database threads) are told apart from the emulated devices' to measure its CPU time.
 pub struct BenchServer {
     pub target: Target,
-    server: winmdm_server::RunningServer,
-    runtime: Option<tokio::runtime::Runtime>,
+    store: winmdm_server::db::Store,
+    server: Option<winmdm_server::RunningServer>,
+    runtime: ServerRuntime,
     _dir: tempfile::TempDir,
 }
 
@@ -303,13 +304,14 @@ impl BenchServer {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cores)
             .thread_name(SERVER_THREAD)
             .enable_all()
             .build()?;
-        // Started from a blocking thread so that every task it spawns lands on `runtime`.
-        let handle = runtime.handle().clone();
+        // Started from a blocking thread so that every task it spawns lands on `rt`.
+        let handle = rt.handle().clone();
+        let runtime = ServerRuntime(Some(rt));
         let cfg = config.clone();
         let server =
             tokio::task::spawn_blocking(move || handle.block_on(winmdm_server::start(cfg)))
@@ -331,20 +333,32 @@ impl BenchServer {
         };
         Ok(BenchServer {
             target,
-            server,
-            runtime: Some(runtime),
+            store: server.state.store.clone(),
+            server: Some(server),
+            runtime,
             _dir: dir,
         })
     }
 
     pub fn store(&self) -> &winmdm_server::db::Store {
-        &self.server.state.store
+        &self.store
     }
 
     pub async fn stop(mut self) {
-        let server = self.server;
-        if let Some(rt) = self.runtime.take() {
+        if let (Some(rt), Some(server)) = (self.runtime.0.take(), self.server.take()) {
             let _ = rt.spawn(server.shutdown()).await;
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The server's runtime. Dropped in async code (a phase that fails returns early) it
+/// is shut down in the background, as dropping a runtime the usual way there panics.
+struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
     }

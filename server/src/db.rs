@@ -65,14 +65,15 @@ pub async fn create_scratch_postgres_database(admin_url: &str) -> Result<String,
     Ok(format!("{}/{name}", &base[..cut]))
 }
 
-/// The file behind a `sqlite:` URL; None for in-memory databases.
+/// The file behind a `sqlite:` URL, as sqlx reads it (percent-decoded); None for
+/// in-memory databases.
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:" && !url.contains("mode=memory"))
-        .then(|| std::path::PathBuf::from(path))
+    use std::str::FromStr;
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = opts.get_filename();
+    let memory =
+        path.as_os_str().is_empty() || url.contains(":memory:") || url.contains("mode=memory");
+    (!memory).then(|| path.to_path_buf())
 }
 
 /// Current time as RFC 3339 text, the format every timestamp column uses.
@@ -777,4 +778,24 @@ fn enrollment_from_row(r: &AnyRow) -> Result<Enrollment, ServerError> {
         enrolled_at: r.try_get("enrolled_at")?,
         last_checkin_at: r.try_get("last_checkin_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_file;
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_writer_opens_the_file_sqlx_opens() {
+        assert_eq!(
+            sqlite_file("sqlite:///data/my%20db.db?mode=rwc"),
+            Some(PathBuf::from("/data/my db.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite://rel/winmdm.db"),
+            Some(PathBuf::from("rel/winmdm.db"))
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
+    }
 }

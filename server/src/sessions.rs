@@ -25,8 +25,10 @@ pub const MAX_LARGE_OBJECT: usize = 16 * 1024 * 1024;
 /// [`GENERATION_AGE`] old or holds [`GENERATION_BYTES`] of responses. A record thus lives
 /// between one and two generations, and memory stays bounded however many sessions run.
 const GENERATION_AGE: Duration = Duration::from_secs(SESSION_TTL.as_secs() / 2);
-/// Response bytes one generation holds before it is rotated.
-const GENERATION_BYTES: usize = 32 * 1024 * 1024;
+/// Response bytes one generation holds before it is rotated: a bound on memory that a
+/// fleet reaches only at thousands of messages per second, when records then live
+/// shorter than [`GENERATION_AGE`] (logged).
+const GENERATION_BYTES: usize = 128 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct Sessions {
@@ -69,7 +71,14 @@ impl Generations {
     }
 
     fn insert(&mut self, key: SessionKey, last: LastMessage) {
-        if self.started.elapsed() >= GENERATION_AGE || self.bytes >= GENERATION_BYTES {
+        let full = self.bytes >= GENERATION_BYTES;
+        if full || self.started.elapsed() >= GENERATION_AGE {
+            if full {
+                tracing::warn!(
+                    age_secs = self.started.elapsed().as_secs(),
+                    "replay records rotated early: the memory bound was reached"
+                );
+            }
             self.previous = std::mem::take(&mut self.current);
             self.started = Instant::now();
             self.bytes = 0;

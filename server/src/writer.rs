@@ -25,8 +25,15 @@ const MAX_BATCH: usize = 256;
 /// What a job hands back to be called once the batch's COMMIT has succeeded (`true`) or
 /// failed (`false`).
 type Completion = Box<dyn FnOnce(bool) + Send>;
-/// A job: run with the connection, or told why there is none (the batch could not begin).
-type Job = Box<dyn FnOnce(Result<&Connection, String>) -> Completion + Send>;
+/// Runs a job with the connection, or tells it why there is none (the batch could not
+/// begin, or was rolled back).
+type RunJob = Box<dyn FnOnce(Result<&Connection, String>) -> Completion + Send>;
+
+/// A job and whether it writes (a batch of reads only does not take the write lock).
+struct Job {
+    writes: bool,
+    run: RunJob,
+}
 
 /// Handle on the writer thread; the thread ends when the last handle is dropped.
 pub struct Writer {
@@ -36,7 +43,12 @@ pub struct Writer {
 impl Writer {
     /// Opens `path` (an existing database, already migrated) and starts the thread.
     pub fn open(path: &Path) -> Result<Self, ServerError> {
-        let conn = Connection::open(path).map_err(db_error)?;
+        // The file exists (sqlx created and migrated it): never create another one.
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_error)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
         )
@@ -74,7 +86,7 @@ impl Writer {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<R, ServerError>>();
-        let job: Job = Box::new(move |conn| {
+        let run: RunJob = Box::new(move |conn: Result<&Connection, String>| -> Completion {
             // A job that panics fails alone (its writes rolled back) and the thread
             // lives on for the others.
             let guarded = |c: &Connection| {
@@ -101,7 +113,7 @@ impl Writer {
             })
         });
         self.jobs
-            .send(job)
+            .send(Job { writes, run })
             .map_err(|_| ServerError::Storage("the writer thread has stopped".into()))?;
         rx.await
             .map_err(|_| ServerError::Storage("the writer thread has stopped".into()))?
@@ -122,17 +134,12 @@ fn in_savepoint<R>(
     f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
 ) -> Result<R, ServerError> {
     exec_cached(conn, "SAVEPOINT job").map_err(db_error)?;
-    match f(conn) {
-        Ok(r) => {
-            exec_cached(conn, "RELEASE job").map_err(db_error)?;
-            Ok(r)
-        }
-        Err(e) => {
-            // Undo this job's statements and leave the batch's transaction open.
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(db_error(e))
-        }
+    let result = f(conn).and_then(|r| exec_cached(conn, "RELEASE job").map(|()| r));
+    if result.is_err() {
+        // Undo this job's statements and leave the batch's transaction open.
+        let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
     }
+    result.map_err(db_error)
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
@@ -144,27 +151,53 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match exec_cached(&conn, "BEGIN IMMEDIATE") {
-            Ok(()) => {
-                let done: Vec<Completion> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
-                let committed = match exec_cached(&conn, "COMMIT") {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "group commit failed");
-                        let _ = conn.execute_batch("ROLLBACK");
-                        false
-                    }
-                };
-                for d in done {
-                    d(committed);
-                }
+        // A transaction left open by an earlier failure must not swallow this batch.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        // Reads only: a deferred transaction, so they do not wait for the write lock.
+        let begin = if batch.iter().any(|j| j.writes) {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        if let Err(e) = exec_cached(&conn, begin) {
+            let why = e.to_string();
+            for job in batch {
+                (job.run)(Err(why.clone()))(false);
             }
-            Err(e) => {
-                let why = e.to_string();
-                for job in batch {
-                    job(Err(why.clone()))(false);
-                }
+            continue;
+        }
+        let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
+        let mut jobs = batch.into_iter();
+        let mut lost = false;
+        for job in jobs.by_ref() {
+            done.push((job.run)(Ok(&conn)));
+            // Some errors (SQLITE_FULL, IOERR, NOMEM) make SQLite roll back the whole
+            // transaction: nothing of the batch is stored, and the rest must not run
+            // outside it.
+            if conn.is_autocommit() {
+                lost = true;
+                break;
             }
+        }
+        let committed = !lost
+            && match exec_cached(&conn, "COMMIT") {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "group commit failed");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    false
+                }
+            };
+        if lost {
+            tracing::error!("SQLite rolled the batch's transaction back");
+            for job in jobs {
+                (job.run)(Err("the batch's transaction was rolled back".into()))(false);
+            }
+        }
+        for d in done {
+            d(committed);
         }
     }
 }

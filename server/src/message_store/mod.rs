@@ -98,11 +98,15 @@ fn acknowledges_unenroll(
     })
 }
 
+/// Most commands sent in one message, whatever the device's MaxMsgSize (also keeps the
+/// claiming statement within the databases' parameter limits).
+const MAX_COMMANDS_PER_MESSAGE: usize = 500;
+
 /// Takes commands in order while they fit; the first one always goes.
 fn fitting(pending: &[QueuedCommand], d: Delivery) -> Vec<&QueuedCommand> {
     let mut size = d.used;
     let mut out = Vec::new();
-    for c in pending {
+    for c in pending.iter().take(MAX_COMMANDS_PER_MESSAGE) {
         size += c.body_xml.len() + 2 * c.command_uuid.len();
         if size > d.limit && !out.is_empty() {
             break;
