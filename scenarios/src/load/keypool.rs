@@ -109,11 +109,6 @@ impl KeyPool {
         self.keys.get(i).map(|k| &k[..])
     }
 
-    /// Key `i` parsed for the enrollment client.
-    pub fn private_key(&self, i: usize) -> Option<RsaPrivateKey> {
-        RsaPrivateKey::from_pkcs8_der(self.der(i)?).ok()
-    }
-
     /// Bytes the pool holds per key.
     pub fn bytes_per_key(&self) -> usize {
         let total: usize = self.keys.iter().map(|k| k.len() + 16).sum();
