@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+use crate::enroll_store::sql as enroll_sql;
 use crate::error::ServerError;
 
 /// Embedded migrations per backend, applied in order; the version is the index + 1.
@@ -74,6 +75,14 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let memory =
         path.as_os_str().is_empty() || url.contains(":memory:") || url.contains("mode=memory");
     (!memory).then(|| path.to_path_buf())
+}
+
+/// `$first, $first+1, ...`: `count` numbered parameters for a statement built at run time.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Current time as RFC 3339 text, the format every timestamp column uses.
@@ -418,7 +427,6 @@ impl Store {
         e: &NewEnrollment,
         claim: &crate::enroll_store::EnrollClaim,
     ) -> Result<Option<crate::enroll_store::EnrollConflict>, ServerError> {
-        use crate::enroll_store::EnrollConflict;
         let ts = now();
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
@@ -426,60 +434,28 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        if let (Some(host_uuid), false) = (&claim.host_uuid, claim.multi_device) {
-            let other: Option<String> = sqlx::query_scalar(
-                "SELECT device_id FROM enrollments WHERE host_uuid = $1 AND state = 'enrolled' LIMIT 1",
-            )
-            .bind(host_uuid)
-            .fetch_optional(&mut *tx)
+        if let Some(conflict) = crate::enroll_store::conflict_on(&mut tx, claim).await? {
+            return Ok(Some(conflict));
+        }
+        sqlx::query(enroll_sql::UPSERT_ENROLLMENT)
+            .bind(&e.device_id)
+            .bind(&e.host_uuid)
+            .bind(&e.hardware_uuid)
+            .bind(&e.device_name)
+            .bind(&e.os_version)
+            .bind(&e.enrollment_type)
+            .bind(&e.upn)
+            .bind(&e.cert_serial)
+            .bind(&e.cert_thumbprint)
+            .bind(&e.cert_not_after)
+            .bind(&ts)
+            .bind(&ts)
+            .execute(&mut *tx)
             .await?;
-            if other.is_some_and(|o| o != claim.device_id) {
-                return Ok(Some(EnrollConflict::DeviceCapReached));
-            }
-        }
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM device_certs WHERE public_key_sha256 = $1 AND device_id != $2 LIMIT 1",
-        )
-        .bind(&claim.public_key_sha256)
-        .bind(&claim.device_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_some() {
-            return Ok(Some(EnrollConflict::KeyHeldByOtherDevice));
-        }
-        sqlx::query(
-            "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
-                                      cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'enrolled', $11, $12)
-             ON CONFLICT (device_id) DO UPDATE SET
-               host_uuid = excluded.host_uuid, hardware_uuid = excluded.hardware_uuid,
-               device_name = excluded.device_name, os_version = excluded.os_version,
-               enrollment_type = excluded.enrollment_type, upn = excluded.upn,
-               cert_serial = excluded.cert_serial, cert_thumbprint = excluded.cert_thumbprint,
-               cert_not_after = excluded.cert_not_after, state = 'enrolled',
-               enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at",
-        )
-        .bind(&e.device_id)
-        .bind(&e.host_uuid)
-        .bind(&e.hardware_uuid)
-        .bind(&e.device_name)
-        .bind(&e.os_version)
-        .bind(&e.enrollment_type)
-        .bind(&e.upn)
-        .bind(&e.cert_serial)
-        .bind(&e.cert_thumbprint)
-        .bind(&e.cert_not_after)
-        .bind(&ts)
-        .bind(&ts)
-        .execute(&mut *tx)
-        .await?;
-        // A new enrollment replaces every earlier certificate of the device at once.
-        sqlx::query(
-            "UPDATE device_certs SET state = 'retired' WHERE device_id = $1 AND state != 'retired'",
-        )
-        .bind(&e.device_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(enroll_sql::RETIRE_DEVICE_CERTS)
+            .bind(&e.device_id)
+            .execute(&mut *tx)
+            .await?;
         insert_cert(
             &mut tx,
             &e.device_id,
@@ -536,32 +512,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a device other than `device_id` holds a certificate for this public key.
-    pub async fn key_held_by_other_device(
-        &self,
-        public_key_sha256: &str,
-        device_id: &str,
-    ) -> Result<bool, ServerError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM device_certs WHERE public_key_sha256 = $1 AND device_id != $2",
-        )
-        .bind(public_key_sha256)
-        .bind(device_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n > 0)
-    }
-
-    /// The DeviceID of the host's active enrollment, if any.
-    pub async fn host_active_device(&self, host_uuid: &str) -> Result<Option<String>, ServerError> {
-        Ok(sqlx::query_scalar(
-            "SELECT device_id FROM enrollments WHERE host_uuid = $1 AND state = 'enrolled' LIMIT 1",
-        )
-        .bind(host_uuid)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
     /// The enrollment a certificate (serial, lowercase hex) authenticates, with whether it
     /// is the device's current certificate (false: replaced by a renewal, still in its
     /// grace period). Retired certificates authenticate nothing.
@@ -578,10 +528,8 @@ impl Store {
         let Some((device_id, state, retire_after)) = cert else {
             return Ok(None);
         };
-        let current = match state.as_str() {
-            "active" => true,
-            "retiring" if retire_after.is_some_and(|t| t > unix_now()) => false,
-            _ => return Ok(None),
+        let Some(current) = crate::message_store::current_cert(&state, retire_after) else {
+            return Ok(None);
         };
         Ok(self.enrollment(&device_id).await?.map(|e| (e, current)))
     }
@@ -610,10 +558,9 @@ impl Store {
         device_ids: &[String],
     ) -> Result<Option<String>, ServerError> {
         for chunk in device_ids.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT device_id FROM enrollments WHERE device_id IN ({})",
-                marks.join(", ")
+                placeholders(1, chunk.len())
             );
             let mut q = sqlx::query_scalar::<_, String>(&sql);
             for id in chunk {
@@ -643,21 +590,10 @@ impl Store {
         // Many rows per statement: a round trip per device made fleet-wide commands slow.
         for chunk in device_ids.chunks(ENQUEUE_ROWS_PER_STATEMENT) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let p = i * 6;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, 'pending', ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5,
-                        p + 6
-                    )
-                })
+                .map(|i| format!("({}, 'pending')", placeholders(1 + i * 6, 6)))
                 .collect();
             let sql = format!(
-                "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, state, created_at) VALUES {}",
+                "INSERT INTO commands (command_uuid, device_id, verb, target, body_xml, created_at, state) VALUES {}",
                 rows.join(", ")
             );
             let mut q = sqlx::query(&sql);
@@ -745,18 +681,15 @@ async fn insert_cert(
     not_after: &str,
     public_key_sha256: &str,
 ) -> Result<(), ServerError> {
-    sqlx::query(
-        "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at, public_key_sha256)
-         VALUES ($1, $2, $3, $4, 'active', $5, $6)",
-    )
-    .bind(serial)
-    .bind(device_id)
-    .bind(thumbprint)
-    .bind(not_after)
-    .bind(now())
-    .bind(public_key_sha256)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(enroll_sql::INSERT_DEVICE_CERT)
+        .bind(serial)
+        .bind(device_id)
+        .bind(thumbprint)
+        .bind(not_after)
+        .bind(now())
+        .bind(public_key_sha256)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -42,6 +42,56 @@ pub enum EnrollConflict {
     KeyHeldByOtherDevice,
 }
 
+/// The statements of an enrollment, written once for both backends: sqlx binds `$n`
+/// by number, and SQLite (the writer's rusqlite connection) numbers `$n` parameters by
+/// first appearance, which here is ascending.
+pub(crate) mod sql {
+    pub const HOST_ACTIVE_DEVICE: &str =
+        "SELECT device_id FROM enrollments WHERE host_uuid = $1 AND state = 'enrolled' LIMIT 1";
+    pub const KEY_HELD_ELSEWHERE: &str =
+        "SELECT 1 FROM device_certs WHERE public_key_sha256 = $1 AND device_id != $2 LIMIT 1";
+    pub const UPSERT_ENROLLMENT: &str =
+        "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
+                                  cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'enrolled', $11, $12)
+         ON CONFLICT (device_id) DO UPDATE SET
+           host_uuid = excluded.host_uuid, hardware_uuid = excluded.hardware_uuid,
+           device_name = excluded.device_name, os_version = excluded.os_version,
+           enrollment_type = excluded.enrollment_type, upn = excluded.upn,
+           cert_serial = excluded.cert_serial, cert_thumbprint = excluded.cert_thumbprint,
+           cert_not_after = excluded.cert_not_after, state = 'enrolled',
+           enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at";
+    /// A new enrollment replaces every earlier certificate of the device at once.
+    pub const RETIRE_DEVICE_CERTS: &str =
+        "UPDATE device_certs SET state = 'retired' WHERE device_id = $1 AND state != 'retired'";
+    pub const INSERT_DEVICE_CERT: &str =
+        "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at, public_key_sha256)
+         VALUES ($1, $2, $3, $4, 'active', $5, $6)";
+}
+
+/// The one-device rules on a sqlx connection (Postgres; also inside the recording
+/// transaction).
+pub(crate) async fn conflict_on(
+    conn: &mut sqlx::AnyConnection,
+    e: &EnrollClaim,
+) -> Result<Option<EnrollConflict>, ServerError> {
+    if let (Some(host_uuid), false) = (&e.host_uuid, e.multi_device) {
+        let other: Option<String> = sqlx::query_scalar(sql::HOST_ACTIVE_DEVICE)
+            .bind(host_uuid)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if other.is_some_and(|o| o != e.device_id) {
+            return Ok(Some(EnrollConflict::DeviceCapReached));
+        }
+    }
+    let held: Option<i64> = sqlx::query_scalar(sql::KEY_HELD_ELSEWHERE)
+        .bind(&e.public_key_sha256)
+        .bind(&e.device_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(held.map(|_| EnrollConflict::KeyHeldByOtherDevice))
+}
+
 impl Store {
     /// Checks the one-device rules for `e`: a token enrolls one device (unless
     /// `multi_device`, for enrollment users), a key pair belongs to one device.
@@ -53,19 +103,8 @@ impl Store {
             let e = e.clone();
             return w.read(move |c| sqlite::conflict(c, &e)).await;
         }
-        if let (Some(host_uuid), false) = (&e.host_uuid, e.multi_device) {
-            let other = self.host_active_device(host_uuid).await?;
-            if other.is_some_and(|o| o != e.device_id) {
-                return Ok(Some(EnrollConflict::DeviceCapReached));
-            }
-        }
-        if self
-            .key_held_by_other_device(&e.public_key_sha256, &e.device_id)
-            .await?
-        {
-            return Ok(Some(EnrollConflict::KeyHeldByOtherDevice));
-        }
-        Ok(None)
+        let mut conn = self.pool().acquire().await?;
+        conflict_on(&mut conn, e).await
     }
 
     /// Records the enrollment unless a one-device rule now refuses it.
@@ -97,9 +136,7 @@ mod sqlite {
     pub fn conflict(c: &Connection, e: &EnrollClaim) -> rusqlite::Result<Option<EnrollConflict>> {
         if let (Some(host_uuid), false) = (&e.host_uuid, e.multi_device) {
             let other: Option<String> = c
-                .prepare_cached(
-                    "SELECT device_id FROM enrollments WHERE host_uuid = ?1 AND state = 'enrolled' LIMIT 1",
-                )?
+                .prepare_cached(sql::HOST_ACTIVE_DEVICE)?
                 .query_row([host_uuid], |r| r.get(0))
                 .optional()?;
             if other.is_some_and(|o| o != e.device_id) {
@@ -107,9 +144,7 @@ mod sqlite {
             }
         }
         let held = c
-            .prepare_cached(
-                "SELECT 1 FROM device_certs WHERE public_key_sha256 = ?1 AND device_id != ?2 LIMIT 1",
-            )?
+            .prepare_cached(sql::KEY_HELD_ELSEWHERE)?
             .exists((&e.public_key_sha256, &e.device_id))?;
         Ok(held.then_some(EnrollConflict::KeyHeldByOtherDevice))
     }
@@ -117,19 +152,7 @@ mod sqlite {
     /// `Store::upsert_enrollment` on this connection.
     pub fn upsert(c: &Connection, e: &NewEnrollment) -> rusqlite::Result<()> {
         let ts = now();
-        c.prepare_cached(
-            "INSERT INTO enrollments (device_id, host_uuid, hardware_uuid, device_name, os_version, enrollment_type, upn,
-                                      cert_serial, cert_thumbprint, cert_not_after, state, enrolled_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'enrolled', ?11, ?11)
-             ON CONFLICT (device_id) DO UPDATE SET
-               host_uuid = excluded.host_uuid, hardware_uuid = excluded.hardware_uuid,
-               device_name = excluded.device_name, os_version = excluded.os_version,
-               enrollment_type = excluded.enrollment_type, upn = excluded.upn,
-               cert_serial = excluded.cert_serial, cert_thumbprint = excluded.cert_thumbprint,
-               cert_not_after = excluded.cert_not_after, state = 'enrolled',
-               enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at",
-        )?
-        .execute((
+        c.prepare_cached(sql::UPSERT_ENROLLMENT)?.execute((
             &e.device_id,
             &e.host_uuid,
             &e.hardware_uuid,
@@ -141,17 +164,11 @@ mod sqlite {
             &e.cert_thumbprint,
             &e.cert_not_after,
             &ts,
+            &ts,
         ))?;
-        // A new enrollment replaces every earlier certificate of the device at once.
-        c.prepare_cached(
-            "UPDATE device_certs SET state = 'retired' WHERE device_id = ?1 AND state != 'retired'",
-        )?
-        .execute([&e.device_id])?;
-        c.prepare_cached(
-            "INSERT INTO device_certs (cert_serial, device_id, thumbprint, not_after, state, issued_at, public_key_sha256)
-             VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
-        )?
-        .execute((
+        c.prepare_cached(sql::RETIRE_DEVICE_CERTS)?
+            .execute([&e.device_id])?;
+        c.prepare_cached(sql::INSERT_DEVICE_CERT)?.execute((
             &e.cert_serial,
             &e.device_id,
             &e.cert_thumbprint,

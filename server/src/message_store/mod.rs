@@ -8,6 +8,21 @@
 mod postgres;
 mod sqlite;
 
+/// The statements both backends run as they are (SQLite numbers `$n` parameters by first
+/// appearance, ascending here; sqlx binds them by number).
+mod sql {
+    /// The enrollment behind a certificate serial, in one query.
+    pub const CERT_IDENTITY: &str = "SELECT d.device_id, d.state, d.retire_after, e.state
+         FROM device_certs d JOIN enrollments e ON e.device_id = d.device_id
+         WHERE d.cert_serial = $1";
+    pub const OPEN_PROFILES: &str = "SELECT 1 FROM profile_assignments
+         WHERE device_id = $1 AND state IN ('pending', 'verifying') LIMIT 1";
+    /// Pending commands and those sent before `$2` (Unix seconds) without a Status.
+    pub const DELIVERABLE: &str = "SELECT command_uuid, verb, body_xml FROM commands
+         WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $2))
+         ORDER BY id";
+}
+
 use crate::db::{QueuedCommand, Store};
 use crate::error::ServerError;
 
@@ -72,7 +87,7 @@ pub struct MessageOutcome {
 
 /// Whether a certificate in `state` authenticates, and as the current one: active ones
 /// do; retiring ones (replaced by a renewal) do until `retire_after` (Unix seconds).
-fn current_cert(state: &str, retire_after: Option<i64>) -> Option<bool> {
+pub(crate) fn current_cert(state: &str, retire_after: Option<i64>) -> Option<bool> {
     match state {
         "active" => Some(true),
         "retiring" if retire_after.is_some_and(|t| t > crate::db::unix_now()) => Some(false),
@@ -101,6 +116,24 @@ fn acknowledges_unenroll(
 /// Most commands sent in one message, whatever the device's MaxMsgSize (also keeps the
 /// claiming statement within the databases' parameter limits).
 const MAX_COMMANDS_PER_MESSAGE: usize = 500;
+
+impl MessageOutcome {
+    /// The outcome once the message's responses are stored (`answered`, per response),
+    /// and the delivery still to attempt: none when the device acknowledged its
+    /// unenrollment or no delivery was asked for.
+    fn stored(
+        w: &MessageWork,
+        answered: Vec<Option<(String, String)>>,
+    ) -> (Self, Option<Delivery>) {
+        let out = MessageOutcome {
+            unenroll_acknowledged: acknowledges_unenroll(&w.responses, &answered),
+            answered,
+            ..Default::default()
+        };
+        let delivery = w.delivery.filter(|_| !out.unenroll_acknowledged);
+        (out, delivery)
+    }
+}
 
 /// Takes commands in order while they fit; the first one always goes.
 fn fitting(pending: &[QueuedCommand], d: Delivery) -> Vec<&QueuedCommand> {

@@ -4,30 +4,23 @@
 
 use sqlx::Row;
 
-use super::{acknowledges_unenroll, fitting, Delivery, MessageOutcome, MessageWork};
-use crate::db::{now, unix_now, QueuedCommand, Store};
+use super::{fitting, sql, Delivery, MessageOutcome, MessageWork};
+use crate::db::{now, placeholders, unix_now, QueuedCommand, Store};
 use crate::error::ServerError;
 
 /// One message in at most four round trips: its writes (check-in, every Status and
 /// Results with the acknowledgements) are a single statement, atomic on its own; then
 /// the profile check, the command queue and the claim.
 pub async fn record_message(store: &Store, w: &MessageWork) -> Result<MessageOutcome, ServerError> {
-    let answered = store_responses(store, w).await?;
-    let mut out = MessageOutcome {
-        unenroll_acknowledged: acknowledges_unenroll(&w.responses, &answered),
-        answered,
-        ..Default::default()
-    };
-    let Some(delivery) = w.delivery.filter(|_| !out.unenroll_acknowledged) else {
+    let (mut out, delivery) = MessageOutcome::stored(w, store_responses(store, w).await?);
+    let Some(delivery) = delivery else {
         return Ok(out);
     };
     if !w.responses.is_empty() {
-        let open: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM profile_assignments WHERE device_id = $1 AND state IN ('pending', 'verifying') LIMIT 1",
-        )
-        .bind(&w.device_id)
-        .fetch_optional(store.pool())
-        .await?;
+        let open: Option<i32> = sqlx::query_scalar(sql::OPEN_PROFILES)
+            .bind(&w.device_id)
+            .fetch_optional(store.pool())
+            .await?;
         if open.is_some() {
             out.profiles_open = true;
             return Ok(out);
@@ -49,7 +42,7 @@ async fn store_responses(
     if w.responses.is_empty() && !w.first_in_session {
         return Ok(Vec::new());
     }
-    let mut sql = String::from(
+    let mut statement = String::from(
         "WITH checkin AS (
              UPDATE enrollments SET last_checkin_at = $3 WHERE device_id = $1 AND $4::boolean
          ), retire AS (
@@ -58,24 +51,18 @@ async fn store_responses(
          )",
     );
     if w.responses.is_empty() {
-        sql.push_str(" SELECT 0::bigint, '', '' WHERE false");
+        statement.push_str(" SELECT 0::bigint, '', '' WHERE false");
     } else {
+        // Each parameter's type comes with its bound value (int8, text, bool).
         let rows: Vec<String> = (0..w.responses.len())
             .map(|i| {
-                let p = 6 + i * RESPONSE_PARAMS;
                 format!(
-                    "(${}::bigint, ${}::text, ${}::text, ${}::text, ${}::text, ${}::text, ${}::boolean)",
-                    p,
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6
+                    "({})",
+                    placeholders(6 + i * RESPONSE_PARAMS, RESPONSE_PARAMS)
                 )
             })
             .collect();
-        sql.push_str(&format!(
+        statement.push_str(&format!(
             ", input (ord, command_uuid, msg_ref, kind, status_code, body_xml, acks) AS (VALUES {})
              , known AS (
                  SELECT i.*, c.verb, c.target FROM input i
@@ -91,7 +78,7 @@ async fn store_responses(
             rows.join(", ")
         ));
     }
-    let mut q = sqlx::query_as::<_, (i64, String, String)>(&sql)
+    let mut q = sqlx::query_as::<_, (i64, String, String)>(&statement)
         .bind(&w.device_id)
         .bind(&w.session_id)
         .bind(now())
@@ -128,14 +115,11 @@ pub async fn deliver(
 ) -> Result<Vec<QueuedCommand>, ServerError> {
     let now_unix = unix_now();
     let stale = now_unix - d.redeliver_after_secs;
-    let rows = sqlx::query(
-        "SELECT command_uuid, verb, body_xml FROM commands
-         WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $2)) ORDER BY id",
-    )
-    .bind(device_id)
-    .bind(stale)
-    .fetch_all(store.pool())
-    .await?;
+    let rows = sqlx::query(sql::DELIVERABLE)
+        .bind(device_id)
+        .bind(stale)
+        .fetch_all(store.pool())
+        .await?;
     let pending = rows
         .iter()
         .map(|r| {
@@ -150,15 +134,14 @@ pub async fn deliver(
     if take == 0 {
         return Ok(Vec::new());
     }
-    let marks: Vec<String> = (0..take).map(|i| format!("${}", i + 5)).collect();
-    let sql = format!(
+    let claim = format!(
         "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
          WHERE device_id = $3 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $4))
            AND command_uuid IN ({})
          RETURNING command_uuid",
-        marks.join(", ")
+        placeholders(5, take)
     );
-    let mut q = sqlx::query_scalar::<_, String>(&sql)
+    let mut q = sqlx::query_scalar::<_, String>(&claim)
         .bind(now())
         .bind(now_unix)
         .bind(device_id)
@@ -180,14 +163,10 @@ pub async fn cert_identity(
     store: &Store,
     serial: &str,
 ) -> Result<Option<super::CertIdentity>, ServerError> {
-    let row: Option<(String, String, Option<i64>, String)> = sqlx::query_as(
-        "SELECT d.device_id, d.state, d.retire_after, e.state
-         FROM device_certs d JOIN enrollments e ON e.device_id = d.device_id
-         WHERE d.cert_serial = $1",
-    )
-    .bind(serial)
-    .fetch_optional(store.pool())
-    .await?;
+    let row: Option<(String, String, Option<i64>, String)> = sqlx::query_as(sql::CERT_IDENTITY)
+        .bind(serial)
+        .fetch_optional(store.pool())
+        .await?;
     let Some((device_id, cert_state, retire_after, enrollment_state)) = row else {
         return Ok(None);
     };

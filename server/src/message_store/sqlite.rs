@@ -3,16 +3,12 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{acknowledges_unenroll, fitting, CertIdentity, Delivery, MessageOutcome, MessageWork};
+use super::{fitting, sql, CertIdentity, Delivery, MessageOutcome, MessageWork};
 use crate::db::{now, unix_now, QueuedCommand};
 
 pub fn cert_identity(c: &Connection, serial: &str) -> rusqlite::Result<Option<CertIdentity>> {
     let row = c
-        .prepare_cached(
-            "SELECT d.device_id, d.state, d.retire_after, e.state
-             FROM device_certs d JOIN enrollments e ON e.device_id = d.device_id
-             WHERE d.cert_serial = ?1",
-        )?
+        .prepare_cached(sql::CERT_IDENTITY)?
         .query_row([serial], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -82,19 +78,13 @@ pub fn record_message(c: &Connection, w: &MessageWork) -> rusqlite::Result<Messa
         }
         answered.push(known);
     }
-    let mut out = MessageOutcome {
-        unenroll_acknowledged: acknowledges_unenroll(&w.responses, &answered),
-        answered,
-        ..Default::default()
-    };
-    let Some(delivery) = w.delivery.filter(|_| !out.unenroll_acknowledged) else {
+    let (mut out, delivery) = MessageOutcome::stored(w, answered);
+    let Some(delivery) = delivery else {
         return Ok(out);
     };
     if !w.responses.is_empty() {
         let open = c
-            .prepare_cached(
-                "SELECT 1 FROM profile_assignments WHERE device_id = ?1 AND state IN ('pending', 'verifying') LIMIT 1",
-            )?
+            .prepare_cached(sql::OPEN_PROFILES)?
             .exists([&w.device_id])?;
         if open {
             out.profiles_open = true;
@@ -110,13 +100,10 @@ pub fn deliver(
     device_id: &str,
     d: Delivery,
 ) -> rusqlite::Result<Vec<QueuedCommand>> {
-    let now = unix_now();
-    let stale = now - d.redeliver_after_secs;
+    let now_unix = unix_now();
+    let stale = now_unix - d.redeliver_after_secs;
     let pending: Vec<QueuedCommand> = c
-        .prepare_cached(
-            "SELECT command_uuid, verb, body_xml FROM commands
-             WHERE device_id = ?1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= ?2)) ORDER BY id",
-        )?
+        .prepare_cached(sql::DELIVERABLE)?
         .query_map((device_id, stale), |r| {
             Ok(QueuedCommand {
                 command_uuid: r.get(0)?,
@@ -129,7 +116,7 @@ pub fn deliver(
     if take == 0 {
         return Ok(Vec::new());
     }
-    let sent_at = crate::db::now();
+    let sent_at = now();
     let mut claim = c.prepare_cached(
         "UPDATE commands SET state = 'sent', sent_at = ?1, sent_unix = ?2
          WHERE command_uuid = ?3 AND device_id = ?4
@@ -139,7 +126,7 @@ pub fn deliver(
     // read above is still claimable; the WHERE clause keeps the claim honest anyway.
     let mut claimed = Vec::with_capacity(take);
     for cmd in pending.into_iter().take(take) {
-        if claim.execute((&sent_at, now, &cmd.command_uuid, device_id, stale))? == 1 {
+        if claim.execute((&sent_at, now_unix, &cmd.command_uuid, device_id, stale))? == 1 {
             claimed.push(cmd);
         }
     }
