@@ -47,7 +47,7 @@ pub struct PeerVerification(
 );
 
 impl PeerCertificate {
-    /// A certificate presented outside a TLS connection (tests, tools).
+    /// The client certificate a connection presented (DER), not verified yet.
     pub fn new(der: Option<Vec<u8>>) -> Self {
         PeerCertificate(der.map(Arc::new), PeerVerification::default())
     }
@@ -57,10 +57,10 @@ impl PeerCertificate {
     pub fn verify(
         &self,
         ca: &IdentityCa,
-    ) -> Option<Result<crate::ca::ClientCert, crate::ca::CertRejection>> {
+    ) -> Option<Result<&crate::ca::ClientCert, crate::ca::CertRejection>> {
         let der = self.0.as_deref()?;
-        let issued = self.1 .0.get_or_init(|| ca.verify_issuer(der)).clone();
-        Some(issued.and_then(|c| {
+        let issued = self.1 .0.get_or_init(|| ca.verify_issuer(der));
+        Some(issued.as_ref().map_err(|e| *e).and_then(|c| {
             c.check_validity(crate::db::unix_now())?;
             Ok(c)
         }))

@@ -51,9 +51,9 @@ pub async fn session(
             )
         }
         Some(Err(e)) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
-        Some(Ok(c)) => c.serial,
+        Some(Ok(c)) => c.serial.as_str(),
     };
-    let identity = match state.store.cert_identity(&serial).await {
+    let identity = match state.store.cert_identity(serial).await {
         Ok(Some(i))
             if i.enrollment_state == "enrolled" || i.enrollment_state == "unenroll_pending" =>
         {
