@@ -113,11 +113,16 @@ pub struct EnrollFigure {
     pub enrolled: u64,
     pub elapsed: Duration,
     pub errors: u64,
+    /// CPU time of the server threads in the window.
+    pub server_cpu: Duration,
 }
 
 impl EnrollFigure {
     pub fn per_s(&self) -> f64 {
         self.enrolled as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn server_cpu_ms_per_enrollment(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1000.0 / (self.enrolled.max(1) as f64)
     }
 }
 
@@ -135,11 +140,8 @@ pub fn capacity(count: u64, server_cpu: Duration, cores: usize) -> f64 {
 pub struct BenchReport {
     pub cores: usize,
     pub rsa2048_sign_per_s: f64,
-    pub enrolled: u64,
-    pub enroll_elapsed: Duration,
-    pub enroll_errors: u64,
-    /// CPU time of the server threads during phase (b).
-    pub enroll_server_cpu: Duration,
+    /// Phase (b).
+    pub enroll: EnrollFigure,
     /// Phase (b) again with each device signing its CSR inside the timed window.
     pub enroll_device_signing: EnrollFigure,
     pub syncml: Vec<SyncmlFigure>,
@@ -148,7 +150,7 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn enroll_per_s(&self) -> f64 {
-        self.enrolled as f64 / self.enroll_elapsed.as_secs_f64().max(1e-9)
+        self.enroll.per_s()
     }
     pub fn enroll_ratio(&self) -> f64 {
         if self.rsa2048_sign_per_s > 0.0 {
@@ -159,7 +161,7 @@ impl BenchReport {
     }
     /// Enrollments/s the server threads would sustain with every core (see [`capacity`]).
     pub fn enroll_capacity(&self) -> f64 {
-        capacity(self.enrolled, self.enroll_server_cpu, self.cores)
+        capacity(self.enroll.enrolled, self.enroll.server_cpu, self.cores)
     }
     fn syncml_on(&self, backend: &str) -> Option<&SyncmlFigure> {
         self.syncml.iter().find(|s| s.backend == backend)
@@ -174,9 +176,9 @@ impl BenchReport {
             "rsa2048_sign_per_s": r(self.rsa2048_sign_per_s),
             "enroll_per_s": r(self.enroll_per_s()),
             "enroll_ratio": r(self.enroll_ratio()),
-            "enrolled": self.enrolled,
-            "enroll_errors": self.enroll_errors,
-            "enroll_server_cpu_ms_per_enrollment": r(self.enroll_server_cpu.as_secs_f64() * 1000.0 / (self.enrolled.max(1) as f64)),
+            "enrolled": self.enroll.enrolled,
+            "enroll_errors": self.enroll.errors,
+            "enroll_server_cpu_ms_per_enrollment": r(self.enroll.server_cpu_ms_per_enrollment()),
             "enroll_server_capacity_per_s": r(self.enroll_capacity()),
             "enroll_server_capacity_ratio": r(self.enroll_capacity() / self.rsa2048_sign_per_s.max(1e-9)),
             "enroll_with_device_signing_per_s": r(self.enroll_device_signing.per_s()),
@@ -213,15 +215,15 @@ impl BenchReport {
             w,
             "(b) enrollments            {:>10.1}/s  ({} in {:.2} s, {} errors)  enroll_ratio {:.3} (goal >= 0.5)",
             self.enroll_per_s(),
-            self.enrolled,
-            self.enroll_elapsed.as_secs_f64(),
-            self.enroll_errors,
+            self.enroll.enrolled,
+            self.enroll.elapsed.as_secs_f64(),
+            self.enroll.errors,
             self.enroll_ratio()
         )?;
         writeln!(
             w,
             "    server CPU             {:>10.3} ms/enrollment; capacity with {} cores {:.1}/s, ratio {:.3}",
-            self.enroll_server_cpu.as_secs_f64() * 1000.0 / (self.enrolled.max(1) as f64),
+            self.enroll.server_cpu_ms_per_enrollment(),
             self.cores,
             self.enroll_capacity(),
             self.enroll_capacity() / self.rsa2048_sign_per_s.max(1e-9)
@@ -429,44 +431,11 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         opts.progress,
         "(b') enrollments, CSR signed in the timed window",
     );
-    let server = BenchServer::start(None).await?;
-    let prepared = prepare(
-        &server.target,
-        &pool,
-        opts.enroll_devices,
-        opts.concurrency,
-        false,
-    )
-    .await?;
-    let started = Instant::now();
-    let (_, stats) = finish_enrollment(prepared, opts.concurrency).await;
-    let enroll_device_signing = EnrollFigure {
-        enrolled: stats.enrolled,
-        elapsed: started.elapsed(),
-        errors: stats.error_total()
-            + (opts.enroll_devices as u64).saturating_sub(stats.enrolled + stats.error_total()),
-    };
+    let (server, enroll_device_signing, _) = enroll_phase(&pool, opts, false).await?;
     server.stop().await;
 
     note(opts.progress, "(b) enrollments");
-    let server = BenchServer::start(None).await?;
-    let prepared = prepare(
-        &server.target,
-        &pool,
-        opts.enroll_devices,
-        opts.concurrency,
-        true,
-    )
-    .await?;
-    note(opts.progress, "(b) timed window starts");
-    let cpu_before = server_cpu();
-    let started = Instant::now();
-    let (enrolled, enroll_stats) = finish_enrollment(prepared, opts.concurrency).await;
-    let enroll_elapsed = started.elapsed();
-    let enroll_server_cpu = server_cpu().saturating_sub(cpu_before);
-    let enroll_errors = enroll_stats.error_total()
-        + (opts.enroll_devices as u64)
-            .saturating_sub(enroll_stats.enrolled + enroll_stats.error_total());
+    let (server, enroll, enrolled) = enroll_phase(&pool, opts, true).await?;
 
     note(opts.progress, "(c) SyncML on SQLite");
     let mut syncml = Vec::new();
@@ -531,14 +500,36 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     Ok(BenchReport {
         cores,
         rsa2048_sign_per_s,
-        enrolled: enroll_stats.enrolled,
-        enroll_elapsed,
-        enroll_errors,
-        enroll_server_cpu,
+        enroll,
         enroll_device_signing,
         syncml,
         devices,
     })
+}
+
+/// A fresh server and `opts.enroll_devices` devices through Orbit (and, with `presign`,
+/// their CSR signing) untimed, then the rest of their enrollment timed. Returns the
+/// server, still running, the figure and the enrolled devices.
+async fn enroll_phase(
+    pool: &KeyPool,
+    opts: &BenchOptions,
+    presign: bool,
+) -> Result<(BenchServer, EnrollFigure, Vec<Enrolled>), BenchError> {
+    let server = BenchServer::start(None).await?;
+    let n = opts.enroll_devices;
+    let prepared = prepare(&server.target, pool, n, opts.concurrency, presign).await?;
+    note(opts.progress, "timed window starts");
+    let cpu_before = server_cpu();
+    let started = Instant::now();
+    let (enrolled, stats) = finish_enrollment(prepared, opts.concurrency).await;
+    let figure = EnrollFigure {
+        enrolled: stats.enrolled,
+        elapsed: started.elapsed(),
+        errors: stats.error_total()
+            + (n as u64).saturating_sub(stats.enrolled + stats.error_total()),
+        server_cpu: server_cpu().saturating_sub(cpu_before),
+    };
+    Ok((server, figure, enrolled))
 }
 
 /// RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second with ring, `threads` threads.

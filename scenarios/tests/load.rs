@@ -99,10 +99,10 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
     };
     let report = winmdm::bench::run(&opts).await.expect("bench");
     assert!(report.rsa2048_sign_per_s > 0.0);
-    assert_eq!((report.enrolled, report.enroll_errors), (6, 0));
+    assert_eq!((report.enroll.enrolled, report.enroll.errors), (6, 0));
     assert_eq!(report.enroll_device_signing.enrolled, 6);
     // The server's own threads were found and did the enrollment work.
-    assert!(!report.enroll_server_cpu.is_zero());
+    assert!(!report.enroll.server_cpu.is_zero());
     let sqlite = &report.syncml[0];
     assert_eq!(sqlite.backend, "sqlite");
     assert_eq!(sqlite.errors, 0);
