@@ -519,19 +519,13 @@ impl Store {
         &self,
         serial: &str,
     ) -> Result<Option<(Enrollment, bool)>, ServerError> {
-        let cert: Option<(String, String, Option<i64>)> = sqlx::query_as(
-            "SELECT device_id, state, retire_after FROM device_certs WHERE cert_serial = $1",
-        )
-        .bind(serial)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((device_id, state, retire_after)) = cert else {
+        let Some(identity) = self.cert_identity(serial).await? else {
             return Ok(None);
         };
-        let Some(current) = crate::message_store::current_cert(&state, retire_after) else {
-            return Ok(None);
-        };
-        Ok(self.enrollment(&device_id).await?.map(|e| (e, current)))
+        Ok(self
+            .enrollment(&identity.device_id)
+            .await?
+            .map(|e| (e, identity.current)))
     }
 
     /// Every enrollment, newest first.

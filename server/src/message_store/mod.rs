@@ -87,7 +87,7 @@ pub struct MessageOutcome {
 
 /// Whether a certificate in `state` authenticates, and as the current one: active ones
 /// do; retiring ones (replaced by a renewal) do until `retire_after` (Unix seconds).
-pub(crate) fn current_cert(state: &str, retire_after: Option<i64>) -> Option<bool> {
+fn current_cert(state: &str, retire_after: Option<i64>) -> Option<bool> {
     match state {
         "active" => Some(true),
         "retiring" if retire_after.is_some_and(|t| t > crate::db::unix_now()) => Some(false),
