@@ -85,13 +85,24 @@ pub struct MessageOutcome {
     pub commands: Option<Vec<QueuedCommand>>,
 }
 
-/// Whether a certificate in `state` authenticates, and as the current one: active ones
-/// do; retiring ones (replaced by a renewal) do until `retire_after` (Unix seconds).
-fn current_cert(state: &str, retire_after: Option<i64>) -> Option<bool> {
-    match state {
-        "active" => Some(true),
-        "retiring" if retire_after.is_some_and(|t| t > crate::db::unix_now()) => Some(false),
-        _ => None,
+/// A row of [`sql::CERT_IDENTITY`]: DeviceID, certificate state, retire_after,
+/// enrollment state.
+type CertRow = (String, String, Option<i64>, String);
+
+impl CertIdentity {
+    /// Active certificates authenticate; retiring ones (replaced by a renewal) do until
+    /// `retire_after` (Unix seconds); others do not.
+    fn from_row((device_id, cert_state, retire_after, enrollment_state): CertRow) -> Option<Self> {
+        let current = match cert_state.as_str() {
+            "active" => true,
+            "retiring" if retire_after.is_some_and(|t| t > crate::db::unix_now()) => false,
+            _ => return None,
+        };
+        Some(CertIdentity {
+            device_id,
+            enrollment_state,
+            current,
+        })
     }
 }
 

@@ -163,18 +163,9 @@ pub async fn cert_identity(
     store: &Store,
     serial: &str,
 ) -> Result<Option<super::CertIdentity>, ServerError> {
-    let row: Option<(String, String, Option<i64>, String)> = sqlx::query_as(sql::CERT_IDENTITY)
+    let row: Option<super::CertRow> = sqlx::query_as(sql::CERT_IDENTITY)
         .bind(serial)
         .fetch_optional(store.pool())
         .await?;
-    let Some((device_id, cert_state, retire_after, enrollment_state)) = row else {
-        return Ok(None);
-    };
-    Ok(
-        super::current_cert(&cert_state, retire_after).map(|current| super::CertIdentity {
-            device_id,
-            enrollment_state,
-            current,
-        }),
-    )
+    Ok(row.and_then(super::CertIdentity::from_row))
 }

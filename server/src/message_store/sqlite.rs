@@ -10,24 +10,10 @@ pub fn cert_identity(c: &Connection, serial: &str) -> rusqlite::Result<Option<Ce
     let row = c
         .prepare_cached(sql::CERT_IDENTITY)?
         .query_row([serial], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, String>(3)?,
-            ))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
-    let Some((device_id, cert_state, retire_after, enrollment_state)) = row else {
-        return Ok(None);
-    };
-    Ok(
-        super::current_cert(&cert_state, retire_after).map(|current| CertIdentity {
-            device_id,
-            enrollment_state,
-            current,
-        }),
-    )
+    Ok(row.and_then(CertIdentity::from_row))
 }
 
 pub fn record_message(c: &Connection, w: &MessageWork) -> rusqlite::Result<MessageOutcome> {
