@@ -265,11 +265,7 @@ pub async fn request_security_token(
         cert_not_after: issued.not_after.format(&Rfc3339).unwrap_or_default(),
         public_key_sha256: csr.key_fingerprint(),
     };
-    match state
-        .store
-        .record_enrollment(record, claim.multi_device)
-        .await
-    {
+    match state.store.record_enrollment(record, claim).await {
         Ok(None) => {}
         Ok(Some(conflict)) => return conflict_fault(conflict, mid),
         Err(e) => {

@@ -21,18 +21,6 @@ pub struct EnrollClaim {
     pub multi_device: bool,
 }
 
-impl EnrollClaim {
-    /// The claim an enrollment record makes.
-    pub fn of(e: &NewEnrollment, multi_device: bool) -> Self {
-        EnrollClaim {
-            host_uuid: e.host_uuid.clone(),
-            device_id: e.device_id.clone(),
-            public_key_sha256: e.public_key_sha256.clone(),
-            multi_device,
-        }
-    }
-}
-
 /// Why an enrollment is refused by the one-device rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollConflict {
@@ -107,13 +95,13 @@ impl Store {
         conflict_on(&mut conn, e).await
     }
 
-    /// Records the enrollment unless a one-device rule now refuses it.
+    /// Records the enrollment unless a one-device rule now refuses it (`claim` is the
+    /// one checked before the certificate was signed).
     pub async fn record_enrollment(
         &self,
         e: NewEnrollment,
-        multi_device: bool,
+        claim: EnrollClaim,
     ) -> Result<Option<EnrollConflict>, ServerError> {
-        let claim = EnrollClaim::of(&e, multi_device);
         if let Some(w) = self.writer() {
             return w
                 .run(move |c| {
