@@ -13,6 +13,19 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::orbit::{constant_time_eq, json_error, parse_json};
 
+/// Middleware on every admin route: the bearer token must match `--admin-token`
+/// (compared in constant time); without one configured the API is off (404).
+pub async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&state, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(r) => r,
+    }
+}
+
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = state.config.admin_token.as_deref() else {
         return Err(json_error(
@@ -40,10 +53,7 @@ fn storage_error(e: crate::error::ServerError) -> Response {
 }
 
 /// `GET /api/v1/devices`.
-pub async fn list_devices(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
+pub async fn list_devices(State(state): State<Arc<AppState>>) -> Response {
     match state.store.list_enrollments().await {
         Ok(devices) => Json(json!({ "devices": devices })).into_response(),
         Err(e) => storage_error(e),
@@ -122,12 +132,8 @@ async fn require_devices(state: &AppState, device_ids: &[String]) -> Result<(), 
 pub async fn queue_command(
     State(state): State<Arc<AppState>>,
     Path(device_id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
     match parse_json::<NewCommand>(&body) {
         Ok(cmd) if cmd.device_ids.is_empty() => enqueue(&state, &[device_id], &cmd).await,
         Ok(_) => json_error(
@@ -139,14 +145,7 @@ pub async fn queue_command(
 }
 
 /// `POST /api/v1/commands`: the same command for every device in `device_ids`.
-pub async fn queue_command_many(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
+pub async fn queue_command_many(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     match parse_json::<NewCommand>(&body) {
         Ok(cmd) => enqueue(&state, &cmd.device_ids, &cmd).await,
         Err(r) => r,
@@ -157,11 +156,7 @@ pub async fn queue_command_many(
 pub async fn cancel_command(
     State(state): State<Arc<AppState>>,
     Path(command_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
     match state.store.cancel_command(&command_id).await {
         Ok(n) => match state.store.command(&command_id).await {
             Ok(Some(view)) => Json(json!({ "cancelled": n, "command": view })).into_response(),
@@ -176,11 +171,7 @@ pub async fn cancel_command(
 pub async fn get_command(
     State(state): State<Arc<AppState>>,
     Path(command_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
     match state.store.command(&command_id).await {
         Ok(Some(c)) => Json(c).into_response(),
         Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no command {command_id:?}")),
@@ -194,11 +185,7 @@ pub async fn get_command(
 pub async fn unenroll_device(
     State(state): State<Arc<AppState>>,
     Path(device_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
     match state.store.enrollment(&device_id).await {
         Ok(Some(e)) if e.state == "enrolled" => {}
         Ok(Some(e)) => {
@@ -251,14 +238,7 @@ struct NewProfile {
 }
 
 /// `POST /api/v1/profiles`: creates or replaces a profile.
-pub async fn save_profile(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
+pub async fn save_profile(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let p: NewProfile = match parse_json(&body) {
         Ok(p) => p,
         Err(r) => return r,
@@ -271,14 +251,7 @@ pub async fn save_profile(
 }
 
 /// `GET /api/v1/profiles/{name}`: the profile and each device's state.
-pub async fn get_profile(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
+pub async fn get_profile(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     match crate::profiles::view(&state.store, &name).await {
         Ok(Some(v)) => Json(v).into_response(),
         Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no profile {name:?}")),
@@ -296,12 +269,8 @@ struct Assignment {
 pub async fn assign_profile(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
     let a: Assignment = match parse_json(&body) {
         Ok(a) => a,
         Err(r) => return r,

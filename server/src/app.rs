@@ -194,10 +194,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(
             state.config.max_msg_size.saturating_mul(2),
         ));
-    Router::new()
-        .merge(enrollment)
-        .merge(management)
-        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
+    let admin = Router::new()
         .route("/api/v1/devices", get(crate::admin::list_devices))
         .route(
             "/api/v1/devices/{device_id}/commands",
@@ -218,6 +215,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/commands/{command_id}",
             get(crate::admin::get_command).delete(crate::admin::cancel_command),
         )
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::admin::require_admin,
+        ));
+    Router::new()
+        .merge(enrollment)
+        .merge(management)
+        .merge(admin)
+        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

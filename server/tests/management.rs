@@ -207,6 +207,22 @@ async fn admin_api_requires_the_bearer_token() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = s.send_admin("GET", "/api/v1/devices", "").await;
     assert_eq!(r.status, StatusCode::OK);
+    // Every admin route, not only the listing, is behind the token.
+    for (method, path) in [
+        ("POST", "/api/v1/devices/D/commands"),
+        ("POST", "/api/v1/devices/D/unenroll"),
+        ("POST", "/api/v1/commands"),
+        ("POST", "/api/v1/profiles"),
+        ("GET", "/api/v1/profiles/p"),
+        ("POST", "/api/v1/profiles/p/assign"),
+        ("GET", "/api/v1/commands/c"),
+        ("DELETE", "/api/v1/commands/c"),
+    ] {
+        let r = s
+            .send(method, path, "application/json", "{}".into(), None)
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
 }
 
 #[tokio::test]
