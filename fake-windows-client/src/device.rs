@@ -169,19 +169,7 @@ impl Device {
             reboots: Vec::new(),
             last_session_at: None,
         };
-        Ok(Device {
-            state,
-            tls,
-            key: None,
-            exchanges: Vec::new(),
-            identity_override: IdentityOverride::None,
-            retry_after_cap: RETRY_AFTER_CAP,
-            preset_key: None,
-            preset_key_pem: None,
-            presigned_csr: None,
-            auth: Default::default(),
-            shared_client: None,
-        })
+        Ok(Device::with_state(state, tls, None))
     }
 
     /// Loads `device.json` from `state_dir`. TLS options that are empty (no CA, not
@@ -214,7 +202,13 @@ impl Device {
             ),
             None => None,
         };
-        Ok(Device {
+        Ok(Device::with_state(state, tls, key))
+    }
+
+    /// A machine with this state and key, and everything that is not saved at its
+    /// defaults.
+    fn with_state(state: DeviceState, tls: TlsOptions, key: Option<RsaPrivateKey>) -> Self {
+        Device {
             state,
             tls,
             key,
@@ -226,7 +220,7 @@ impl Device {
             presigned_csr: None,
             auth: Default::default(),
             shared_client: None,
-        })
+        }
     }
 
     /// Writes `device.json` (and the TLS options in use) to `state_dir`.
