@@ -38,6 +38,37 @@ pub use app::{start, RunningServer};
 pub use config::Config;
 pub use error::ServerError;
 
+/// The `main` of a binary serving with the command line's flags until Ctrl-C: logs at
+/// `default_log` unless `RUST_LOG` says otherwise (to stderr when `log_to_stderr`, for a
+/// parent that reads stdout), and exits non-zero, naming `name`, on failure.
+pub async fn main_with_flags(
+    name: &str,
+    default_log: &str,
+    log_to_stderr: bool,
+) -> std::process::ExitCode {
+    use clap::Parser;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::EnvFilter;
+    let writer = if log_to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_log)),
+        )
+        .with_writer(writer)
+        .init();
+    match serve_until_interrupted(Config::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the server until Ctrl-C: what the `winmdm-server` binary does.
 pub async fn serve_until_interrupted(config: Config) -> Result<(), ServerError> {
     let server = start(config).await?;

@@ -1,8 +1,6 @@
 //! The reference server as a separate process, for scenarios that kill it
-//! (`kill_server`); same flags as `winmdm-server`.
-
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
+//! (`kill_server`); same flags as `winmdm-server`. Logs go to stderr: a parent (the
+//! external-server tests) reads the listening address from stdout.
 
 /// glibc's allocator was about a tenth of the CPU time in the benchmarks.
 #[global_allocator]
@@ -10,17 +8,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match winmdm_server::serve_until_interrupted(winmdm_server::Config::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("winmdm-serve: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    winmdm_server::main_with_flags("winmdm-serve", "warn", true).await
 }
