@@ -45,6 +45,12 @@ async fn config(s: &TestServer, node_key: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["notifications"].clone()
 }
 
+/// POSTs a SyncML message to the management route, with `cert` as the TLS client
+/// certificate.
+async fn post_syncml(s: &TestServer, body: String, cert: Option<Vec<u8>>) -> common::Reply {
+    s.send("POST", PATH, SYNCML, body, cert).await
+}
+
 fn message(device: &str, msg_id: u32, body: &str) -> String {
     format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>7</SessionID><MsgID>{msg_id}</MsgID><Target><LocURI>https://mdm.example.test{PATH}</LocURI></Target><Source><LocURI>{device}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
@@ -56,9 +62,7 @@ const PKG1: &str = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
 #[tokio::test]
 async fn no_certificate_is_401() {
     let s = server().await;
-    let r = s
-        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), None)
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.body.contains("client certificate"));
 }
@@ -68,15 +72,12 @@ async fn certificate_from_another_ca_is_403() {
     let s = server().await;
     let _ = enrolled(&s).await;
     let other = rcgen::generate_simple_self_signed(vec!["device".to_string()]).unwrap();
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, PKG1),
-            Some(other.cert.der().to_vec()),
-        )
-        .await;
+    let r = post_syncml(
+        &s,
+        message(DEVICE, 1, PKG1),
+        Some(other.cert.der().to_vec()),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("identity CA"), "{}", r.body);
 }
@@ -85,15 +86,12 @@ async fn certificate_from_another_ca_is_403() {
 async fn certificate_bound_to_another_device_id_is_403() {
     let s = server().await;
     let cert = enrolled(&s).await;
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message("FFEEDDCCBBAA99887766554433221100", 1, PKG1),
-            Some(cert),
-        )
-        .await;
+    let r = post_syncml(
+        &s,
+        message("FFEEDDCCBBAA99887766554433221100", 1, PKG1),
+        Some(cert),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("DeviceID"), "{}", r.body);
 }
@@ -102,15 +100,12 @@ async fn certificate_bound_to_another_device_id_is_403() {
 async fn malformed_syncml_is_400() {
     let s = server().await;
     let cert = enrolled(&s).await;
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            "<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncBody/></SyncML>".into(),
-            Some(cert),
-        )
-        .await;
+    let r = post_syncml(
+        &s,
+        "<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncBody/></SyncML>".into(),
+        Some(cert),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("SyncHdr"), "{}", r.body);
 }
@@ -132,15 +127,7 @@ async fn queued_command_is_delivered_once_and_its_result_stored() {
         .unwrap()
         .to_string();
 
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, PKG1),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
         r.body.contains(&format!("<Get><CmdID>{id}</CmdID>")),
@@ -154,15 +141,7 @@ async fn queued_command_is_delivered_once_and_its_result_stored() {
          <Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\
          <Results><CmdID>3</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Item><Source><LocURI>./DevDetail/SwV</LocURI></Source><Data>10.0.22631.2428</Data></Item></Results>"
     );
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 2, &reply),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 2, &reply), Some(cert.clone())).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(!r.body.contains("<Get>"), "delivered once: {}", r.body);
     assert!(
@@ -186,15 +165,12 @@ async fn queued_command_is_delivered_once_and_its_result_stored() {
         .any(|r| r["body_xml"].as_str().unwrap().contains("10.0.22631.2428")));
 
     // A new session does not deliver it again.
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, PKG1).replace("<SessionID>7<", "<SessionID>8<"),
-            Some(cert),
-        )
-        .await;
+    let r = post_syncml(
+        &s,
+        message(DEVICE, 1, PKG1).replace("<SessionID>7<", "<SessionID>8<"),
+        Some(cert),
+    )
+    .await;
     assert!(!r.body.contains("<Get>"), "{}", r.body);
 }
 
@@ -236,9 +212,7 @@ async fn published_client_alert_vectors_are_acknowledged() {
         vector("omadm-alert-1224-loginstatus.xml").replace("<CmdID>1</CmdID>", "<CmdID>2</CmdID>"),
         vector("omadm-alert-1226-unenroll.xml").replace("<CmdID>4</CmdID>", "<CmdID>3</CmdID>"),
     );
-    let r = s
-        .send("POST", PATH, SYNCML, message(DEVICE, 1, &body), Some(cert))
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, &body), Some(cert)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     for cmd_ref in ["1", "2", "3"] {
         assert!(
@@ -258,15 +232,12 @@ async fn device_initiated_unenrollment_retires_the_certificate() {
     assert_eq!(config(&s, &key).await, serde_json::json!({}));
     // Newer builds send the 1226 alert with an empty Meta/Type.
     let alert = "<Alert><CmdID>2</CmdID><Data>1226</Data><Item><Meta><Type xmlns=\"syncml:metinf\"></Type><Format xmlns=\"syncml:metinf\">int</Format></Meta><Data>1</Data></Item></Alert>";
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, &format!("{PKG1}{alert}")),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(
+        &s,
+        message(DEVICE, 1, &format!("{PKG1}{alert}")),
+        Some(cert.clone()),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(
         r.body
@@ -274,9 +245,7 @@ async fn device_initiated_unenrollment_retires_the_certificate() {
         "{}",
         r.body
     );
-    let r = s
-        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert))
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "old certificate refused");
     assert_eq!(
         config(&s, &key).await["needs_programmatic_windows_mdm_enrollment"],
@@ -301,15 +270,7 @@ async fn server_initiated_unenrollment_via_notification_and_exec() {
         config(&s, &key).await["needs_programmatic_windows_mdm_unenrollment"],
         true
     );
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, PKG1),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
     assert!(
         r.body.contains(&format!("<Exec><CmdID>{id}</CmdID>")),
         "{}",
@@ -322,19 +283,9 @@ async fn server_initiated_unenrollment_via_notification_and_exec() {
         r.body
     );
     let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Exec</Cmd><Data>200</Data></Status>");
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 2, &status),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 2, &status), Some(cert.clone())).await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = s
-        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert))
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
@@ -353,9 +304,7 @@ async fn cancelled_commands_are_not_delivered() {
         .await;
     assert_eq!(c.status, StatusCode::OK, "{}", c.body);
     assert!(c.body.contains("\"cancelled\":1"), "{}", c.body);
-    let r = s
-        .send("POST", PATH, SYNCML, message(DEVICE, 1, PKG1), Some(cert))
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert)).await;
     assert!(!r.body.contains("<Get>"), "{}", r.body);
 }
 
@@ -374,15 +323,7 @@ async fn large_results_arrive_in_chunks_and_are_stored_whole() {
         .as_str()
         .unwrap()
         .to_string();
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, PKG1),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
     assert!(r.body.contains(&id));
     let chunk = |n: u32, data: &str, more: bool| {
         format!(
@@ -396,7 +337,7 @@ async fn large_results_arrive_in_chunks_and_are_stored_whole() {
     );
     // No Final: the server answers 213 and asks for the next message.
     let msg2 = message(DEVICE, 2, &first).replace("<Final/>", "");
-    let r = s.send("POST", PATH, SYNCML, msg2, Some(cert.clone())).await;
+    let r = post_syncml(&s, msg2, Some(cert.clone())).await;
     assert!(
         r.body
             .contains("<CmdRef>2</CmdRef><Cmd>Results</Cmd><Data>213</Data>"),
@@ -405,17 +346,9 @@ async fn large_results_arrive_in_chunks_and_are_stored_whole() {
     );
     assert!(r.body.contains("<Data>1222</Data>"), "{}", r.body);
     let msg3 = message(DEVICE, 3, &chunk(1, "BBBB", true)).replace("<Final/>", "");
-    let r = s.send("POST", PATH, SYNCML, msg3, Some(cert.clone())).await;
+    let r = post_syncml(&s, msg3, Some(cert.clone())).await;
     assert!(r.body.contains("<Data>213</Data>"), "{}", r.body);
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 4, &chunk(1, "CC", false)),
-            Some(cert),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 4, &chunk(1, "CC", false)), Some(cert)).await;
     assert!(
         r.body
             .contains("<CmdRef>1</CmdRef><Cmd>Results</Cmd><Data>200</Data>"),
@@ -460,7 +393,7 @@ async fn max_msg_size_spreads_commands_over_messages() {
         "</Source></SyncHdr>",
         "</Source><Meta><MaxMsgSize xmlns=\"syncml:metinf\">1500</MaxMsgSize></Meta></SyncHdr>",
     );
-    let r = s.send("POST", PATH, SYNCML, small, Some(cert)).await;
+    let r = post_syncml(&s, small, Some(cert)).await;
     assert!(r.body.len() <= 1500, "{} bytes", r.body.len());
     let sent = r.body.matches("<Replace>").count();
     assert!(
@@ -505,26 +438,10 @@ async fn profile_is_applied_read_back_and_verified() {
     let cert = enrolled(&s).await;
     assign_camera_profile(&s).await;
     assert_eq!(profile_state(&s, "no-camera").await["state"], "pending");
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, PKG1),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
     let replace = cmd_id_of(&r.body, "Replace");
     let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{replace}</CmdRef><Cmd>Replace</Cmd><Data>200</Data></Status>");
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 2, &status),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 2, &status), Some(cert.clone())).await;
     assert!(
         r.body
             .contains("./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera"),
@@ -537,14 +454,7 @@ async fn profile_is_applied_read_back_and_verified() {
         "<Status><CmdID>1</CmdID><MsgRef>2</MsgRef><CmdRef>{get}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\
          <Results><CmdID>2</CmdID><MsgRef>2</MsgRef><CmdRef>{get}</CmdRef><Item><Source><LocURI>./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera</LocURI></Source><Data>0</Data></Item></Results>"
     );
-    s.send(
-        "POST",
-        PATH,
-        SYNCML,
-        message(DEVICE, 3, &answer),
-        Some(cert),
-    )
-    .await;
+    post_syncml(&s, message(DEVICE, 3, &answer), Some(cert)).await;
     assert_eq!(profile_state(&s, "no-camera").await["state"], "verified");
 }
 
@@ -553,25 +463,10 @@ async fn profile_fails_with_the_status_and_node() {
     let s = server().await;
     let cert = enrolled(&s).await;
     assign_camera_profile(&s).await;
-    let r = s
-        .send(
-            "POST",
-            PATH,
-            SYNCML,
-            message(DEVICE, 1, PKG1),
-            Some(cert.clone()),
-        )
-        .await;
+    let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
     let replace = cmd_id_of(&r.body, "Replace");
     let status = format!("<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{replace}</CmdRef><Cmd>Replace</Cmd><Data>404</Data></Status>");
-    s.send(
-        "POST",
-        PATH,
-        SYNCML,
-        message(DEVICE, 2, &status),
-        Some(cert),
-    )
-    .await;
+    post_syncml(&s, message(DEVICE, 2, &status), Some(cert)).await;
     let st = profile_state(&s, "no-camera").await;
     assert_eq!(st["state"], "failed");
     let detail = st["detail"].as_str().unwrap();
