@@ -2,6 +2,7 @@
 
 use crate::error::ClientError;
 use crate::provisioning::{CertSearchCriteria, ProvisionedCert, ProvisioningDoc};
+use crate::warning::{warn, Warning};
 use base64::Engine;
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
@@ -27,12 +28,20 @@ pub struct Verified {
     pub provider_id: String,
     pub addr: String,
     pub criteria: CertSearchCriteria,
+    /// Tolerated deviations found in the document.
+    pub warnings: Vec<Warning>,
 }
 
 fn bad(what: impl Into<String>) -> ClientError {
     ClientError::invalid(STEP, what)
 }
 
+/// provisioning.cert_encoding (fail): `EncodedCertificate` is a base64 X.509 certificate
+/// (CertificateStore CSP, Root/System/CertHash/EncodedCertificate); nothing else can be
+/// installed. provisioning.cert_thumbprint (fail): the characteristic naming it is its
+/// SHA-1 hash (CertificateStore CSP "CertHash"); Windows records the certificate under
+/// that name (DMPCertThumbPrint, SslClientCertReference), so a wrong name leaves the
+/// enrollment pointing at a certificate that is not there.
 fn decode_cert(c: &ProvisionedCert) -> Result<Vec<u8>, ClientError> {
     let compact = crate::soap::compact_base64(&c.encoded);
     let der = base64::engine::general_purpose::STANDARD
@@ -76,30 +85,49 @@ pub struct VerifiedCerts {
     /// CN values of the client certificate subject.
     pub client_cns: Vec<String>,
     store: String,
+    /// Tolerated deviations found in the document.
+    pub warnings: Vec<Warning>,
 }
 
 /// Checks version, thumbprints, key binding, issuer signature, EKU and the key container:
-/// what an enrollment and a renewal document have in common.
+/// what an enrollment and a renewal document have in common. Without a root certificate
+/// `root_der` is empty; without one that signed the client certificate it is the first.
 pub fn verify_certs(
     doc: &ProvisioningDoc,
     key: &RsaPrivateKey,
 ) -> Result<VerifiedCerts, ClientError> {
+    let mut warnings = Vec::new();
+    // provisioning.version (warn): every Microsoft sample says version="1.1" ([MS-MDE2]
+    // §4 examples, "enrollment web service" samples); no document says Windows refuses
+    // another value.
     if doc.version != "1.1" {
-        return Err(bad(format!(
-            "wap-provisioningdoc version is {:?}, expected 1.1",
-            doc.version
-        )));
-    }
-    if doc.root_certs.is_empty() {
-        return Err(ClientError::missing(
-            STEP,
-            "CertificateStore/Root/System/<thumbprint>/EncodedCertificate",
-        ));
+        warn(
+            &mut warnings,
+            "provisioning.version",
+            format!(
+                "wap-provisioningdoc version is {:?}, expected 1.1",
+                doc.version
+            ),
+        );
     }
     let mut roots = Vec::new();
     for r in &doc.root_certs {
         roots.push(decode_cert(r)?);
     }
+    // provisioning.root_cert_missing (warn): Microsoft's renewal sample says "Root
+    // certificate provision is only needed here if it is not in the device already"
+    // (certificate renewal for Windows MDM); the client certificate is usable without it.
+    if roots.is_empty() {
+        warn(
+            &mut warnings,
+            "provisioning.root_cert_missing",
+            "no CertificateStore/Root/System/<thumbprint>/EncodedCertificate",
+        );
+    }
+    // provisioning.client_cert_count (fail): the document must carry the certificate the
+    // enrollment service issued ([MS-MDE2] §3.3.4.2: the provisioning document returns the
+    // client certificate); with none there is no identity for OMA-DM, with several the
+    // identity is ambiguous.
     let client_entry = match doc.client_certs.as_slice() {
         [one] => one,
         [] => {
@@ -118,7 +146,9 @@ pub fn verify_certs(
     let (_, client) = X509Certificate::from_der(&client_der)
         .map_err(|e| bad(format!("client certificate: {e}")))?;
 
-    // The certified key must be ours.
+    // provisioning.client_key (fail): the certificate must certify the key the device
+    // generated for its PKCS#10 ([MS-WSTEP] §3.1.4.1); the device holds no other private
+    // key, so it could not use the certificate for TLS.
     let ours = key.to_public_key();
     match client.public_key().parsed() {
         Ok(x509_parser::public_key::PublicKey::RSA(rsa_pk)) => {
@@ -132,52 +162,79 @@ pub fn verify_certs(
         }
         _ => return Err(bad("client certificate does not carry an RSA public key")),
     }
-    // Issued by one of the provisioned roots.
-    let issuer_idx = roots
-        .iter()
-        .position(|r| {
-            X509Certificate::from_der(r)
-                .map(|(_, rc)| client.verify_signature(Some(rc.public_key())).is_ok())
-                .unwrap_or(false)
-        })
-        .ok_or_else(|| {
-            bad("client certificate is not signed by the provisioned root certificate")
-        })?;
+    // provisioning.client_issuer (warn): the device presents its certificate in TLS and
+    // the server validates the chain (RFC 8446 §4.4.2.4); Windows does not need the issuer
+    // in the document (see provisioning.root_cert_missing).
+    let issuer_idx = roots.iter().position(|r| {
+        X509Certificate::from_der(r)
+            .map(|(_, rc)| client.verify_signature(Some(rc.public_key())).is_ok())
+            .unwrap_or(false)
+    });
+    if issuer_idx.is_none() && !roots.is_empty() {
+        warn(
+            &mut warnings,
+            "provisioning.client_issuer",
+            "client certificate is not signed by the provisioned root certificate",
+        );
+    }
+    // provisioning.client_eku (warn): the server decides whether it accepts a client
+    // certificate without clientAuth (RFC 5280 §4.2.1.12 binds the relying party, here the
+    // server); the device still presents the certificate it was given.
     match client.extended_key_usage() {
         Ok(Some(eku)) if eku.value.client_auth => {}
-        Ok(_) => {
-            return Err(bad(
-                "client certificate lacks the clientAuth extended key usage",
-            ))
-        }
-        Err(e) => return Err(bad(format!("client certificate EKU: {e}"))),
+        Ok(_) => warn(
+            &mut warnings,
+            "provisioning.client_eku",
+            "client certificate lacks the clientAuth extended key usage",
+        ),
+        Err(e) => warn(
+            &mut warnings,
+            "provisioning.client_eku",
+            format!("client certificate EKU: {e}"),
+        ),
     }
+    // provisioning.private_key_container (warn): an empty marker in Microsoft's samples;
+    // the key already sits in the device's key store, where it was generated for the CSR.
     if !client_entry.private_key_container {
-        return Err(ClientError::missing(
-            STEP,
+        warn(
+            &mut warnings,
+            "provisioning.private_key_container",
             format!(
-                "CertificateStore/{}/PrivateKeyContainer",
+                "no CertificateStore/{}/PrivateKeyContainer",
                 client_entry.store
             ),
-        ));
+        );
     }
     let client_cns: Vec<String> = client
         .subject()
         .iter_common_name()
         .filter_map(|a| a.as_str().ok().map(str::to_string))
         .collect();
-    let root_der = roots.swap_remove(issuer_idx);
+    let root_der = if roots.is_empty() {
+        Vec::new()
+    } else {
+        roots.swap_remove(issuer_idx.unwrap_or(0))
+    };
     Ok(VerifiedCerts {
-        root_thumbprint: thumbprint(&root_der),
+        root_thumbprint: if root_der.is_empty() {
+            String::new()
+        } else {
+            thumbprint(&root_der)
+        },
         root_der,
         client_thumbprint: client_entry.thumbprint.clone(),
         client_der,
         client_scope: client_entry.store.trim_start_matches("My/").to_string(),
         client_cns,
         store: client_entry.store.clone(),
+        warnings,
     })
 }
 
+/// provisioning.cert_search_criteria_match (fail): when the criteria are given, Windows
+/// looks the client certificate up with them (w7 APPLICATION CSP,
+/// SSLCLIENTCERTSEARCHCRITERIA: Subject and Stores); criteria that miss the issued
+/// certificate leave the device without a certificate for the OMA-DM session.
 fn check_criteria(c: &VerifiedCerts, criteria: &CertSearchCriteria) -> Result<(), ClientError> {
     if !criteria.matches_store(&c.store) {
         return Err(bad(format!(
@@ -199,7 +256,10 @@ fn check_criteria(c: &VerifiedCerts, criteria: &CertSearchCriteria) -> Result<()
 /// Verifies the document: thumbprints, key binding, issuer signature, EKU, w7 application
 /// and DMClient provider consistency.
 pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, ClientError> {
-    let c = verify_certs(doc, key)?;
+    let mut c = verify_certs(doc, key)?;
+    let mut warnings = std::mem::take(&mut c.warnings);
+    // provisioning.application (fail): the w7 APPLICATION characteristic bootstraps the
+    // OMA-DM account (w7 APPLICATION CSP); without it there is no management server.
     let app = doc
         .application
         .as_ref()
@@ -210,33 +270,60 @@ pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, Cl
             .cloned()
             .ok_or_else(|| ClientError::missing(STEP, format!("APPLICATION/{n}")))
     };
+    // provisioning.appid (fail): APPID is required and "the only valid value to configure
+    // the OMA Client provisioning bootstrap APPID is w7" (w7 APPLICATION CSP).
     let appid = app_get("APPID")?;
     if appid != "w7" {
         return Err(bad(format!("APPLICATION APPID is {appid:?}, expected w7")));
     }
+    // provisioning.provider_id (fail): optional in the w7 CSP's table, but the MDM
+    // enrollment is keyed by it (DMClient CSP Provider/<ProviderID>: "the bootstrapped
+    // device management account's Provider ID"); every published document carries it.
     let provider_id = app_get("PROVIDER-ID")?;
+    // provisioning.addr (fail): ADDR is the OMA-DM server; [MS-MDM] §2.1 carries OMA-DM
+    // over HTTPS only.
     let addr = app_get("ADDR")?;
     if !addr.to_ascii_lowercase().starts_with("https://") {
         return Err(bad(format!(
             "APPLICATION ADDR is not an https URL: {addr:?}"
         )));
     }
-    let criteria = CertSearchCriteria::parse(&app_get("SSLCLIENTCERTSEARCHCRITERIA")?);
+    // provisioning.cert_search_criteria_missing (warn): SSLCLIENTCERTSEARCHCRITERIA is
+    // "Optional" in the w7 APPLICATION CSP, and a Windows 10 device (build 19043) enrolled
+    // with a document without it and was then managed over OMA-DM (a capture published in
+    // fleetdm/fleet). The device then authenticates with the certificate the document
+    // installed in My (SslClientCertReference "MY;<scope>;<thumbprint>").
+    let raw_criteria = app
+        .get("SSLCLIENTCERTSEARCHCRITERIA")
+        .map(|v| v.trim())
+        .unwrap_or("");
+    if raw_criteria.is_empty() {
+        warn(
+            &mut warnings,
+            "provisioning.cert_search_criteria_missing",
+            "APPLICATION has no SSLCLIENTCERTSEARCHCRITERIA; the device uses the certificate installed in My",
+        );
+    }
+    let criteria = CertSearchCriteria::parse(raw_criteria);
     check_criteria(&c, &criteria)?;
-    // The DMClient provider node must name the same provider as the w7 application.
+    // provisioning.dmclient_provider (warn): the DMClient CSP node configures polling and
+    // other client settings; Windows creates whatever Provider node the document names, and
+    // without one it keeps its defaults (DMClient CSP). Published documents carry
+    // DMClient/Provider/<PROVIDER-ID>.
     match doc.dmclient.first() {
-        None => {
-            return Err(ClientError::missing(
-                STEP,
-                format!("DMClient/Provider/{provider_id}"),
-            ))
-        }
-        Some(first) if !doc.dmclient.iter().any(|p| p.provider_id == provider_id) => {
-            return Err(bad(format!(
+        None => warn(
+            &mut warnings,
+            "provisioning.dmclient_provider",
+            format!("no DMClient/Provider/{provider_id} characteristic"),
+        ),
+        Some(first) if !doc.dmclient.iter().any(|p| p.provider_id == provider_id) => warn(
+            &mut warnings,
+            "provisioning.dmclient_provider",
+            format!(
                 "DMClient/Provider/{} does not match APPLICATION PROVIDER-ID {provider_id:?}",
                 first.provider_id
-            )))
-        }
+            ),
+        ),
         Some(_) => {}
     }
     Ok(Verified {
@@ -248,6 +335,7 @@ pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, Cl
         provider_id,
         addr,
         criteria,
+        warnings,
     })
 }
 
@@ -260,7 +348,13 @@ pub fn verify_renewal(
     provider_id: &str,
     criteria: &CertSearchCriteria,
 ) -> Result<VerifiedCerts, ClientError> {
-    let c = verify_certs(doc, key)?;
+    let mut c = verify_certs(doc, key)?;
+    // The renewal sample sends the root only "if it is not in the device already".
+    c.warnings
+        .retain(|w| w.check != "provisioning.root_cert_missing");
+    // provisioning.renewal_provider_id (fail): the renewal document names the account it
+    // renews (Microsoft's renewal sample: APPLICATION/PROVIDER-ID); another provider's
+    // certificate does not belong to this enrollment.
     let got = doc
         .application
         .as_ref()
