@@ -483,7 +483,10 @@ impl Device {
                             .collect()
                     })
                     .unwrap_or_default();
-                wanted_cns.iter().all(|w| cns.contains(w))
+                // RFC 5280 §7.1: names compare without case.
+                wanted_cns
+                    .iter()
+                    .all(|w| cns.iter().any(|cn| cn.eq_ignore_ascii_case(w)))
             })
             .ok_or_else(|| {
                 ClientError::State(format!(

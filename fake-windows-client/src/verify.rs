@@ -242,8 +242,9 @@ fn check_criteria(c: &VerifiedCerts, criteria: &CertSearchCriteria) -> Result<()
             criteria.stores, c.store
         )));
     }
+    // Names compare without case (RFC 5280 §7.1: caseIgnoreMatch after string preparation).
     for want in criteria.common_names() {
-        if !c.client_cns.contains(&want) {
+        if !c.client_cns.iter().any(|cn| cn.eq_ignore_ascii_case(&want)) {
             return Err(bad(format!(
                 "SSLCLIENTCERTSEARCHCRITERIA subject CN {want:?} does not match the client certificate (CN {:?})",
                 c.client_cns

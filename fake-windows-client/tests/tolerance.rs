@@ -564,6 +564,15 @@ fn provisioning_deviations_windows_tolerates_are_warnings() {
         assert_eq!(checks(&d.take_warnings()), vec![want]);
         assert!(d.is_enrolled());
     }
+    // Criteria naming the subject in another case still find the certificate (RFC 5280
+    // §7.1), without a warning.
+    let mut d = new_device();
+    let client = ca.client_cert(d.device_id(), &d.public_key_der().expect("spki"));
+    let mut p = params(&ca, &client, &d, addr);
+    p.criteria = criteria(&d.device_id().to_ascii_lowercase(), "user");
+    let xml = provisioning_xml(&p);
+    apply(&mut d, &xml).expect("case-insensitive criteria");
+    assert!(d.take_warnings().is_empty());
     // A client certificate from another CA than the provisioned root: the server judges it.
     let other = TestCa::new();
     let mut d = new_device();
