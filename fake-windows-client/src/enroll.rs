@@ -208,6 +208,7 @@ impl Device {
             wstep::build_request_as(&mid, &url, &self.auth.credential(token), &csr_der, &items);
         self.state.pending_wstep = Some((url.clone(), policy.hash));
         let r = self.post_soap("request_security_token", &url, body).await?;
+        wstep::check_not_chunked("request_security_token", r.chunked)?;
         let xml = wstep::parse_response_with(&r.body, &mid, &mut self.warnings)?;
         provisioning::parse(&xml)
     }

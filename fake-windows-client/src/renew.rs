@@ -176,6 +176,7 @@ impl Device {
             },
             &mut self.warnings,
         )?;
+        wstep::check_not_chunked(STEP, r.chunked)?;
         let xml = wstep::parse_response_with(&r.body, &mid, &mut self.warnings)?;
         let doc = provisioning::parse(&xml)?;
         self.apply_renewal(&doc, new_key)

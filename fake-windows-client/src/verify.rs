@@ -68,6 +68,19 @@ fn decode_cert(c: &ProvisionedCert) -> Result<Vec<u8>, ClientError> {
     Ok(der)
 }
 
+/// Whether the certificate `der` certifies the public half of `key`.
+fn certifies(der: &[u8], key: &RsaPrivateKey) -> Result<bool, ClientError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(format!("certificate: {e}")))?;
+    let ours = key.to_public_key();
+    Ok(match cert.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa_pk)) => {
+            strip_zeros(rsa_pk.modulus) == ours.n().to_bytes_be().as_slice()
+                && strip_zeros(rsa_pk.exponent) == ours.e().to_bytes_be().as_slice()
+        }
+        _ => false,
+    })
+}
+
 fn strip_zeros(b: &[u8]) -> &[u8] {
     let n = b.iter().take_while(|x| **x == 0).count();
     &b[n..]
@@ -124,57 +137,78 @@ pub fn verify_certs(
             "no CertificateStore/Root/System/<thumbprint>/EncodedCertificate",
         );
     }
-    // provisioning.client_cert_count (fail): the document must carry the certificate the
-    // enrollment service issued ([MS-MDE2] §3.3.4.2: the provisioning document returns the
-    // client certificate); with none there is no identity for OMA-DM, with several the
-    // identity is ambiguous.
-    let client_entry = match doc.client_certs.as_slice() {
-        [one] => one,
-        [] => {
-            return Err(ClientError::missing(
-                STEP,
-                "CertificateStore/My/User or My/System/<thumbprint>/EncodedCertificate",
-            ))
+    // provisioning.client_cert_count (fail): "The provisioning XML contains: the requested
+    // certificates (required)" (Mobile device enrollment, enrollment web service); with no
+    // certificate for the device's key there is no identity for OMA-DM, with several the
+    // identity is ambiguous. CertificateStore/My/User may also hold "one intermediate CA
+    // certificate that is needed to chain up the MDM client certificate" (same page).
+    if doc.client_certs.is_empty() {
+        return Err(ClientError::missing(
+            STEP,
+            "CertificateStore/My/User or My/System/<thumbprint>/EncodedCertificate",
+        ));
+    }
+    let mut mine = Vec::new();
+    let mut others = Vec::new();
+    for entry in &doc.client_certs {
+        let der = decode_cert(entry)?;
+        if certifies(&der, key)? {
+            mine.push((entry, der));
+        } else {
+            others.push(der);
         }
-        _ => {
-            return Err(bad(
-                "more than one client certificate in CertificateStore/My",
-            ))
-        }
-    };
-    let client_der = decode_cert(client_entry)?;
-    let (_, client) = X509Certificate::from_der(&client_der)
-        .map_err(|e| bad(format!("client certificate: {e}")))?;
-
+    }
     // provisioning.client_key (fail): the certificate must certify the key the device
     // generated for its PKCS#10 ([MS-WSTEP] §3.1.4.1); the device holds no other private
-    // key, so it could not use the certificate for TLS.
-    let ours = key.to_public_key();
-    match client.public_key().parsed() {
-        Ok(x509_parser::public_key::PublicKey::RSA(rsa_pk)) => {
-            if strip_zeros(rsa_pk.modulus) != ours.n().to_bytes_be().as_slice()
-                || strip_zeros(rsa_pk.exponent) != ours.e().to_bytes_be().as_slice()
-            {
-                return Err(bad(
-                    "client certificate public key is not the key the device generated",
-                ));
-            }
+    // key, so it could not use any other certificate for TLS.
+    let (client_entry, client_der) = match mine.len() {
+        1 => mine.swap_remove(0),
+        0 => {
+            return Err(bad(
+                "client certificate public key is not the key the device generated",
+            ))
         }
-        _ => return Err(bad("client certificate does not carry an RSA public key")),
+        n => {
+            return Err(bad(format!(
+                "{n} certificates in CertificateStore/My certify the device's key"
+            )))
+        }
+    };
+    // provisioning.intermediate_count (warn): "a maximum of one root certificate and one
+    // intermediate CA certificate" (Mobile device enrollment); more can come later over
+    // OMA-DM, and the client certificate does not depend on them.
+    if others.len() > 1 {
+        warn(
+            &mut warnings,
+            "provisioning.intermediate_count",
+            format!(
+                "{} certificates besides the client certificate in CertificateStore/My",
+                others.len()
+            ),
+        );
     }
+    let (_, client) = X509Certificate::from_der(&client_der)
+        .map_err(|e| bad(format!("client certificate: {e}")))?;
     // provisioning.client_issuer (warn): the device presents its certificate in TLS and
     // the server validates the chain (RFC 8446 §4.4.2.4); Windows does not need the issuer
     // in the document (see provisioning.root_cert_missing).
-    let issuer_idx = roots.iter().position(|r| {
-        X509Certificate::from_der(r)
-            .map(|(_, rc)| client.verify_signature(Some(rc.public_key())).is_ok())
+    let signed_by = |issuer: &[u8], subject: &X509Certificate| {
+        X509Certificate::from_der(issuer)
+            .map(|(_, ic)| subject.verify_signature(Some(ic.public_key())).is_ok())
             .unwrap_or(false)
-    });
+    };
+    let intermediate = others.iter().find(|i| signed_by(i, &client));
+    let issuer_idx = match intermediate {
+        None => roots.iter().position(|r| signed_by(r, &client)),
+        Some(i) => X509Certificate::from_der(i)
+            .ok()
+            .and_then(|(_, ic)| roots.iter().position(|r| signed_by(r, &ic))),
+    };
     if issuer_idx.is_none() && !roots.is_empty() {
         warn(
             &mut warnings,
             "provisioning.client_issuer",
-            "client certificate is not signed by the provisioned root certificate",
+            "client certificate does not chain to the provisioned root certificate",
         );
     }
     // provisioning.client_eku (warn): the server decides whether it accepts a client
@@ -193,17 +227,17 @@ pub fn verify_certs(
             format!("client certificate EKU: {e}"),
         ),
     }
-    // provisioning.private_key_container (warn): an empty marker in Microsoft's samples;
-    // the key already sits in the device's key store, where it was generated for the CSR.
+    // provisioning.private_key_container (fail): "The PrivateKeyContainer characteristic
+    // is required and must be present in the Enrollment provisioning XML" (Mobile device
+    // enrollment, enrollment web service notes).
     if !client_entry.private_key_container {
-        warn(
-            &mut warnings,
-            "provisioning.private_key_container",
+        return Err(ClientError::missing(
+            STEP,
             format!(
-                "no CertificateStore/{}/PrivateKeyContainer",
+                "CertificateStore/{}/PrivateKeyContainer",
                 client_entry.store
             ),
-        );
+        ));
     }
     let client_cns: Vec<String> = client
         .subject()
@@ -307,24 +341,23 @@ pub fn verify(doc: &ProvisioningDoc, key: &RsaPrivateKey) -> Result<Verified, Cl
     }
     let criteria = CertSearchCriteria::parse(raw_criteria);
     check_criteria(&c, &criteria)?;
-    // provisioning.dmclient_provider (warn): the DMClient CSP node configures polling and
-    // other client settings; Windows creates whatever Provider node the document names, and
-    // without one it keeps its defaults (DMClient CSP). Published documents carry
-    // DMClient/Provider/<PROVIDER-ID>.
+    // provisioning.dmclient_provider_missing (warn): "an enrollment server should use
+    // DMClient CSP XML to configure DM polling schedules" (Mobile device enrollment
+    // sample); without it Windows keeps its default schedule.
+    // provisioning.dmclient_provider_match (fail): "ProviderID in DMClient CSP must match
+    // to PROVIDER-ID in w7 APPLICATION characteristics" (same sample).
     match doc.dmclient.first() {
         None => warn(
             &mut warnings,
-            "provisioning.dmclient_provider",
+            "provisioning.dmclient_provider_missing",
             format!("no DMClient/Provider/{provider_id} characteristic"),
         ),
-        Some(first) if !doc.dmclient.iter().any(|p| p.provider_id == provider_id) => warn(
-            &mut warnings,
-            "provisioning.dmclient_provider",
-            format!(
+        Some(first) if !doc.dmclient.iter().any(|p| p.provider_id == provider_id) => {
+            return Err(bad(format!(
                 "DMClient/Provider/{} does not match APPLICATION PROVIDER-ID {provider_id:?}",
                 first.provider_id
-            ),
-        ),
+            )))
+        }
         Some(_) => {}
     }
     Ok(Verified {

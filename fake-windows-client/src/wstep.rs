@@ -83,6 +83,19 @@ pub fn build_request_as(
     )
 }
 
+/// wstep.chunked_response (fail): "The HTTP server response must not set
+/// Transfer-Encoding to Chunked; it must be sent as one message" (Mobile device
+/// enrollment, enrollment web service).
+pub fn check_not_chunked(step: &'static str, chunked: bool) -> Result<(), ClientError> {
+    if chunked {
+        return Err(ClientError::invalid(
+            step,
+            "RequestSecurityTokenResponseCollection sent with Transfer-Encoding: chunked; Windows needs it as one message",
+        ));
+    }
+    Ok(())
+}
+
 /// [`parse_response_with`], dropping warnings.
 pub fn parse_response(xml: &str, message_id: &str) -> Result<String, ClientError> {
     parse_response_with(xml, message_id, &mut Vec::new())

@@ -328,6 +328,34 @@ async fn enrollment_without_cert_search_criteria_uses_the_certificate_in_my() {
     assert!(d.take_warnings().is_empty());
 }
 
+#[test]
+fn without_cert_search_criteria_a_renewed_certificate_replaces_the_old_one() {
+    let ca = TestCa::new();
+    let mut d = new_device();
+    let client = ca.client_cert(d.device_id(), &d.public_key_der().expect("spki"));
+    let xml = without_line(
+        &provisioning_xml(&params(&ca, &client, &d, "https://mdm.example.org/m")),
+        "SSLCLIENTCERTSEARCHCRITERIA",
+    );
+    apply(&mut d, &xml).expect("enrolls");
+    let new_key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("key");
+    let renewed = ca.client_cert(d.device_id(), &csr::spki_der(&new_key).expect("spki"));
+    let doc = provisioning::parse(&common::renewal_xml(&ca.der, &renewed, "User", "TestMDM"))
+        .expect("renewal document");
+    d.apply_renewal(&doc, new_key).expect("renewed");
+    assert_eq!(
+        d.enrollment().map(|e| e.client_cert_der.clone()),
+        Some(renewed.clone())
+    );
+    // The identity the device now authenticates with is the renewed certificate.
+    d.remove_enrollment();
+    let (cert_pem, _) = d.previous_identity_pem().expect("identity");
+    assert_eq!(
+        cert_pem,
+        fake_windows_client::foreign::pem("CERTIFICATE", &renewed)
+    );
+}
+
 #[tokio::test]
 async fn header_only_reply_to_the_unenrollment_alert_ends_the_session() {
     let ca = TestCa::new();
@@ -543,17 +571,12 @@ fn provisioning_deviations_windows_tolerates_are_warnings() {
             "provisioning.root_cert_missing",
         ),
         (
-            |x| x.replace("<characteristic type=\"PrivateKeyContainer\"/>", ""),
-            "provisioning.private_key_container",
-        ),
-        (
             |x| {
-                x.replace(
-                    "<characteristic type=\"Provider\"><characteristic type=\"TestMDM\">",
-                    "<characteristic type=\"Provider\"><characteristic type=\"Other\">",
-                )
+                let start = x.find("<characteristic type=\"DMClient\">").unwrap_or(0);
+                let end = x.find("</wap-provisioningdoc>").unwrap_or(start);
+                format!("{}{}", &x[..start], &x[end..])
             },
-            "provisioning.dmclient_provider",
+            "provisioning.dmclient_provider_missing",
         ),
     ];
     for (edit, want) in cases {
@@ -564,6 +587,54 @@ fn provisioning_deviations_windows_tolerates_are_warnings() {
         assert_eq!(checks(&d.take_warnings()), vec![want]);
         assert!(d.is_enrolled());
     }
+    // An intermediate CA in My/User that issued the client certificate (Mobile device
+    // enrollment: "CertificateStore/My/User for intermediate CA certificate provisioning").
+    let int_key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("key");
+    let int_der = fake_windows_client::foreign::issue(
+        "Test WSTEP CA",
+        &ca.key,
+        "Test Intermediate CA",
+        &csr::spki_der(&int_key).expect("spki"),
+        true,
+    )
+    .expect("intermediate");
+    let with_intermediates = |n: usize| {
+        let mut d = new_device();
+        let client = fake_windows_client::foreign::issue(
+            "Test Intermediate CA",
+            &int_key,
+            d.device_id(),
+            &d.public_key_der().expect("spki"),
+            false,
+        )
+        .expect("client");
+        let xml = provisioning_xml(&params(&ca, &client, &d, addr));
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &int_der);
+        let entry = format!(
+            r#"<characteristic type="{}"><parm name="EncodedCertificate" value="{b64}"/></characteristic>"#,
+            fake_windows_client::verify::thumbprint(&int_der)
+        );
+        let xml = xml.replacen(
+            "<characteristic type=\"User\">\n",
+            &format!("<characteristic type=\"User\">\n{}", entry.repeat(n)),
+            1,
+        );
+        let r = apply(&mut d, &xml);
+        (d, r, client)
+    };
+    let (mut d, r, client) = with_intermediates(1);
+    r.expect("client certificate issued by the intermediate in My");
+    assert!(d.take_warnings().is_empty());
+    assert_eq!(
+        d.enrollment().map(|e| e.client_cert_der.clone()),
+        Some(client)
+    );
+    let (mut d, r, _) = with_intermediates(2);
+    r.expect("two intermediates");
+    assert_eq!(
+        checks(&d.take_warnings()),
+        vec!["provisioning.intermediate_count"]
+    );
     // Criteria naming the subject in another case still find the certificate (RFC 5280
     // §7.1), without a warning.
     let mut d = new_device();
@@ -695,6 +766,17 @@ fn fail_level_checks_still_fail() {
     );
     let err = apply(&mut d, &no_client).expect_err("no client certificate");
     assert!(err.to_string().contains("EncodedCertificate"), "{err}");
+    // No PrivateKeyContainer ("required and must be present", Mobile device enrollment).
+    let no_pkc = xml.replace("<characteristic type=\"PrivateKeyContainer\"/>", "");
+    let err = apply(&mut d, &no_pkc).expect_err("no PrivateKeyContainer");
+    assert!(err.to_string().contains("PrivateKeyContainer"), "{err}");
+    // A DMClient provider that is not the w7 PROVIDER-ID ("must match", same page).
+    let other = xml.replace(
+        "<characteristic type=\"Provider\"><characteristic type=\"TestMDM\">",
+        "<characteristic type=\"Provider\"><characteristic type=\"Other\">",
+    );
+    let err = apply(&mut d, &other).expect_err("DMClient provider mismatch");
+    assert!(err.to_string().contains("PROVIDER-ID"), "{err}");
     // Criteria that name another certificate.
     let mut p = params(&ca, &client, &d, "https://mdm.example.org/m");
     p.criteria = criteria("SOMEONE-ELSE", "User");
@@ -746,5 +828,52 @@ fn every_check_is_documented_with_its_level() {
         "soap.content_type",
     ] {
         assert_eq!(warning::level_of(check), Some(Level::Warn), "{check}");
+    }
+}
+
+/// Answers every connection with `raw` (a whole HTTP/1.1 response).
+async fn raw_server(raw: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let _ = read_request(&mut sock).await;
+            let _ = sock.write_all(raw.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The device with its renewals sent to `url` (as discovery would have set it).
+fn renewing_at(d: Device, url: &str) -> Device {
+    let dir = tempfile::tempdir().expect("dir");
+    d.save(dir.path()).expect("save");
+    let path = dir.path().join(fake_windows_client::device::STATE_FILE);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    v["enrollment"]["enrollment_service_url"] = serde_json::Value::String(url.to_string());
+    std::fs::write(&path, v.to_string()).expect("write");
+    Device::load(dir.path(), TlsOptions::default()).expect("load")
+}
+
+#[tokio::test]
+async fn a_chunked_rstrc_is_refused() {
+    let ca = TestCa::new();
+    let body = "<not-an-rstrc/>";
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=utf-8\r\nConnection: close\r\n";
+    let chunked = format!(
+        "{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let whole = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+    for (raw, is_chunked) in [(chunked, true), (whole, false)] {
+        let url = raw_server(raw).await;
+        let mut d = renewing_at(
+            enrolled(&ca, "https://mdm.example.org"),
+            &format!("{url}/enroll"),
+        );
+        let err = d.renew().await.expect_err("not an RSTRC either way");
+        assert_eq!(err.to_string().contains("chunked"), is_chunked, "{err}");
     }
 }
