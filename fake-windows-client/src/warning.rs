@@ -111,6 +111,7 @@ pub const CHECKS: &[(&str, Level)] = &[
     // OMA-DM / SyncML (syncml.rs, session.rs, manage.rs, unenroll.rs).
     ("syncml.content_type", Level::Warn),
     ("syncml.root", Level::Fail),
+    ("syncml.namespace", Level::Warn),
     ("syncml.header_body", Level::Fail),
     ("syncml.version", Level::Fail),
     ("syncml.session_id", Level::Warn),

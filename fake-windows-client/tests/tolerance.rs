@@ -271,7 +271,11 @@ fn without_line(xml: &str, needle: &str) -> String {
         .join("\n")
 }
 
+/// The checks of `w`, each of which must be a listed warn-level check.
 fn checks(w: &[Warning]) -> Vec<&'static str> {
+    for x in w {
+        assert_eq!(warning::level_of(x.check), Some(Level::Warn), "{x}");
+    }
     w.iter().map(|w| w.check).collect()
 }
 
