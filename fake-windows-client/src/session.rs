@@ -417,7 +417,9 @@ impl ManagementSession {
         };
         // syncml.command_status_missing (warn): OMA-DM 1.2 Representation asks for a Status
         // per command, but the device acts on none of them: a reply holding only the
-        // SyncHdr Status (e.g. to the unenrollment Alert 1226) is a normal end of session.
+        // SyncHdr Status is a normal end of session. Fleet's server (fleetdm/fleet
+        // server/service/microsoft_mdm.go, getManagementResponse) answers every message
+        // but the session-opening one, the unenrollment Alert 1226 included, that way.
         for (id, verb) in &self.awaiting {
             if status_of(id).is_none() {
                 warn(
