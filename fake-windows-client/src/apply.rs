@@ -22,7 +22,8 @@ impl Device {
             .key
             .clone()
             .ok_or_else(|| ClientError::State("no key pair generated".into()))?;
-        let v = verify::verify(doc, &key)?;
+        let mut v = verify::verify(doc, &key)?;
+        self.warnings.append(&mut v.warnings);
         let guid = uuid::Uuid::new_v4().to_string().to_uppercase();
         let container = uuid::Uuid::new_v4().to_string().to_uppercase();
         // The PEM written when the key was made; encoding it again costs a modular inverse.
@@ -31,15 +32,18 @@ impl Device {
             None => crate::foreign::key_pem(&key)?,
         };
         let client_store = format!("My\\{}", v.client_scope);
-        self.state.certs.put(
-            "Root/System",
-            StoredCert {
-                thumbprint: v.root_thumbprint.clone(),
-                der: v.root_der.clone(),
-                private_key_pem: None,
-                key_container: None,
-            },
-        );
+        // A document without a root certificate installs none (provisioning.root_cert_missing).
+        if !v.root_der.is_empty() {
+            self.state.certs.put(
+                "Root/System",
+                StoredCert {
+                    thumbprint: v.root_thumbprint.clone(),
+                    der: v.root_der.clone(),
+                    private_key_pem: None,
+                    key_container: None,
+                },
+            );
+        }
         self.state.certs.put(
             &client_store,
             StoredCert {

@@ -132,6 +132,8 @@ pub struct Device {
     pub(crate) shared_client: Option<reqwest::Client>,
     /// How the device authenticates at enrollment (see [`crate::auth`]).
     pub(crate) auth: crate::auth::EnrollmentAuth,
+    /// Tolerated deviations in server responses, oldest first (not saved).
+    pub(crate) warnings: Vec<crate::Warning>,
 }
 
 /// Default cap on a Retry-After wait.
@@ -220,6 +222,7 @@ impl Device {
             presigned_csr: None,
             auth: Default::default(),
             shared_client: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -270,6 +273,18 @@ impl Device {
     pub fn nodes(&self) -> &NodeStore {
         &self.state.nodes
     }
+    /// Warnings recorded since the device was created or loaded, or since the last
+    /// [`Device::take_warnings`]: deviations in server responses that Windows tolerates
+    /// (each names its check; see `docs/conformance.md`).
+    pub fn warnings(&self) -> &[crate::Warning] {
+        &self.warnings
+    }
+
+    /// Returns the recorded warnings and clears the list (e.g. once per scenario step).
+    pub fn take_warnings(&mut self) -> Vec<crate::Warning> {
+        std::mem::take(&mut self.warnings)
+    }
+
     /// Every HTTP request/response this device made since it was created or loaded.
     pub fn exchanges(&self) -> &[Exchange] {
         &self.exchanges
@@ -426,6 +441,26 @@ impl Device {
             .enrollment
             .as_ref()
             .ok_or_else(|| ClientError::State("device is not enrolled".into()))?;
+        // Without SSLCLIENTCERTSEARCHCRITERIA (optional in the w7 APPLICATION CSP) the
+        // account refers to the certificate the document installed: SslClientCertReference
+        // "MY;<scope>;<thumbprint>", renewed in place.
+        if e.cert_search_criteria.trim().is_empty() {
+            let store = self.state.certs.store(&e.client_store).ok_or_else(|| {
+                ClientError::State(format!(
+                    "certificate store {:?} does not exist",
+                    e.client_store
+                ))
+            })?;
+            return store
+                .iter()
+                .find(|c| c.thumbprint == e.client_thumbprint && c.private_key_pem.is_some())
+                .ok_or_else(|| {
+                    ClientError::State(format!(
+                        "no certificate {} with a private key in {}",
+                        e.client_thumbprint, e.client_store
+                    ))
+                });
+        }
         let criteria = crate::provisioning::CertSearchCriteria::parse(&e.cert_search_criteria);
         let store_name = criteria
             .stores
@@ -448,7 +483,10 @@ impl Device {
                             .collect()
                     })
                     .unwrap_or_default();
-                wanted_cns.iter().all(|w| cns.contains(w))
+                // RFC 5280 §7.1: names compare without case.
+                wanted_cns
+                    .iter()
+                    .all(|w| cns.iter().any(|cn| cn.eq_ignore_ascii_case(w)))
             })
             .ok_or_else(|| {
                 ClientError::State(format!(

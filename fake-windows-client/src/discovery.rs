@@ -67,23 +67,56 @@ fn https_url(name: &str, v: String) -> Result<String, ClientError> {
     }
 }
 
-/// Parses a DiscoverResponse envelope (the caller has checked HTTP status and faults).
+/// [`parse_response_with`], dropping warnings.
 pub fn parse_response(xml: &str, message_id: &str) -> Result<DiscoverResult, ClientError> {
-    let doc = soap::parse_envelope(STEP, xml, ACTION_DISCOVER_RESPONSE, message_id)?;
+    parse_response_with(xml, message_id, &mut Vec::new())
+}
+
+/// Parses a DiscoverResponse envelope (the caller has checked HTTP status and faults).
+/// `DiscoverResult` is an `xsd:all` ([MS-MDE2] §3.1.4.1.3.2): its children may come in
+/// any order.
+pub fn parse_response_with(
+    xml: &str,
+    message_id: &str,
+    warnings: &mut Vec<crate::Warning>,
+) -> Result<DiscoverResult, ClientError> {
+    let doc = soap::parse_envelope_with(STEP, xml, ACTION_DISCOVER_RESPONSE, message_id, warnings)?;
     let body = soap::body_of(STEP, &doc)?;
+    // discovery.response_element (fail): nothing to enroll with otherwise.
     let resp = soap::req_child(STEP, body, NS_ENROLLMENT, "DiscoverResponse")?;
     let result = soap::req_child(STEP, resp, NS_ENROLLMENT, "DiscoverResult")?;
     let get = |name: &str| soap::req_text(STEP, result, NS_ENROLLMENT, name);
+    let optional = |name: &str| {
+        soap::child(result, NS_ENROLLMENT, name)
+            .map(soap::text)
+            .filter(|t| !t.is_empty())
+    };
+    // discovery.auth_policy, discovery.enrollment_service_url (fail): minOccurs="1" in
+    // [MS-MDE2] §3.1.4.1.3.2; without them there is no way to authenticate or enroll.
+    // discovery.https_url (fail): the enrollment services are reached over HTTPS only
+    // ([MS-MDE2] §2.1 transport: SOAP over HTTPS).
     let auth_policy = get("AuthPolicy")?;
-    let enrollment_version = get("EnrollmentVersion")?;
-    let policy_url = https_url(
-        "EnrollmentPolicyServiceUrl",
-        get("EnrollmentPolicyServiceUrl")?,
-    )?;
     let enroll_url = https_url("EnrollmentServiceUrl", get("EnrollmentServiceUrl")?)?;
-    let authentication_service_url = soap::child(result, NS_ENROLLMENT, "AuthenticationServiceUrl")
-        .map(soap::text)
-        .filter(|t| !t.is_empty());
+    // EnrollmentVersion: minOccurs="0" nillable (§3.1.4.1.3.2): no check, no warning.
+    let enrollment_version = optional("EnrollmentVersion").unwrap_or_default();
+    // discovery.enrollment_policy_service_url (warn): minOccurs="0" nillable in the
+    // schema, but §3.2 has the client call MS-XCEP there and every published response
+    // carries it. The emulation then asks the enrollment service for the policy (the
+    // documentation examples serve both from one URL).
+    let policy_url = match optional("EnrollmentPolicyServiceUrl") {
+        Some(u) => https_url("EnrollmentPolicyServiceUrl", u)?,
+        None => {
+            crate::warning::warn(
+                warnings,
+                "discovery.enrollment_policy_service_url",
+                "DiscoverResult has no EnrollmentPolicyServiceUrl; GetPolicies goes to EnrollmentServiceUrl",
+            );
+            enroll_url.clone()
+        }
+    };
+    let authentication_service_url = optional("AuthenticationServiceUrl");
+    // discovery.authentication_service_url (fail): Federated authentication starts at
+    // this URL (§3.1.4.1.3.2, §3.2); Windows cannot get a token without it.
     if auth_policy == "Federated" && authentication_service_url.is_none() {
         return Err(ClientError::missing(
             STEP,

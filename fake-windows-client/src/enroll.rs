@@ -54,7 +54,7 @@ impl Device {
                 Some(body),
             )
             .await?;
-        soap::check_reply(step, &reply(&r))?;
+        soap::check_reply_with(step, &reply(&r), &mut self.warnings)?;
         Ok(r)
     }
 
@@ -76,6 +76,8 @@ impl Device {
                 None,
             )
             .await?;
+        // http.discovery_probe_status (fail): [MS-MDE2] §3.1.5.1: the client continues
+        // with the POST only after a 200 to its GET; 429 is a throttle (http.throttled).
         match r.status {
             200 => Ok(()),
             429 => Err(ClientError::Throttled {
@@ -108,7 +110,7 @@ impl Device {
         };
         let body = discovery::build_request(&req, &mid, discovery_url);
         let r = self.post_soap("discover", discovery_url, body).await?;
-        discovery::parse_response(&r.body, &mid)
+        discovery::parse_response_with(&r.body, &mid, &mut self.warnings)
     }
 
     /// MS-XCEP GetPolicies with the access token as DeviceEnrollmentUserToken.
@@ -121,7 +123,7 @@ impl Device {
         let url = discovery.enrollment_policy_service_url.clone();
         let body = xcep::build_request_as(&mid, &url, &self.auth.credential(token));
         let r = self.post_soap("get_policies", &url, body).await?;
-        xcep::parse_response(&r.body, &mid)
+        xcep::parse_response_with(&r.body, &mid, &mut self.warnings)
     }
 
     /// Generates the enrollment key: RSA of at least `minimalKeyLength` bits (2048 minimum).
@@ -164,8 +166,16 @@ impl Device {
             ("OSVersion", p.os_version.clone()),
             ("ApplicationVersion", p.os_version.clone()),
             ("NotInOobe", "false".into()),
-            // The enrollment version the discovery service offered.
-            ("RequestVersion", discovery.enrollment_version.clone()),
+            // The enrollment version the discovery service offered (optional in
+            // DiscoverResult; without it, the version the device asked for).
+            (
+                "RequestVersion",
+                if discovery.enrollment_version.is_empty() {
+                    REQUEST_VERSION.to_string()
+                } else {
+                    discovery.enrollment_version.clone()
+                },
+            ),
         ]
     }
 
@@ -198,7 +208,8 @@ impl Device {
             wstep::build_request_as(&mid, &url, &self.auth.credential(token), &csr_der, &items);
         self.state.pending_wstep = Some((url.clone(), policy.hash));
         let r = self.post_soap("request_security_token", &url, body).await?;
-        let xml = wstep::parse_response(&r.body, &mid)?;
+        wstep::check_not_chunked("request_security_token", r.chunked)?;
+        let xml = wstep::parse_response_with(&r.body, &mid, &mut self.warnings)?;
         provisioning::parse(&xml)
     }
 

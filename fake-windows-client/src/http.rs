@@ -49,6 +49,8 @@ pub struct Response {
     pub content_type: Option<String>,
     pub retry_after: Option<String>,
     pub body: String,
+    /// The body came with `Transfer-Encoding: chunked`.
+    pub chunked: bool,
 }
 
 #[derive(Debug)]
@@ -247,6 +249,8 @@ pub async fn send(
     };
     let content_type = header("content-type");
     let retry_after = header("retry-after");
+    let chunked =
+        header("transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
     ex.status = Some(status);
     ex.response_headers = resp
         .headers()
@@ -273,5 +277,6 @@ pub async fn send(
         content_type,
         retry_after,
         body,
+        chunked,
     })
 }

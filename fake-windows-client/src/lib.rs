@@ -37,6 +37,7 @@ pub mod throttle;
 pub mod tree;
 mod unenroll;
 pub mod verify;
+pub mod warning;
 pub mod wstep;
 pub mod xcep;
 pub mod xml;
@@ -54,6 +55,7 @@ pub use provisioning::ProvisioningDoc;
 pub use registry::{CertStores, RegValue, Registry, StoredCert};
 pub use session::ServerCommandRecord;
 pub use unenroll::OrbitAction;
+pub use warning::Warning;
 pub use xcep::EnrollmentPolicy;
 
 /// The HRESULT a failed renewal leaves in `RenewErrorCode`.

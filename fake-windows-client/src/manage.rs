@@ -68,6 +68,8 @@ impl Device {
             session.first_message(&builtins, "user")
         };
         let result = loop {
+            // syncml.round_trips (fail): an emulation guard, not a Windows rule: a server
+            // that never sends a final Status-only message never ends the session.
             if report.round_trips >= MAX_ROUND_TRIPS {
                 break Err(ClientError::invalid(
                     STEP,
@@ -96,12 +98,16 @@ impl Device {
                 Err(e) => break Err(e),
             };
             report.transcript.push((out.clone(), r.body.clone()));
+            // http.throttled (fail): a 429 ends the session; Windows retries at its next
+            // scheduled session (DMClient CSP Poll schedule).
             if r.status == 429 {
                 break Err(ClientError::Throttled {
                     step: STEP,
                     retry_after: r.retry_after,
                 });
             }
+            // http.status (fail): the DM client fails the session on any other status
+            // (HTTP_E_STATUS_* in the DeviceManagement-Enterprise-Diagnostics log).
             if r.status != 200 {
                 break Err(ClientError::Http {
                     step: STEP,
@@ -112,12 +118,17 @@ impl Device {
             if r.body.trim().is_empty() {
                 break session.handle_empty();
             }
+            // syncml.content_type (warn): [MS-MDM] §2.1 and Fleet's server use
+            // application/vnd.syncml.dm+xml; parameters (charset) and case do not matter
+            // (RFC 9110 §8.3.1), and no document says Windows refuses an XML body sent
+            // under another type.
             let ct = r.content_type.as_deref().unwrap_or("");
-            if !ct.to_ascii_lowercase().starts_with(syncml::CONTENT_TYPE) {
-                break Err(ClientError::invalid(
-                    STEP,
+            if !syncml::is_syncml_xml(ct) {
+                crate::warning::warn(
+                    &mut self.warnings,
+                    "syncml.content_type",
                     format!("Content-Type is {ct:?}, expected {}", syncml::CONTENT_TYPE),
-                ));
+                );
             }
             match session.handle(&r.body, &mut self.state.nodes, &builtins) {
                 Ok(Some(next)) => out = next,
@@ -126,6 +137,7 @@ impl Device {
             }
         };
         report.server_commands = std::mem::take(&mut session.records);
+        self.warnings.append(&mut session.take_warnings());
         let effects = session.effects.clone();
         let now = self.state.clock.now_rfc3339();
         for _ in 0..effects.reboots {

@@ -138,6 +138,8 @@ fn parse_bool(v: &str) -> Option<bool> {
 pub fn parse(xml: &str) -> Result<ProvisioningDoc, ClientError> {
     let doc = crate::xml::parse(STEP, xml)?;
     let root = doc.root_element();
+    // provisioning.root_element (fail): the RSTRC token is a wap-provisioningdoc
+    // ([MS-MDE2] §3.3.4.2, OMA Client Provisioning); anything else configures nothing.
     if root.tag_name().name() != "wap-provisioningdoc" {
         return Err(ClientError::invalid(
             STEP,

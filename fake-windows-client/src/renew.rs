@@ -166,7 +166,7 @@ impl Device {
                 Some(body),
             )
             .await?;
-        soap::check_reply(
+        soap::check_reply_with(
             STEP,
             &HttpReply {
                 status: r.status,
@@ -174,8 +174,10 @@ impl Device {
                 retry_after: r.retry_after.as_deref(),
                 body: &r.body,
             },
+            &mut self.warnings,
         )?;
-        let xml = wstep::parse_response(&r.body, &mid)?;
+        wstep::check_not_chunked(STEP, r.chunked)?;
+        let xml = wstep::parse_response_with(&r.body, &mid, &mut self.warnings)?;
         let doc = provisioning::parse(&xml)?;
         self.apply_renewal(&doc, new_key)
     }
@@ -194,7 +196,8 @@ impl Device {
             .as_ref()
             .ok_or_else(|| ClientError::State("device is not enrolled".into()))?;
         let criteria = CertSearchCriteria::parse(&e.cert_search_criteria);
-        let v = verify::verify_renewal(doc, &new_key, &e.provider_id, &criteria)?;
+        let mut v = verify::verify_renewal(doc, &new_key, &e.provider_id, &criteria)?;
+        let mut warnings = std::mem::take(&mut v.warnings);
         let old = self.select_store_pem()?;
         let renew = doc.renew.clone();
         let key_pem = crate::foreign::key_pem(&new_key)?;
@@ -217,12 +220,19 @@ impl Device {
                 key_container: Some(container.clone()),
             },
         );
-        if v.root_thumbprint != e.root_thumbprint {
+        // A renewal document may leave the root out ("only needed here if it is not in the
+        // device already", Microsoft's renewal sample): the enrolled root stays.
+        let (root_der, root_thumbprint) = if v.root_der.is_empty() {
+            (e.root_cert_der.clone(), e.root_thumbprint.clone())
+        } else {
+            (v.root_der, v.root_thumbprint)
+        };
+        if !root_der.is_empty() && root_thumbprint != e.root_thumbprint {
             self.state.certs.put(
                 "Root/System",
                 StoredCert {
-                    thumbprint: v.root_thumbprint.clone(),
-                    der: v.root_der.clone(),
+                    thumbprint: root_thumbprint.clone(),
+                    der: root_der.clone(),
                     private_key_pem: None,
                     key_container: None,
                 },
@@ -231,8 +241,8 @@ impl Device {
         e.client_cert_der = v.client_der;
         e.client_thumbprint = v.client_thumbprint.clone();
         e.client_store = client_store;
-        e.root_cert_der = v.root_der;
-        e.root_thumbprint = v.root_thumbprint.clone();
+        e.root_cert_der = root_der;
+        e.root_thumbprint = root_thumbprint.clone();
         if let Some(r) = renew {
             e.renew = r;
         }
@@ -247,7 +257,7 @@ impl Device {
         let period = e.renew.renew_period_days;
         let reg = &mut self.state.registry;
         reg.set_sz(&ek, "DMPCertThumbPrint", v.client_thumbprint.clone());
-        reg.set_sz(&ek, "RootCertThumbPrint", v.root_thumbprint);
+        reg.set_sz(&ek, "RootCertThumbPrint", root_thumbprint);
         reg.set_sz(&ek, "CurKeyContainer", container);
         reg.set_sz(&ek, "RenewTimestamp", now);
         reg.set_dword(&ek, "RenewStatus", RENEW_STATUS_OK);
@@ -263,6 +273,7 @@ impl Device {
         self.state.key_pem = Some(key_pem);
         self.key = Some(new_key);
         self.state.previous_identity = Some(old);
+        self.warnings.append(&mut warnings);
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use crate::csp::{self, code, BuiltIns, NodeStore, NodeValue};
 use crate::error::ClientError;
 use crate::syncml::{self, Command, OutMessage, ResultItem, ServerMessage};
 use crate::tree::{Effects, Tree};
+use crate::warning::{warn, Warning};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -75,6 +76,8 @@ pub struct ManagementSession {
     /// Actions to take once the session is over.
     pub effects: Effects,
     finished: bool,
+    /// Tolerated deviations in the server's messages.
+    warnings: Vec<Warning>,
 }
 
 fn escaped_len(c: char) -> usize {
@@ -112,7 +115,18 @@ impl ManagementSession {
             records: Vec::new(),
             effects: Effects::default(),
             finished: false,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Warnings recorded so far (see [`crate::warning`]).
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Returns the recorded warnings and clears the list.
+    pub fn take_warnings(&mut self) -> Vec<Warning> {
+        std::mem::take(&mut self.warnings)
     }
 
     pub fn is_finished(&self) -> bool {
@@ -197,7 +211,7 @@ impl ManagementSession {
         store: &mut NodeStore,
         builtins: &BuiltIns,
     ) -> Result<Option<String>, ClientError> {
-        let msg = syncml::parse_server_message(xml)?;
+        let msg = syncml::parse_server_message_with(xml, &mut self.warnings)?;
         self.check_statuses(&msg)?;
         if let Some(m) = msg.max_msg_size {
             self.max_msg_size = Some(m);
@@ -289,6 +303,9 @@ impl ManagementSession {
             let mut trial = out.clone();
             trial.results_items(&front.msg_ref, &front.cmd_ref, std::slice::from_ref(&shell));
             let budget = limit.saturating_sub(trial.xml_len());
+            // syncml.max_msg_size (fail): the device must not exceed the server's
+            // MaxMsgSize (OMA-DM 1.2 Representation, Meta/MaxMsgSize); a limit that leaves
+            // no room for any chunk makes the object impossible to send.
             if budget < MIN_CHUNK {
                 // Only the SyncHdr Status (and an Alert) in the message: nothing to defer.
                 if out.len() <= 2 {
@@ -323,7 +340,19 @@ impl ManagementSession {
     /// An empty HTTP 200 body ends the session when our last message needed no answer
     /// (seen in a published Windows capture).
     pub fn handle_empty(&mut self) -> Result<(), ClientError> {
-        if self.msg_id > 1 && self.awaiting.is_empty() && self.queue.is_empty() {
+        // syncml.empty_body (fail): package 1 must be answered with a message carrying the
+        // Status for our SyncHdr, which reports the authentication result (OMA-DM 1.2
+        // Protocol §8.3 package 2, §9 authentication); an empty body before that, or while
+        // a large object is still being sent, leaves the session unfinished.
+        if self.msg_id > 1 && self.queue.is_empty() {
+            // syncml.command_status_missing (warn): see check_statuses.
+            for (id, verb) in std::mem::take(&mut self.awaiting) {
+                warn(
+                    &mut self.warnings,
+                    "syncml.command_status_missing",
+                    format!("empty response: no Status for our {verb} CmdID {id}"),
+                );
+            }
             self.finished = true;
             Ok(())
         } else {
@@ -334,30 +363,44 @@ impl ManagementSession {
         }
     }
 
-    fn check_statuses(&self, msg: &ServerMessage) -> Result<(), ClientError> {
+    fn check_statuses(&mut self, msg: &ServerMessage) -> Result<(), ClientError> {
+        let mut warnings = Vec::new();
+        // syncml.session_id (warn): the server should echo our SessionID (OMA-DM 1.2
+        // Representation, SessionID); the reply arrives on our own HTTP exchange, so the
+        // device can still tell which session it belongs to.
         if msg.session_id != self.session_id {
-            return Err(ClientError::invalid(
-                STEP,
+            warn(
+                &mut warnings,
+                "syncml.session_id",
                 format!(
                     "SessionID is {:?}, expected ours {:?}",
                     msg.session_id, self.session_id
                 ),
-            ));
+            );
         }
         let ours = self.msg_id.to_string();
+        // syncml.synchdr_status_missing (fail): the Status for our SyncHdr carries the
+        // server's authentication result (OMA-DM 1.2 Protocol §8.3, §9; 212 or 200 when
+        // the device is authenticated); without it the session has no outcome.
         let hdr = msg
-            .statuses
-            .first()
+            .synchdr_status()
             .ok_or_else(|| ClientError::missing(STEP, "Status for our SyncHdr"))?;
+        // syncml.synchdr_status_refs (warn): it should reference CmdRef 0 and our MsgID;
+        // there is only one SyncHdr it can answer.
         if hdr.cmd_ref.as_deref() != Some("0") || hdr.msg_ref.as_deref() != Some(ours.as_str()) {
-            return Err(ClientError::invalid(
-                STEP,
+            warn(
+                &mut warnings,
+                "syncml.synchdr_status_refs",
                 format!(
                     "SyncHdr Status has CmdRef {:?} MsgRef {:?}, expected 0 and {ours}",
                     hdr.cmd_ref, hdr.msg_ref
                 ),
-            ));
+            );
         }
+        // syncml.synchdr_status_code (fail): 200 or 212 accept the device; 401/407 ask for
+        // credentials the device does not have, other codes refuse the message (OMA-DM 1.2
+        // Representation §7 status codes; "OMA DM protocol support": the client
+        // authenticates with its certificate only).
         match hdr.code.as_deref() {
             Some("200") | Some("212") => {}
             other => {
@@ -372,14 +415,22 @@ impl ManagementSession {
                 s.cmd_ref.as_deref() == Some(id) && s.msg_ref.as_deref() == Some(ours.as_str())
             })
         };
+        // syncml.command_status_missing (warn): OMA-DM 1.2 Representation asks for a Status
+        // per command, but the device acts on none of them: a reply holding only the
+        // SyncHdr Status is a normal end of session. Fleet's server (fleetdm/fleet
+        // server/service/microsoft_mdm.go, getManagementResponse) answers every message
+        // but the session-opening one, the unenrollment Alert 1226 included, that way.
         for (id, verb) in &self.awaiting {
             if status_of(id).is_none() {
-                return Err(ClientError::missing(
-                    STEP,
-                    format!("Status for our {verb} CmdID {id}"),
-                ));
+                warn(
+                    &mut warnings,
+                    "syncml.command_status_missing",
+                    format!("no Status for our {verb} CmdID {id}"),
+                );
             }
         }
+        // syncml.chunk_status (fail): a large object goes on only after 213 (or 200 for its
+        // last chunk); another code refuses the object (OMA-DM 1.2 Protocol §7).
         if let Some(id) = &self.chunk_sent {
             if let Some(s) = status_of(id) {
                 if !matches!(s.code.as_deref(), Some("200") | Some("213")) {
@@ -390,6 +441,7 @@ impl ManagementSession {
                 }
             }
         }
+        self.warnings.append(&mut warnings);
         Ok(())
     }
 

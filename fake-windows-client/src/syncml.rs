@@ -3,6 +3,7 @@
 
 use crate::error::ClientError;
 use crate::soap::esc;
+use crate::warning::{warn, Warning};
 use roxmltree::Node;
 
 pub const NS_SYNCML: &str = "SYNCML:SYNCML1.2";
@@ -47,7 +48,7 @@ pub struct StatusCmd {
 pub struct ServerMessage {
     pub session_id: String,
     pub msg_id: String,
-    /// Statuses in document order (the SyncHdr status first).
+    /// Statuses in document order (normally the SyncHdr status first).
     pub statuses: Vec<StatusCmd>,
     pub commands: Vec<Command>,
     pub is_final: bool,
@@ -131,21 +132,54 @@ fn parse_command(n: Node) -> Command {
     }
 }
 
-/// Parses a server message strictly: SyncML 1.2 namespace, VerDTD 1.2, VerProto DM/1.2,
-/// SessionID and MsgID present. Session matching is the caller's job.
+/// [`parse_server_message_with`], dropping warnings.
 pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
+    parse_server_message_with(xml, &mut Vec::new())
+}
+
+/// The media type of a SyncML reply's Content-Type, compared without parameters or case.
+pub fn is_syncml_xml(content_type: &str) -> bool {
+    crate::soap::media_type(content_type) == CONTENT_TYPE
+}
+
+/// Parses a server message: SyncML 1.2 namespace, VerDTD 1.2, VerProto DM/1.2, MsgID
+/// present (fail-level). Children are looked up by local name, so namespace prefixes, the
+/// order of SyncHdr children and unknown extra elements do not matter. Session matching
+/// and the SyncHdr Status are checked by the session.
+pub fn parse_server_message_with(
+    xml: &str,
+    warnings: &mut Vec<Warning>,
+) -> Result<ServerMessage, ClientError> {
     let doc = crate::xml::parse(STEP, xml)?;
     let root = doc.root_element();
-    if root.tag_name().name() != "SyncML" || root.tag_name().namespace() != Some(NS_SYNCML) {
+    // syncml.root (fail): a DM message is a SyncML element; another namespace is another
+    // SyncML version (OMA-DM 1.2 Representation §5: namespace SYNCML:SYNCML1.2).
+    // syncml.namespace (warn): no namespace, or the URN in another case (URN namespace
+    // identifiers are case-insensitive, RFC 8141 §3.1), still names SyncML 1.2.
+    let ns = root.tag_name().namespace();
+    let ns_ok = ns == Some(NS_SYNCML);
+    let ns_tolerated = match ns {
+        None => true,
+        Some(n) => n.eq_ignore_ascii_case(NS_SYNCML),
+    };
+    if root.tag_name().name() != "SyncML" || !(ns_ok || ns_tolerated) {
         return Err(ClientError::invalid(
             STEP,
             format!(
                 "root is {{{}}}{}, expected {{{NS_SYNCML}}}SyncML",
-                root.tag_name().namespace().unwrap_or(""),
+                ns.unwrap_or(""),
                 root.tag_name().name()
             ),
         ));
     }
+    if !ns_ok {
+        warn(
+            warnings,
+            "syncml.namespace",
+            format!("SyncML namespace is {ns:?}, expected {NS_SYNCML}"),
+        );
+    }
+    // syncml.header_body (fail): SyncHdr and SyncBody are mandatory (Representation §5).
     let hdr = el(root, "SyncHdr").ok_or_else(|| ClientError::missing(STEP, "SyncML/SyncHdr"))?;
     let body = el(root, "SyncBody").ok_or_else(|| ClientError::missing(STEP, "SyncML/SyncBody"))?;
     let req = |name: &str| {
@@ -153,6 +187,9 @@ pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ClientError::missing(STEP, format!("SyncHdr/{name}")))
     };
+    // syncml.version (fail): the device announced DM 1.2 (w7 APPLICATION CSP PROTOVER);
+    // a reply in another version is refused with status 505 (OMA-DM 1.2 Representation
+    // §7 "DTD Version not supported").
     let ver_dtd = req("VerDTD")?;
     if ver_dtd != "1.2" {
         return Err(ClientError::invalid(
@@ -167,7 +204,10 @@ pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
             format!("SyncHdr/VerProto is {ver_proto:?}, expected DM/1.2"),
         ));
     }
-    let session_id = req("SessionID")?;
+    // SessionID is compared with ours by the session (syncml.session_id).
+    let session_id = el_text(hdr, "SessionID").unwrap_or_default();
+    // syncml.msg_id (fail): the device's Status must reference it (MsgRef), so a message
+    // without one cannot be answered (OMA-DM 1.2 Representation: MsgID, MsgRef).
     let msg_id = req("MsgID")?;
     let mut msg = ServerMessage {
         session_id,
@@ -192,21 +232,39 @@ pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
             _ => msg.commands.push(parse_command(c)),
         }
     }
-    // The SyncHdr status must be the first element of SyncBody.
-    if let Some(first) = body.children().find(|c| c.is_element()) {
+    // syncml.synchdr_status_order (warn): the Status for our SyncHdr comes first in
+    // SyncBody (OMA-DM 1.2 Protocol §8.3 package 2); Windows reads Statuses by CmdRef and
+    // MsgRef, so one further down is still found.
+    let first = body.children().find(|c| c.is_element());
+    if let Some(first) = first {
         let is_hdr_status = first.tag_name().name() == "Status"
             && el_text(first, "Cmd").as_deref() == Some("SyncHdr");
-        if !is_hdr_status {
-            return Err(ClientError::invalid(
-                STEP,
+        if !is_hdr_status && msg.synchdr_status().is_some() {
+            warn(
+                warnings,
+                "syncml.synchdr_status_order",
                 format!(
                     "first SyncBody element is {}, expected the Status for our SyncHdr",
                     first.tag_name().name()
                 ),
-            ));
+            );
         }
     }
     Ok(msg)
+}
+
+impl ServerMessage {
+    /// The Status answering our SyncHdr (`Cmd` SyncHdr, or `CmdRef` 0).
+    pub fn synchdr_status(&self) -> Option<&StatusCmd> {
+        self.statuses
+            .iter()
+            .find(|s| s.cmd.as_deref() == Some("SyncHdr"))
+            .or_else(|| {
+                self.statuses
+                    .iter()
+                    .find(|s| s.cmd_ref.as_deref() == Some("0"))
+            })
+    }
 }
 
 /// Writes one device message. Commands are appended as XML fragments; CmdIDs come from

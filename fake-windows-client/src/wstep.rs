@@ -83,18 +83,59 @@ pub fn build_request_as(
     )
 }
 
-/// Parses the RSTRC envelope and returns the decoded provisioning document (UTF-8 XML).
+/// wstep.chunked_response (fail): "The HTTP server response must not set
+/// Transfer-Encoding to Chunked; it must be sent as one message" (Mobile device
+/// enrollment, enrollment web service).
+pub fn check_not_chunked(step: &'static str, chunked: bool) -> Result<(), ClientError> {
+    if chunked {
+        return Err(ClientError::invalid(
+            step,
+            "RequestSecurityTokenResponseCollection sent with Transfer-Encoding: chunked; Windows needs it as one message",
+        ));
+    }
+    Ok(())
+}
+
+/// [`parse_response_with`], dropping warnings.
 pub fn parse_response(xml: &str, message_id: &str) -> Result<String, ClientError> {
-    let doc = soap::parse_envelope(STEP, xml, ACTION_RSTRC, message_id)?;
+    parse_response_with(xml, message_id, &mut Vec::new())
+}
+
+/// Parses the RSTRC envelope and returns the decoded provisioning document (UTF-8 XML).
+pub fn parse_response_with(
+    xml: &str,
+    message_id: &str,
+    warnings: &mut Vec<crate::Warning>,
+) -> Result<String, ClientError> {
+    let doc = soap::parse_envelope_with(STEP, xml, ACTION_RSTRC, message_id, warnings)?;
     let root = doc.root_element();
     let header = soap::req_child(STEP, root, soap::NS_SOAP12, "Header")?;
-    let security = soap::req_child(STEP, header, NS_WSSE, "Security")?;
-    let ts = soap::req_child(STEP, security, NS_WSU, "Timestamp")?;
-    soap::req_text(STEP, ts, NS_WSU, "Created")?;
-    soap::req_text(STEP, ts, NS_WSU, "Expires")?;
+    // wstep.security_timestamp (warn): Microsoft's RSTRC sample carries a wsse:Security
+    // u:Timestamp, but the response is protected by TLS, not by message security, and no
+    // document says the client requires the header.
+    let ts =
+        soap::child(header, NS_WSSE, "Security").and_then(|s| soap::child(s, NS_WSU, "Timestamp"));
+    let complete = ts.is_some_and(|ts| {
+        ["Created", "Expires"]
+            .iter()
+            .all(|n| soap::child(ts, NS_WSU, n).is_some_and(|c| !soap::text(c).is_empty()))
+    });
+    if !complete {
+        crate::warning::warn(
+            warnings,
+            "wstep.security_timestamp",
+            "response header has no wsse:Security/u:Timestamp with Created and Expires",
+        );
+    }
     let body = soap::body_of(STEP, &doc)?;
+    // wstep.response_element (fail): the collection, its response and the requested token
+    // carry the provisioning document ([MS-WSTEP] §3.1.4.1.2.3, [MS-MDE2] §3.3.4.2).
     let coll = soap::req_child(STEP, body, NS_WST, "RequestSecurityTokenResponseCollection")?;
     let rstr = soap::req_child(STEP, coll, NS_WST, "RequestSecurityTokenResponse")?;
+    // wstep.token_type, wstep.value_type, wstep.encoding_type (fail): [MS-MDE2]
+    // §3.3.4.2 fixes TokenType DeviceEnrollmentToken and the BinarySecurityToken
+    // ValueType DeviceEnrollmentProvisionDoc; they say what the token is, and Windows
+    // hands only a provisioning document to the configuration manager.
     let token_type = soap::req_text(STEP, rstr, NS_WST, "TokenType")?;
     if token_type != TOKEN_TYPE {
         return Err(ClientError::invalid(
@@ -119,6 +160,8 @@ pub fn parse_response(xml: &str, message_id: &str) -> Result<String, ClientError
             ));
         }
     }
+    // wstep.token_content (fail): base64 of a UTF-8 wap-provisioningdoc (§3.3.4.2);
+    // whitespace inside the base64 is ignored.
     let b64 = soap::compact_base64(&soap::text(bst));
     if b64.is_empty() {
         return Err(ClientError::missing(STEP, "BinarySecurityToken content"));

@@ -66,10 +66,28 @@ fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ClientError
         .map_err(|_| ClientError::invalid(STEP, format!("{name} is not a number: {text:?}")))
 }
 
-/// Parses a GetPoliciesResponse envelope (HTTP status and faults already checked).
+/// [`parse_response_with`], dropping warnings.
 pub fn parse_response(xml: &str, message_id: &str) -> Result<EnrollmentPolicy, ClientError> {
-    let doc = soap::parse_envelope(STEP, xml, ACTION_GET_POLICIES_RESPONSE, message_id)?;
+    parse_response_with(xml, message_id, &mut Vec::new())
+}
+
+/// Parses a GetPoliciesResponse envelope (HTTP status and faults already checked).
+pub fn parse_response_with(
+    xml: &str,
+    message_id: &str,
+    warnings: &mut Vec<crate::Warning>,
+) -> Result<EnrollmentPolicy, ClientError> {
+    let doc = soap::parse_envelope_with(
+        STEP,
+        xml,
+        ACTION_GET_POLICIES_RESPONSE,
+        message_id,
+        warnings,
+    )?;
     let body = soap::body_of(STEP, &doc)?;
+    // xcep.policy_element (fail): response/policies/policy/attributes are required
+    // ([MS-XCEP] §3.1.4.1.3.23 Response, §3.1.4.1.3.4 Attributes); without a policy the
+    // client has no key or hash to request with.
     let resp = soap::req_child(STEP, body, NS_POLICY, "GetPoliciesResponse")?;
     let response = soap::req_child(STEP, resp, NS_POLICY, "response")?;
     let policies = soap::req_child(STEP, response, NS_POLICY, "policies")?;
@@ -79,12 +97,16 @@ pub fn parse_response(xml: &str, message_id: &str) -> Result<EnrollmentPolicy, C
         "policySchema",
         &soap::req_text(STEP, attrs, NS_POLICY, "policySchema")?,
     )?;
+    // xcep.policy_schema (fail): policySchema is required and is 1, 2 or 3
+    // ([MS-XCEP] §3.1.4.1.3.4); another value is a schema Windows does not implement.
     if !(1..=3).contains(&policy_schema) {
         return Err(ClientError::invalid(
             STEP,
             format!("policySchema {policy_schema} is not 1, 2 or 3"),
         ));
     }
+    // xcep.minimal_key_length (fail): privateKeyAttributes/minimalKeyLength is required
+    // and not nillable ([MS-XCEP] §3.1.4.1.3.20); the key is generated from it.
     let pka = soap::req_child(STEP, attrs, NS_POLICY, "privateKeyAttributes")?;
     let minimal_key_length: u32 = number(
         "minimalKeyLength",
@@ -100,6 +122,9 @@ pub fn parse_response(xml: &str, message_id: &str) -> Result<EnrollmentPolicy, C
         .filter(|n| !is_nil(*n))
         .map(soap::text)
         .filter(|t| !t.is_empty());
+    // xcep.hash_algorithm (fail): a reference must resolve in oIDs ([MS-XCEP]
+    // §3.1.4.1.3.16) to a hash the client can sign with; MS-MDE2 §3.2 allows SHA-1 and
+    // SHA-256 only.
     // A nil reference leaves the choice to the client; Windows then signs with sha1RSA
     // (1.3.14.3.2.29), as a published capture of a Windows 10 enrollment shows.
     let (hash_oid, hash) = match hash_ref {
@@ -119,6 +144,8 @@ pub fn parse_response(xml: &str, message_id: &str) -> Result<EnrollmentPolicy, C
             (Some(value), hash)
         }
     };
+    // xcep.validity_period (fail): validityPeriodSeconds / renewalPeriodSeconds are
+    // xs:unsignedLong ([MS-XCEP] §3.1.4.1.3.6); text that is not a number is malformed.
     let validity = soap::child(attrs, NS_POLICY, "certificateValidity").filter(|n| !is_nil(*n));
     let period = |name: &str| -> Result<Option<u64>, ClientError> {
         match validity.and_then(|v| soap::child(v, NS_POLICY, name)) {

@@ -151,8 +151,6 @@ fn applying_a_valid_document_writes_registry_and_stores() {
 fn verification_failures_name_the_problem() {
     let mut d = device();
     let s = setup(&d);
-    let other = TestCa::new();
-    let foreign_client = other.client_cert(d.device_id(), &d.public_key_der().expect("spki"));
     let wrong_key = {
         let k = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("key");
         s.ca.client_cert(
@@ -171,24 +169,10 @@ fn verification_failures_name_the_problem() {
         ),
         (
             DocParams {
-                client_der: &foreign_client,
-                ..params(&s, &d)
-            },
-            "not signed by the provisioned root",
-        ),
-        (
-            DocParams {
                 client_der: &wrong_key,
                 ..params(&s, &d)
             },
             "not the key the device generated",
-        ),
-        (
-            DocParams {
-                dmclient_provider: "Other",
-                ..params(&s, &d)
-            },
-            "PROVIDER-ID",
         ),
         (
             DocParams {
@@ -229,6 +213,8 @@ fn verification_failures_name_the_problem() {
     let xml = provisioning_xml(&p);
     assert!(apply(&mut d, &xml).is_err());
     assert!(d.enrollment().is_none());
+    // A client certificate from another CA and a DMClient node for another provider are
+    // tolerated (warn-level; tests/tolerance.rs).
 }
 
 #[test]

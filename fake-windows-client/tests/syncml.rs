@@ -148,14 +148,17 @@ fn package_one_is_what_windows_sends() {
 #[test]
 fn documented_server_package_is_answered_once_adapted() {
     let mut h = harness();
-    // The sample lacks the Status elements a real reply to package 1 carries, uses a
-    // placeholder Target and SessionID 1: rejected as is...
+    // The sample lacks the Status for our SyncHdr a real reply to package 1 carries (and
+    // uses a placeholder Target and SessionID 1): rejected as is...
     let raw = vector!("omadm-pkg2-server.xml");
     let err = h
         .session
         .handle(raw, &mut h.store, &h.builtins)
         .expect_err("as published");
-    assert!(matches!(err, ClientError::Invalid { .. }), "{err:?}");
+    assert!(
+        matches!(&err, ClientError::Missing { element, .. } if element.contains("SyncHdr")),
+        "{err:?}"
+    );
     // ...and answered once adapted.
     let get =
         &raw[raw.find("<Get>").expect("Get")..raw.find("</Get>").expect("/Get") + "</Get>".len()];
@@ -371,12 +374,7 @@ fn atomic_that_succeeds_commits_and_sequence_runs_in_order() {
 #[test]
 fn server_message_violations_are_errors() {
     let cases: Vec<(String, &str)> = vec![
-        (
-            server_msg(1, 1, PKG1_REFS, "").replace("<SessionID>7<", "<SessionID>8<"),
-            "SessionID",
-        ),
-        (server_msg(1, 1, &PKG1_REFS[..2], ""), "Replace CmdID 4"),
-        (server_msg(1, 9, PKG1_REFS, ""), "MsgRef"),
+        // (SessionID, MsgRef and missing command Statuses are warn-level: tolerance.rs.)
         (
             server_msg(1, 1, PKG1_REFS, "").replace("SYNCML:SYNCML1.2", "SYNCML:SYNCML1.1"),
             "SyncML",

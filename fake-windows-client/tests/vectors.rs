@@ -36,33 +36,44 @@ fn discover_response_parses_with_whitespace_trimmed() {
 }
 
 #[test]
-fn discover_response_must_relate_to_our_message() {
-    let err = discovery::parse_response(
+fn discover_response_relating_to_another_message_is_a_warning() {
+    let mut w = Vec::new();
+    discovery::parse_response_with(
         vector!("mde2-discover-response.xml"),
         "urn:uuid:00000000-0000-0000-0000-000000000000",
+        &mut w,
     )
-    .expect_err("RelatesTo mismatch");
-    assert!(err.to_string().contains("RelatesTo"), "{err}");
+    .expect("RelatesTo mismatch is tolerated");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].check, "soap.relates_to_mismatch");
+    assert!(w[0].detail.contains("RelatesTo"), "{w:?}");
 }
 
 #[test]
 fn discover_response_missing_element_is_named() {
     let xml = vector!("mde2-discover-response.xml");
-    for element in [
-        "EnrollmentServiceUrl",
-        "EnrollmentPolicyServiceUrl",
-        "EnrollmentVersion",
-        "AuthPolicy",
-    ] {
+    let cut = |element: &str| {
         let start = xml.find(&format!("<{element}>")).expect("present");
         let end_tag = format!("</{element}>");
         let end = xml.find(&end_tag).expect("closed") + end_tag.len();
-        let cut = format!("{}{}", &xml[..start], &xml[end..]);
-        match discovery::parse_response(&cut, DOC_DISCOVER_ID) {
+        format!("{}{}", &xml[..start], &xml[end..])
+    };
+    // minOccurs="1" ([MS-MDE2] §3.1.4.1.3.2).
+    for element in ["EnrollmentServiceUrl", "AuthPolicy"] {
+        match discovery::parse_response(&cut(element), DOC_DISCOVER_ID) {
             Err(ClientError::Missing { element: e, .. }) => assert!(e.contains(element), "{e}"),
             other => panic!("{element}: {other:?}"),
         }
     }
+    // minOccurs="0": EnrollmentVersion silently, EnrollmentPolicyServiceUrl with a warning.
+    let mut w = Vec::new();
+    let r = discovery::parse_response_with(&cut("EnrollmentVersion"), DOC_DISCOVER_ID, &mut w)
+        .expect("no EnrollmentVersion");
+    assert_eq!((r.enrollment_version.as_str(), w.len()), ("", 0));
+    discovery::parse_response_with(&cut("EnrollmentPolicyServiceUrl"), DOC_DISCOVER_ID, &mut w)
+        .expect("no EnrollmentPolicyServiceUrl");
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].check, "discovery.enrollment_policy_service_url");
 }
 
 #[test]
@@ -178,10 +189,13 @@ fn rstrc_body_parses_once_the_envelope_is_soap12() {
     let xml = xml.replace("B64EncodedSampleBinarySecurityToken", &doc);
     let out = wstep::parse_response(&xml, DOC_RST_ID).expect("parses");
     assert!(out.starts_with("<wap-provisioningdoc"));
-    // The security timestamp is required.
+    // The security timestamp is warn-level.
     let no_ts = xml.replace("u:Timestamp", "u:Stamp");
-    let err = wstep::parse_response(&no_ts, DOC_RST_ID).expect_err("no timestamp");
-    assert!(err.to_string().contains("Timestamp"), "{err}");
+    let mut w = Vec::new();
+    let out = wstep::parse_response_with(&no_ts, DOC_RST_ID, &mut w).expect("no timestamp");
+    assert!(out.starts_with("<wap-provisioningdoc"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].check, "wstep.security_timestamp");
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn whole_suite_passes_against_a_separately_started_server() {
 
 #[test]
 fn a_broken_response_fails_its_step_in_terminal_junit_and_html() {
-    let server = start_server(&["--inject-fault", "discover-without-relates-to"]);
+    let server = start_server(&["--inject-fault", "discover-wrong-action"]);
     let reports = tempfile::tempdir().unwrap();
     let junit = reports.path().join("junit.xml");
     let html = reports.path().join("report.html");
@@ -139,17 +139,17 @@ fn a_broken_response_fails_its_step_in_terminal_junit_and_html() {
         .find(|l| l.contains("FAIL") && l.contains("discover"))
         .unwrap_or_default();
     assert!(
-        failing.contains("RelatesTo"),
-        "terminal names the missing element: {out}"
+        failing.contains("a:Action"),
+        "terminal names the wrong element: {out}"
     );
     let junit = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        junit.contains("<failure") && junit.contains("discover") && junit.contains("RelatesTo"),
+        junit.contains("<failure") && junit.contains("discover") && junit.contains("a:Action"),
         "{junit}"
     );
     let html = std::fs::read_to_string(&html).unwrap();
     assert!(
-        html.contains("class=\"step failed\"") && html.contains("RelatesTo"),
+        html.contains("class=\"step failed\"") && html.contains("a:Action"),
         "HTML marks the failed step"
     );
 }

@@ -88,7 +88,8 @@ pub struct Config {
 
     /// Deliberately break one response, to check that a conformance harness catches it
     /// (testing aid; never for production): `discover-without-relates-to` omits
-    /// `a:RelatesTo` from DiscoverResponse.
+    /// `a:RelatesTo` from DiscoverResponse (a deviation Windows tolerates: the harness
+    /// warns), `discover-wrong-action` answers with the request's `a:Action` (refused).
     #[arg(long, env = "WINMDM_INJECT_FAULT", hide = true)]
     pub inject_fault: Option<String>,
 

@@ -132,12 +132,13 @@ pub async fn discover(State(state): State<Arc<AppState>>, body: String) -> Respo
         },
     );
     tracing::info!(email = %discover.email, version = %discover.request_version, "discover");
-    let relates_to = match state.config.inject_fault.as_deref() {
-        Some("discover-without-relates-to") => None,
-        _ => mid,
+    let (action, relates_to) = match state.config.inject_fault.as_deref() {
+        Some("discover-without-relates-to") => (ACTION_DISCOVER_RESPONSE, None),
+        Some("discover-wrong-action") => (ACTION_DISCOVER, mid),
+        _ => (ACTION_DISCOVER_RESPONSE, mid),
     };
     soap::soap_response(
         StatusCode::OK,
-        soap::envelope(ACTION_DISCOVER_RESPONSE, relates_to, "", &body),
+        soap::envelope(action, relates_to, "", &body),
     )
 }
