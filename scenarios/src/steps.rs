@@ -730,6 +730,10 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 Ok("skipped: an external server's replicas are not the harness's to route".into())
             }
         },
+        Step::Attack {
+            kind,
+            max_wait_secs,
+        } => crate::attacks::run(ctx, *kind, *max_wait_secs).await,
         Step::Wait { ms } => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             Ok(format!("waited {ms} ms"))

@@ -258,7 +258,7 @@ pub(crate) fn login_page(state: &State, req: &Request) -> Response {
         return Response::text(400, "appru must be an ms-app:// callback");
     }
     let body = format!(
-        "<html><body><form method=\"post\" action=\"/login?appru={}\"><input name=\"user\"/><input name=\"password\" type=\"password\"/></form></body></html>",
+        "<html><body><form method=\"post\" action=\"/login?appru={}\"><input name=\"username\"/><input name=\"password\" type=\"password\"/></form></body></html>",
         quick_xml::escape::escape(&appru)
     );
     Response::new(200, "text/html; charset=UTF-8", body)
