@@ -118,12 +118,14 @@ async fn device_id_takeover(ctx: &mut Context<'_>) -> StepResult {
         .register_device_with_management(&upn, &url, &key)
         .await;
     let verdict = match outcome {
-        Ok(()) => return finding(
-            NAME,
-            format!(
+        Ok(()) => {
+            return finding(
+                NAME,
+                format!(
                 "a second host enrolled under the victim's DeviceID {victim} and got a certificate"
             ),
-        ),
+            )
+        }
         Err(e) => match e.soap_fault() {
             Some(f) => format!("refused with fault {}", f.subcode),
             None => format!("refused: {e}"),

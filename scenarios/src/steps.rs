@@ -567,6 +567,8 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             ))
         }
         Step::Unenroll {} => {
+            // The session presents the enrollment's certificate (captures record it).
+            ctx.presented_cert = ctx.device.enrollment().map(|e| e.client_thumbprint.clone());
             let r = ctx.device.unenroll().await;
             match r {
                 Ok(report) => Ok(format!(
@@ -579,6 +581,7 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             }
         }
         Step::OrbitAgent { expect_action } => {
+            ctx.presented_cert = ctx.device.enrollment().map(|e| e.client_thumbprint.clone());
             let action = ctx
                 .device
                 .handle_orbit_notifications()
