@@ -248,6 +248,11 @@ impl Device {
     pub fn device_id(&self) -> &str {
         &self.state.device_id
     }
+    /// Claims another DeviceID (an attacker posing as an enrolled machine; the harness's
+    /// security scenarios). Only for a device that is not enrolled yet.
+    pub fn set_device_id(&mut self, device_id: &str) {
+        self.state.device_id = device_id.to_string();
+    }
     pub fn hw_dev_id(&self) -> &str {
         &self.state.hw_dev_id
     }

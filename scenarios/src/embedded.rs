@@ -42,6 +42,12 @@ impl std::fmt::Debug for Control {
 }
 
 impl Control {
+    /// The embedded server's login account (user, password) for the federated page.
+    pub fn federated_account(&self) -> Option<(String, String)> {
+        let (user, password) = self.config.enroll_users.first()?.split_once(':')?;
+        Some((user.to_string(), password.to_string()))
+    }
+
     /// Whether the server runs as a child process (and so can be killed).
     pub async fn is_process(&self) -> bool {
         matches!(*self.backend.lock().await, Backend::Process { .. })
@@ -148,6 +154,9 @@ async fn base_config(dir: &tempfile::TempDir) -> Result<winmdm_server::Config, S
     );
     config.admin_token = Some(format!("admin-{}", random_hex()));
     config.enroll_rate_per_client = 0;
+    // An account, so that the federated login page exists (the federated appru attack
+    // scenario needs one); its password is random and never used to enroll.
+    config.enroll_users = vec![format!("federated-probe:{}", random_hex())];
     if let Some(admin) = postgres_admin_url() {
         let url = winmdm_server::db::create_scratch_postgres_database(&admin)
             .await

@@ -1,6 +1,7 @@
 //! winmdm: the conformance harness. Loads scenario files and runs them with emulated
 //! Windows devices against the embedded reference server or any external one.
 
+pub mod attacks;
 pub mod bench;
 pub mod checks;
 pub mod embedded;

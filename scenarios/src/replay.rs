@@ -209,12 +209,23 @@ fn min_key_bits(policy_xml: Option<&str>) -> usize {
         .clamp(2048, 4096)
 }
 
+/// A certificate the replayed server issued, its key, and an mTLS client presenting it.
+#[derive(Clone)]
+struct Identity {
+    client: reqwest::Client,
+    cert_der: Vec<u8>,
+    key: RsaPrivateKey,
+}
+
 struct State {
     subs: Subs,
     origins: Origins,
     plain: reqwest::Client,
     tls: fake_windows_client::TlsOptions,
-    enrolled: Option<reqwest::Client>,
+    /// The device's current certificate (from the replayed enrollment or renewal).
+    enrolled: Option<Identity>,
+    /// The certificate a replayed renewal replaced.
+    previous: Option<Identity>,
     pending_key: Option<(RsaPrivateKey, String)>,
     last_policy: Option<String>,
 }
@@ -231,6 +242,7 @@ pub async fn replay(har: &Har, target: &Target) -> Result<ReplayReport, ReplayEr
         plain: http::client(&tls, None)?,
         tls,
         enrolled: None,
+        previous: None,
         pending_key: None,
         last_policy: None,
     };
@@ -241,6 +253,7 @@ pub async fn replay(har: &Har, target: &Target) -> Result<ReplayReport, ReplayEr
         if e.scenario.is_some() && e.scenario != scenario {
             scenario = e.scenario.clone();
             st.enrolled = None;
+            st.previous = None;
             st.pending_key = None;
             st.last_policy = None;
         }
@@ -292,57 +305,54 @@ async fn replay_one(st: &mut State, target: &Target, index: usize, e: &Entry) ->
     body = st.subs.apply(&body);
     let url = st.subs.apply(&e.request.url);
 
-    // A fresh key and CSR for the certificate request.
+    // A fresh key and CSR for the certificate request; for a renewal, signed (PKCS#7)
+    // with the certificate the replayed server issued.
     let mut message_id = None;
-    if let Some((old_csr, device_id)) = wstep_parts(&body) {
-        let bits = min_key_bits(st.last_policy.as_deref());
-        let key = match RsaPrivateKey::new(&mut rand::thread_rng(), bits) {
-            Ok(k) => k,
+    let mut renewal = false;
+    if let Some(token) = wstep_token(&body) {
+        match fresh_request_token(st, &token) {
+            Ok((key, new_token)) => {
+                renewal = token.renewal;
+                body = body.replace(&token.old_b64, &new_token);
+                message_id = element_text(&body, "MessageID");
+                st.pending_key = Some((key, message_id.clone().unwrap_or_default()));
+            }
             Err(err) => {
-                result.error = Some(format!("RSA key generation: {err}"));
+                result.error = Some(err);
                 return result;
             }
-        };
-        let der = match csr::build(
-            &key,
-            &csr::windows_subject_cn(&device_id),
-            &device_id,
-            csr_hash(&old_csr),
-        ) {
-            Ok(d) => d,
-            Err(err) => {
-                result.error = Some(format!("building the CSR: {err}"));
-                return result;
-            }
-        };
-        let new_csr = base64::engine::general_purpose::STANDARD.encode(der);
-        body = body.replace(&old_csr, &new_csr);
-        message_id = element_text(&body, "MessageID");
-        st.pending_key = Some((key, message_id.clone().unwrap_or_default()));
+        }
     }
 
-    let client = if step == "management_session" || url.contains("/management") {
-        match e.client_certificate.as_deref() {
-            None => st.plain.clone(),
-            Some(c) if c.starts_with("foreign") => match foreign_client(&st.tls, &body) {
-                Ok(c) => c,
-                Err(err) => {
-                    result.error = Some(err);
-                    return result;
-                }
-            },
-            Some(_) => match &st.enrolled {
-                Some(c) => c.clone(),
-                None => {
-                    result.error = Some(
-                        "the capture presented the enrolled certificate, but the replay has no enrollment yet (no successful request_security_token before)".into(),
-                    );
-                    return result;
-                }
-            },
-        }
-    } else {
-        st.plain.clone()
+    // The certificate the recorded request presented, mapped to the replay's.
+    let client = match e.client_certificate.as_deref() {
+        None => st.plain.clone(),
+        Some(c) if c.starts_with("foreign") => match foreign_client(&st.tls, &body) {
+            Ok(c) => c,
+            Err(err) => {
+                result.error = Some(err);
+                return result;
+            }
+        },
+        Some(c) if c.starts_with("previous") => match &st.previous {
+            Some(p) => p.client.clone(),
+            None => {
+                result.error = Some(
+                    "the capture presented a previous certificate, but the replay has renewed none"
+                        .into(),
+                );
+                return result;
+            }
+        },
+        Some(_) => match &st.enrolled {
+            Some(i) => i.client.clone(),
+            None => {
+                result.error = Some(
+                    "the capture presented the enrolled certificate, but the replay has no enrollment yet (no successful request_security_token before)".into(),
+                );
+                return result;
+            }
+        },
     };
 
     let method = match reqwest::Method::from_bytes(e.request.method.as_bytes()) {
@@ -425,8 +435,13 @@ async fn replay_one(st: &mut State, target: &Target, index: usize, e: &Entry) ->
     }
     if message_id.is_some() && (200..300).contains(&resp.status) {
         if let Some((key, mid)) = st.pending_key.take() {
-            match enrolled_client(&st.tls, &resp.body, &mid, key) {
-                Ok(c) => st.enrolled = Some(c),
+            match enrolled_identity(&st.tls, &resp.body, &mid, key) {
+                Ok(i) => {
+                    let replaced = st.enrolled.replace(i);
+                    if renewal {
+                        st.previous = replaced;
+                    }
+                }
                 Err(err) => {
                     result.error = Some(format!(
                         "the replayed enrollment response is unusable for mTLS: {err}"
@@ -438,24 +453,141 @@ async fn replay_one(st: &mut State, target: &Target, index: usize, e: &Entry) ->
     result
 }
 
-/// An mTLS client with the certificate a WSTEP response issued for `key`.
-fn enrolled_client(
+/// The certificate a WSTEP response issued for `key`, with an mTLS client presenting it.
+fn enrolled_identity(
     tls: &fake_windows_client::TlsOptions,
     rstrc: &str,
     message_id: &str,
     key: RsaPrivateKey,
-) -> Result<reqwest::Client, String> {
+) -> Result<Identity, String> {
     let xml = wstep::parse_response(rstrc, message_id).map_err(|e| e.to_string())?;
     let doc = provisioning::parse(&xml).map_err(|e| e.to_string())?;
-    let verified = verify::verify(&doc, &key).map_err(|e| e.to_string())?;
+    let cert_der = issued_certificate(&doc, &key)?;
     let pkcs8 = key
         .to_pkcs8_der()
         .map_err(|e| format!("encoding the key: {e}"))?;
     let identity = ClientIdentity {
-        cert_der: verified.client_der,
+        cert_der: cert_der.clone(),
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec())),
     };
-    http::client(tls, Some(&identity)).map_err(|e| e.to_string())
+    let client = http::client(tls, Some(&identity)).map_err(|e| e.to_string())?;
+    Ok(Identity {
+        client,
+        cert_der,
+        key,
+    })
+}
+
+/// The client certificate of a provisioning document: verified against its Root for an
+/// enrollment; a renewal's document may carry only the new certificate (MS-WSTEP
+/// renewal), whose public key must then be `key`'s.
+fn issued_certificate(
+    doc: &provisioning::ProvisioningDoc,
+    key: &RsaPrivateKey,
+) -> Result<Vec<u8>, String> {
+    if let Ok(verified) = verify::verify(doc, key) {
+        return Ok(verified.client_der);
+    }
+    let spki = csr::spki_der(key).map_err(|e| e.to_string())?;
+    doc.client_certs
+        .iter()
+        .filter_map(|c| {
+            let compact: String = c.encoded.chars().filter(|ch| !ch.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .ok()
+        })
+        .find(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .map(|(_, cert)| cert.public_key().raw == spki.as_slice())
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| "no certificate for the replay's key in the provisioning document".into())
+}
+
+/// The request token of a WSTEP request: a PKCS#10 CSR (enrollment) or a PKCS#7
+/// SignedData around one (renewal, MS-WSTEP §3.1.4.1.1).
+struct RequestToken {
+    old_b64: String,
+    device_id: String,
+    renewal: bool,
+}
+
+fn wstep_token(xml: &str) -> Option<RequestToken> {
+    if let Some((old_b64, device_id)) = wstep_parts(xml) {
+        return Some(RequestToken {
+            old_b64,
+            device_id,
+            renewal: false,
+        });
+    }
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let p7 = doc.descendants().find(|n| {
+        n.is_element()
+            && n.tag_name().name() == "BinarySecurityToken"
+            && n.attribute("ValueType")
+                .is_some_and(|v| v.ends_with("#PKCS7"))
+    })?;
+    let old_b64 = p7.text()?.trim().to_string();
+    // The DeviceID is the CSR subject's; a renewal carries it in the signed CSR.
+    let compact: String = old_b64.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
+    let inner = fake_windows_client::cms::parse(&der).ok()?.econtent;
+    use x509_parser::prelude::FromDer;
+    let device_id = x509_parser::certification_request::X509CertificationRequest::from_der(&inner)
+        .ok()
+        .and_then(|(_, req)| {
+            req.certification_request_info
+                .subject
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+                .next()
+        })
+        .map(|cn| {
+            let cn = cn.trim_end_matches('\0');
+            cn.rsplit('!').next().unwrap_or(cn).to_string()
+        })
+        .unwrap_or_default();
+    Some(RequestToken {
+        old_b64,
+        device_id,
+        renewal: true,
+    })
+}
+
+/// A new key and the base64 token to send instead of the recorded one.
+fn fresh_request_token(
+    st: &State,
+    token: &RequestToken,
+) -> Result<(RsaPrivateKey, String), String> {
+    let bits = min_key_bits(st.last_policy.as_deref());
+    let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits)
+        .map_err(|err| format!("RSA key generation: {err}"))?;
+    let hash = if token.renewal {
+        csr::HashAlg::Sha256
+    } else {
+        csr_hash(&token.old_b64)
+    };
+    let der = csr::build(
+        &key,
+        &csr::windows_subject_cn(&token.device_id),
+        &token.device_id,
+        hash,
+    )
+    .map_err(|err| format!("building the CSR: {err}"))?;
+    let der = if token.renewal {
+        let current = st
+            .enrolled
+            .as_ref()
+            .ok_or("the capture renews a certificate, but the replay has no enrollment yet")?;
+        fake_windows_client::cms::sign(&der, &current.cert_der, &current.key)
+            .map_err(|err| format!("signing the renewal: {err}"))?
+    } else {
+        der
+    };
+    Ok((key, base64::engine::general_purpose::STANDARD.encode(der)))
 }
 
 /// An mTLS client with a certificate from a CA the server never saw.

@@ -41,6 +41,10 @@ pub struct Scenario {
     pub path: PathBuf,
 }
 
+fn default_attack_wait() -> u64 {
+    60
+}
+
 fn default_devices() -> usize {
     1
 }
@@ -248,6 +252,14 @@ pub enum Step {
     UseReplica { index: usize },
     /// Wait: lets time-based server behaviour (redelivery) happen.
     Wait { ms: u64 },
+    /// A security attack on the scenario's device (`kind`, see `attacks.rs`); a server
+    /// that lets it through fails with a security finding. `max_wait_secs` bounds the
+    /// `slow_request` attack.
+    Attack {
+        kind: crate::attacks::Attack,
+        #[serde(default = "default_attack_wait")]
+        max_wait_secs: u64,
+    },
     /// Every command queued in this scenario is in `expect_state` (and has
     /// `expect_status`), with at most `max_results` stored Results each: nothing lost,
     /// nothing duplicated.
@@ -294,6 +306,7 @@ impl Step {
             Step::KillServer { .. } => "kill_server",
             Step::CheckAllCommands { .. } => "check_all_commands",
             Step::Wait { .. } => "wait",
+            Step::Attack { .. } => "attack",
             Step::UseReplica { .. } => "use_replica",
             Step::CheckResponse { .. } => "check_response",
             Step::CheckCertificate { .. } => "check_certificate",

@@ -335,7 +335,7 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                         .ok_or("the device holds no certificate")?,
                 };
                 let status = stale_session(ctx, &cert_pem, &key_pem, other).await?;
-                return expect_http(status, *expect_status);
+                return expect_answer(status, *expect_status);
             }
             if !ctx.device.is_enrolled() {
                 // An unenrolled device no longer syncs; replay its last identity by hand
@@ -345,11 +345,14 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 };
                 let device_id = ctx.device.device_id().to_string();
                 let status = stale_session(ctx, cert_pem, key_pem, &device_id).await?;
-                return expect_http(status, *expect_status);
+                return expect_answer(status, *expect_status);
             }
             ctx.device.set_identity_override(o);
             let r = ctx.device.sync().await;
             ctx.device.set_identity_override(IdentityOverride::None);
+            if let Some(how) = refused_in_handshake(&r, *expect_status) {
+                return Ok(how);
+            }
             let Some(report) = check_status(r, *expect_status)? else {
                 return Ok(format!(
                     "refused with HTTP {}",
@@ -567,6 +570,8 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             ))
         }
         Step::Unenroll {} => {
+            // The session presents the enrollment's certificate (captures record it).
+            ctx.presented_cert = ctx.device.enrollment().map(|e| e.client_thumbprint.clone());
             let r = ctx.device.unenroll().await;
             match r {
                 Ok(report) => Ok(format!(
@@ -579,6 +584,7 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             }
         }
         Step::OrbitAgent { expect_action } => {
+            ctx.presented_cert = ctx.device.enrollment().map(|e| e.client_thumbprint.clone());
             let action = ctx
                 .device
                 .handle_orbit_notifications()
@@ -730,6 +736,10 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 Ok("skipped: an external server's replicas are not the harness's to route".into())
             }
         },
+        Step::Attack {
+            kind,
+            max_wait_secs,
+        } => crate::attacks::run(ctx, *kind, *max_wait_secs).await,
         Step::Wait { ms } => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             Ok(format!("waited {ms} ms"))
@@ -747,12 +757,52 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
 /// Package 1 of a session sent by hand, with the given certificate and SyncHdr Source
 /// DeviceID, to the management URL the device last used; returns the HTTP status. Used
 /// for identities the device itself would not present.
+/// How a server answered a management request.
+enum Answer {
+    Status(u16),
+    /// Refused in the TLS handshake, with this alert.
+    Handshake(String),
+}
+
+/// A server may refuse a client certificate in the TLS handshake instead of with an
+/// HTTP status (web servers that verify client certificates themselves, such as IIS
+/// or nginx with `ssl_verify_client on`): Windows then cannot connect at all, the
+/// same outcome as a 401/403 for the device. So an expected 401/403 is met by a TLS
+/// alert too.
+fn refused_in_handshake<T>(r: &Result<T, ClientError>, expect: Option<u16>) -> Option<String> {
+    let alert = r.as_ref().err()?.tls_alert()?;
+    matches!(expect, Some(401 | 403)).then(|| format!("refused in the TLS handshake ({alert})"))
+}
+
+fn expect_answer(answer: Answer, expect: Option<u16>) -> StepResult {
+    match answer {
+        Answer::Status(status) => expect_http(status, expect),
+        Answer::Handshake(alert) if matches!(expect, Some(401 | 403)) => {
+            Ok(format!("refused in the TLS handshake ({alert})"))
+        }
+        Answer::Handshake(alert) => Err(format!("the TLS handshake was refused ({alert})")),
+    }
+}
+
+/// The TLS alert in a reqwest error's causes, if the server refused the handshake.
+fn alert_in(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if let Some(rest) = text.split("received fatal alert: ").nth(1) {
+            return Some(rest.to_string());
+        }
+        cause = c.source();
+    }
+    None
+}
+
 async fn stale_session(
     ctx: &mut Context<'_>,
     cert_pem: &str,
     key_pem: &str,
     device_id: &str,
-) -> Result<u16, String> {
+) -> Result<Answer, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let url = ctx
@@ -769,14 +819,20 @@ async fn stale_session(
     let body = format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target><Source><LocURI>{device_id}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>"#
     );
-    let resp = client
+    let resp = match client
         .post(&url)
         .header("content-type", "application/vnd.syncml.dm+xml")
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("management request: {e}"))?;
-    Ok(resp.status().as_u16())
+    {
+        Ok(r) => r,
+        Err(e) => match alert_in(&e) {
+            Some(alert) => return Ok(Answer::Handshake(alert)),
+            None => return Err(format!("management request: {e}")),
+        },
+    };
+    Ok(Answer::Status(resp.status().as_u16()))
 }
 
 /// This device's delivery of a queued command, from the admin API (state, status code,

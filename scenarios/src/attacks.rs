@@ -1,0 +1,434 @@
+//! Security attacks any server can be checked for: each plays an attacker against the
+//! device the scenario enrolled (the victim) and judges what the server did. A server
+//! that lets the attack through fails the step with a `SECURITY FINDING`; one that
+//! refuses it passes; an attack the target gives no way to try (no Orbit, no federated
+//! login, a fixed `--token`) is skipped with the reason.
+
+use std::time::{Duration, Instant};
+
+use fake_windows_client::{Device, DeviceProfile};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runner::Context;
+
+/// The attacks of step `attack` (`kind = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attack {
+    /// A second host enrolls with the victim's DeviceID.
+    DeviceIdTakeover,
+    /// Another enrolled device's certificate with the victim's DeviceID in the SyncHdr.
+    ForeignDeviceId,
+    /// The victim's captured management package, sent with another device's certificate.
+    ReplayByOtherDevice,
+    /// The victim's enrollment token used again for a second device.
+    TokenReuse,
+    /// The federated login page asked to post its token to an `appru` outside `ms-app://`.
+    FederatedAppru,
+    /// A request whose headers never end.
+    SlowRequest,
+}
+
+type StepResult = Result<String, String>;
+
+fn skipped(why: &str) -> StepResult {
+    Ok(format!("skipped: {why}"))
+}
+
+fn finding(attack: &str, what: String) -> StepResult {
+    Err(format!("SECURITY FINDING ({attack}): {what}"))
+}
+
+/// Runs one attack; `max_wait_secs` bounds the slow request.
+pub(crate) async fn run(ctx: &mut Context<'_>, attack: Attack, max_wait_secs: u64) -> StepResult {
+    match attack {
+        Attack::DeviceIdTakeover => device_id_takeover(ctx).await,
+        Attack::ForeignDeviceId => foreign_device_id(ctx).await,
+        Attack::ReplayByOtherDevice => replay_by_other_device(ctx).await,
+        Attack::TokenReuse => token_reuse(ctx).await,
+        Attack::FederatedAppru => federated_appru(ctx).await,
+        Attack::SlowRequest => slow_request(ctx, Duration::from_secs(max_wait_secs)).await,
+    }
+}
+
+/// A fresh machine, set up like the scenario's device.
+fn new_device(ctx: &Context<'_>) -> Result<Device, String> {
+    let mut d =
+        Device::new(DeviceProfile::random(), ctx.target.tls()).map_err(|e| e.to_string())?;
+    if ctx.target.auth_policy.is_some() || ctx.target.credentials.is_some() {
+        d.set_enrollment_auth(
+            ctx.target.auth_policy.clone().into_iter().collect(),
+            ctx.target.credentials.clone(),
+        );
+    }
+    Ok(d)
+}
+
+/// A second host with a token of its own (an Orbit node key), or None when the harness
+/// cannot obtain one (no Orbit endpoints, or a fixed `--token`).
+async fn second_host(ctx: &Context<'_>) -> Result<Option<(Device, String)>, String> {
+    if ctx.orbit_absent || ctx.target.token.is_some() || ctx.target.credentials.is_some() {
+        return Ok(None);
+    }
+    let mut d = new_device(ctx)?;
+    d.orbit_enroll(&ctx.target.server_url, &ctx.target.enroll_secret)
+        .await
+        .map_err(|e| format!("second host's Orbit enroll: {e}"))?;
+    let key = d
+        .node_key()
+        .ok_or("second host got no node key")?
+        .to_string();
+    Ok(Some((d, key)))
+}
+
+fn discovery(ctx: &Context<'_>) -> Result<String, String> {
+    ctx.discovery_endpoint
+        .clone()
+        .ok_or_else(|| "enroll the victim first (no discovery endpoint)".into())
+}
+
+/// After an attack: the victim still has its enrollment and is still served.
+async fn victim_unharmed(ctx: &mut Context<'_>, attack: &str) -> Result<(), String> {
+    match ctx.device.sync().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "SECURITY FINDING ({attack}): the victim's next management session failed: {e}"
+        )),
+    }
+}
+
+/// MS-MDE2 §3.3 (RequestSecurityToken): a DeviceID enrolled for one host is not the
+/// next host's to take; the server must refuse with a fault and leave the victim alone.
+async fn device_id_takeover(ctx: &mut Context<'_>) -> StepResult {
+    const NAME: &str = "DeviceID takeover";
+    let victim = ctx.device.device_id().to_string();
+    if !ctx.device.is_enrolled() {
+        return Err("enroll the victim first".into());
+    }
+    let url = discovery(ctx)?;
+    let Some((mut attacker, key)) = second_host(ctx).await? else {
+        return skipped(
+            "needs a second host's own token (Orbit enroll), which this target does not offer",
+        );
+    };
+    attacker.set_device_id(&victim);
+    let upn = attacker.profile().upn.clone();
+    let outcome = attacker
+        .register_device_with_management(&upn, &url, &key)
+        .await;
+    let verdict = match outcome {
+        Ok(()) => {
+            return finding(
+                NAME,
+                format!(
+                "a second host enrolled under the victim's DeviceID {victim} and got a certificate"
+            ),
+            )
+        }
+        Err(e) => match e.soap_fault() {
+            Some(f) => format!("refused with fault {}", f.subcode),
+            None => format!("refused: {e}"),
+        },
+    };
+    victim_unharmed(ctx, NAME).await?;
+    Ok(format!("{verdict}; the victim is still managed"))
+}
+
+/// An enrolled second device, or None (with the reason) when none can be had.
+async fn enrolled_second_device(ctx: &Context<'_>) -> Result<Result<Device, &'static str>, String> {
+    let url = discovery(ctx)?;
+    let Some((mut other, key)) = second_host(ctx).await? else {
+        return Ok(Err(
+            "needs a second device with a token of its own (Orbit enroll), which this target does not offer",
+        ));
+    };
+    let upn = other.profile().upn.clone();
+    other
+        .register_device_with_management(&upn, &url, &key)
+        .await
+        .map_err(|e| format!("enrolling the second device: {e}"))?;
+    Ok(Ok(other))
+}
+
+/// The second device's management client (its own certificate).
+fn client_of(ctx: &Context<'_>, device: &Device) -> Result<reqwest::Client, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_pem, key_pem) = device
+        .client_identity_pem()
+        .ok_or("the second device holds no certificate")?;
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let identity = fake_windows_client::http::ClientIdentity { cert_der, key };
+    fake_windows_client::http::client(&ctx.target.tls(), Some(&identity)).map_err(|e| e.to_string())
+}
+
+async fn post_syncml(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> Result<(u16, String), String> {
+    let r = client
+        .post(url)
+        .header("content-type", "application/vnd.syncml.dm+xml")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("management request: {e}"))?;
+    let status = r.status().as_u16();
+    Ok((status, r.text().await.unwrap_or_default()))
+}
+
+fn management_url(ctx: &Context<'_>) -> Result<String, String> {
+    ctx.device
+        .enrollment()
+        .map(|e| e.management_url.clone())
+        .ok_or_else(|| "enroll the victim first".into())
+}
+
+/// MS-MDM §3.1.5.1: the SyncHdr Source must be the DeviceID the client certificate was
+/// issued to; device B's certificate opening a session as device A is refused.
+async fn foreign_device_id(ctx: &mut Context<'_>) -> StepResult {
+    const NAME: &str = "certificate of another device";
+    let url = management_url(ctx)?;
+    let other = match enrolled_second_device(ctx).await? {
+        Ok(d) => d,
+        Err(why) => return skipped(why),
+    };
+    let client = client_of(ctx, &other)?;
+    let victim = ctx.device.device_id().to_string();
+    let body = format!(
+        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>7</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target><Source><LocURI>{victim}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>"#
+    );
+    let (status, _) = post_syncml(&client, &url, body).await?;
+    if (200..300).contains(&status) {
+        return finding(
+            NAME,
+            format!(
+                "device {}'s certificate opened a session as {victim} (HTTP {status})",
+                other.device_id()
+            ),
+        );
+    }
+    Ok(format!("refused with HTTP {status}"))
+}
+
+/// A management package captured from the victim and sent again by another enrolled
+/// device must not be answered as the victim's.
+async fn replay_by_other_device(ctx: &mut Context<'_>) -> StepResult {
+    const NAME: &str = "replay by another device";
+    let url = management_url(ctx)?;
+    let captured = ctx
+        .device
+        .exchanges()
+        .iter()
+        .rev()
+        .find(|x| x.method == "POST" && x.request_body.contains("SYNCML:SYNCML1.2"))
+        .map(|x| (x.url.clone(), x.request_body.clone()));
+    let Some((target_url, body)) = captured else {
+        return Err("run a management session of the victim first (nothing to replay)".into());
+    };
+    let other = match enrolled_second_device(ctx).await? {
+        Ok(d) => d,
+        Err(why) => return skipped(why),
+    };
+    let client = client_of(ctx, &other)?;
+    let dest = if target_url.is_empty() {
+        url
+    } else {
+        target_url
+    };
+    let (status, reply) = post_syncml(&client, &dest, body).await?;
+    if (200..300).contains(&status) && reply.contains("<SyncML") {
+        return finding(
+            NAME,
+            format!("the victim's package sent with device {}'s certificate was answered (HTTP {status})", other.device_id()),
+        );
+    }
+    Ok(format!("refused with HTTP {status}"))
+}
+
+/// One enrollment token enrolls one device: the victim's node key is refused for a
+/// second machine.
+async fn token_reuse(ctx: &mut Context<'_>) -> StepResult {
+    const NAME: &str = "token reuse";
+    if ctx.orbit_absent || ctx.target.token.is_some() || ctx.target.credentials.is_some() {
+        return skipped("the target's tokens are not issued per host (no Orbit, a fixed --token or user credentials)");
+    }
+    let url = discovery(ctx)?;
+    let token = ctx
+        .token
+        .clone()
+        .ok_or("enroll the victim first (no token)")?;
+    let mut second = new_device(ctx)?;
+    let upn = second.profile().upn.clone();
+    match second
+        .register_device_with_management(&upn, &url, &token)
+        .await
+    {
+        Ok(()) => finding(
+            NAME,
+            "the victim's token enrolled a second device, which got a certificate".into(),
+        ),
+        Err(e) => Ok(match e.soap_fault() {
+            Some(f) => format!("refused with fault {}", f.subcode),
+            None => format!("refused: {e}"),
+        }),
+    }
+}
+
+/// MS-MDE2 §3.1.4.1.1.2 (Federated): Windows' web authentication broker always calls
+/// back an `ms-app://` URI; a login page that posts its token anywhere else hands the
+/// enrollment token to whoever wrote the link.
+async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
+    const NAME: &str = "federated appru";
+    const EVIL: &str = "https://attacker.invalid/collect";
+    let Some(auth_url) = federated_login_url(ctx).await? else {
+        return skipped("the server offers no federated login (no AuthenticationServiceUrl)");
+    };
+    let sep = if auth_url.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{auth_url}{sep}appru={}&login_hint=a%40b",
+        form_encode(EVIL)
+    );
+    let client =
+        fake_windows_client::http::client(&ctx.target.tls(), None).map_err(|e| e.to_string())?;
+    let page = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("login page: {e}"))?;
+    let status = page.status().as_u16();
+    let body = page.text().await.unwrap_or_default();
+    if !(200..300).contains(&status) {
+        return Ok(format!("refused with HTTP {status}"));
+    }
+    if posts_to(&body, EVIL) {
+        return finding(NAME, format!("the login page posts to {EVIL}"));
+    }
+    let account = ctx.target.credentials.clone().or_else(|| {
+        ctx.target
+            .control
+            .as_ref()
+            .and_then(|c| c.federated_account())
+    });
+    let known_account = account.is_some();
+    let (user, password) = account.unwrap_or_else(|| ("attacker".into(), "attacker".into()));
+    let form = format!(
+        "username={}&password={}",
+        form_encode(&user),
+        form_encode(&password)
+    );
+    let r = client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .map_err(|e| format!("login: {e}"))?;
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    if matches!(status, 401 | 403) && !known_account {
+        return skipped("the login page answered 200 and logging in needs --username/--password");
+    }
+    if (200..300).contains(&status) && posts_to(&body, EVIL) {
+        return finding(
+            NAME,
+            format!("after login the page posts its token to {EVIL}"),
+        );
+    }
+    Ok(format!("refused (HTTP {status}, no form to {EVIL})"))
+}
+
+/// The AuthenticationServiceUrl: from the scenario's discovery, else from a Discover
+/// that offers only the Federated AuthPolicy (as a device does that cannot do OnPremise).
+async fn federated_login_url(ctx: &Context<'_>) -> Result<Option<String>, String> {
+    if let Some(url) = ctx
+        .discover
+        .as_ref()
+        .and_then(|d| d.authentication_service_url.clone())
+    {
+        return Ok(Some(url));
+    }
+    let endpoint = discovery(ctx)?;
+    let mut probe = new_device(ctx)?;
+    probe.set_enrollment_auth(vec!["Federated".into()], None);
+    let upn = probe.profile().upn.clone();
+    Ok(probe
+        .discover(&endpoint, &upn)
+        .await
+        .ok()
+        .and_then(|d| d.authentication_service_url))
+}
+
+/// Whether an HTML page has a form (or redirect) to `url`.
+fn posts_to(html: &str, url: &str) -> bool {
+    let lower = html.to_ascii_lowercase();
+    lower.contains(&format!("action=\"{url}\""))
+        || lower.contains(&format!("action='{url}'"))
+        || lower.contains(&format!("action={url}"))
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A client that opens TLS and sends half a request must not hold its connection for
+/// ever (RFC 9112 §9.5 lets a server close it; 408 is the usual answer).
+async fn slow_request(ctx: &mut Context<'_>, max_wait: Duration) -> StepResult {
+    const NAME: &str = "slow half-sent request";
+    let url = reqwest::Url::parse(&ctx.target.server_url).map_err(|e| e.to_string())?;
+    let host = url.host_str().ok_or("server URL has no host")?.to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let config = fake_windows_client::http::rustls_config(&ctx.target.tls(), None)
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let half = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/soap+xml\r\n",
+        url.path()
+    );
+    tls.write_all(half.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(max_wait, tls.read(&mut buf)).await {
+        Err(_) => finding(
+            NAME,
+            format!(
+                "the connection was still open {} s after half a request",
+                max_wait.as_secs()
+            ),
+        ),
+        Ok(Ok(0)) | Ok(Err(_)) => Ok(format!(
+            "closed by the server after {:.1} s",
+            started.elapsed().as_secs_f64()
+        )),
+        Ok(Ok(n)) => {
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+            Ok(format!(
+                "answered HTTP {status} after {:.1} s",
+                started.elapsed().as_secs_f64()
+            ))
+        }
+    }
+}
