@@ -295,7 +295,7 @@ pub fn parse_envelope<'i>(
 }
 
 /// Parses a response envelope: SOAP 1.2 namespace, `a:Action` equal to `expected_action`
-/// (fail-level), `a:RelatesTo` equal to our `message_id` (warn-level). Prefixes, element
+/// (fail-level), `a:RelatesTo` present (fail-level) and equal to our `message_id` (warn-level). Prefixes, element
 /// order, whitespace around values and unknown extra elements do not matter (lookups are
 /// by namespace and local name). Returns the document; use [`body_of`] for the payload.
 pub fn parse_envelope_with<'i>(
@@ -348,22 +348,24 @@ pub fn parse_envelope_with<'i>(
                 format!("a:Action is {action:?}, expected {expected_action:?}"),
             ));
         }
-        // soap.relates_to_missing / soap.relates_to_mismatch (warn): over HTTP the reply
-        // comes back on the request's connection, so it needs no correlation; Microsoft's
-        // own published responses carry RelatesTo values that differ from the request's
-        // MessageID ("urn:uuid: 7481…" with a space; see testdata/vectors/SOURCES.md).
-        match child(header, NS_ADDRESSING, "RelatesTo").map(text) {
-            None => warn(
-                warnings,
-                "soap.relates_to_missing",
-                format!("{step}: no a:RelatesTo in the response header (WS-Addressing 1.0 Core §3.2 asks for it)"),
-            ),
-            Some(relates) if relates != message_id => warn(
+        // soap.relates_to_missing (fail): a reply of a request-response operation MUST
+        // carry wsa:RelatesTo (WS-Addressing 1.0 Metadata §5.1; the 2004 submission §3:
+        // "MUST be present if the message is a reply"), and every response of [MS-MDE2] §4,
+        // [MS-XCEP] §4 and [MS-WSTEP] §4 has one; no public capture shows Windows
+        // accepting a reply without it.
+        let Some(relates) = child(header, NS_ADDRESSING, "RelatesTo").map(text) else {
+            return Err(ClientError::missing(step, "Envelope/Header/RelatesTo"));
+        };
+        // soap.relates_to_mismatch (warn): over HTTP the reply comes back on the request's
+        // connection, so the value correlates nothing; Microsoft's own published
+        // responses carry RelatesTo values that differ from the request's MessageID
+        // ("urn:uuid: 7481…" with a space; see testdata/vectors/SOURCES.md).
+        if relates != message_id {
+            warn(
                 warnings,
                 "soap.relates_to_mismatch",
                 format!("{step}: a:RelatesTo is {relates:?}, our MessageID was {message_id:?}"),
-            ),
-            Some(_) => {}
+            );
         }
         // soap.body (fail): the payload is in the Body.
         req_child(step, root, NS_SOAP12, "Body")?;

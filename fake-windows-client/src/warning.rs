@@ -63,7 +63,7 @@ pub const CHECKS: &[(&str, Level)] = &[
     ("soap.envelope_namespace", Level::Fail),
     ("soap.header", Level::Fail),
     ("soap.action", Level::Fail),
-    ("soap.relates_to_missing", Level::Warn),
+    ("soap.relates_to_missing", Level::Fail),
     ("soap.relates_to_mismatch", Level::Warn),
     ("soap.body", Level::Fail),
     // MS-MDE2 discovery (discovery.rs).

@@ -22,6 +22,12 @@ fn pem(der: &[u8]) -> String {
 /// checked the signature itself when applying the document).
 pub fn verify_certificate(device: &Device) -> Result<String, String> {
     let e = device.enrollment().ok_or("device is not enrolled")?;
+    if e.root_cert_der.is_empty() {
+        return Err(
+            "the provisioning document installed no root certificate (CertificateStore/Root/System): the client certificate cannot be verified"
+                .into(),
+        );
+    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root = dir.path().join("root.pem");
     let leaf = dir.path().join("client.pem");
