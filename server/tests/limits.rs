@@ -370,6 +370,46 @@ async fn a_message_that_cannot_be_stored_is_5xx_and_stored_once_when_sent_again(
     assert_eq!((count("Status"), count("Results")), (1, 1), "{rows:?}");
 }
 
+#[tokio::test]
+async fn a_chunk_in_a_message_that_cannot_be_stored_is_buffered_once_when_sent_again() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let id = get_delivered(&s, &cert, "./Vendor/MSFT/Big").await;
+    let chunk = |n: u32, data: &str, more: bool| {
+        format!(
+            "<Results><CmdID>{n}</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Item><Source><LocURI>./Vendor/MSFT/Big</LocURI></Source><Data>{data}</Data>{}</Item></Results>",
+            if more { "<MoreData/>" } else { "" }
+        )
+    };
+    let first = message(
+        7,
+        2,
+        &format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>{}",
+            chunk(2, "AAAA", true)
+        ),
+    )
+    .replace("<Final/>", "");
+    break_results_table(&s, true).await;
+    let r = post_syncml(&s, first.clone(), &cert).await;
+    assert!(r.status.is_server_error(), "{} {}", r.status, r.body);
+    assert_eq!(s.state.sessions.chunks.held(DEVICE), (0, 0));
+    break_results_table(&s, false).await;
+    let r = post_syncml(&s, first, &cert).await;
+    assert!(r.body.contains("<Data>213</Data>"), "{}", r.body);
+    let r = post_syncml(&s, message(7, 3, &chunk(1, "BB", false)), &cert).await;
+    assert!(
+        r.body
+            .contains("<CmdRef>1</CmdRef><Cmd>Results</Cmd><Data>200</Data>"),
+        "{}",
+        r.body
+    );
+    let rows = stored(&s, &id).await;
+    let results: Vec<_> = rows.iter().filter(|(k, _)| k == "Results").collect();
+    assert_eq!(results.len(), 1, "{rows:?}");
+    assert!(results[0].1.contains("<Data>AAAABB</Data>"), "{rows:?}");
+}
+
 // ---- Alert 1226 ----
 
 fn alert_1226(alert_type: &str, source: Option<&str>) -> String {
