@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -186,14 +187,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(crate::federated::login_page).post(crate::federated::login),
         )
         .route_layer(from_fn_with_state(state.clone(), crate::guards::rate_limit));
-    // SyncML bodies are bounded by the MaxMsgSize the server announces (with headroom
-    // for devices that overshoot it slightly); larger ones are refused with 413.
+    // Windows ignores the MaxMsgSize the server announces ("Meta XML tag in SyncHdr is
+    // ignored by the device", Microsoft Learn, OMA DM protocol support), so device
+    // messages have their own, larger bound (413 above it); this route's limit replaces
+    // the general one below.
     let management = Router::new()
         .route(MANAGEMENT_PATH, post(crate::management::session))
         .route_layer(from_fn(crate::guards::require_syncml))
-        .layer(DefaultBodyLimit::max(
-            state.config.max_msg_size.saturating_mul(2),
-        ));
+        .layer(DefaultBodyLimit::max(state.config.max_device_message_bytes));
     let admin = Router::new()
         .route("/api/v1/devices", get(crate::admin::list_devices))
         .route(
@@ -298,10 +299,26 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let tls = crate::tls::server_config(&cert_path, &key_path, ca_subject)?;
     let app = router(state.clone());
     let (tx, rx) = watch::channel(false);
+    let limits = ConnLimits {
+        deadlines: crate::conn::Deadlines {
+            header_read: Duration::from_secs(state.config.header_read_timeout_secs),
+            idle: Duration::from_secs(state.config.idle_timeout_secs),
+        },
+        slots: (state.config.max_connections > 0).then(|| {
+            Arc::new(tokio::sync::Semaphore::new(
+                state
+                    .config
+                    .max_connections
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ))
+        }),
+        log: Arc::new(crate::conn::PeerLog::default()),
+    };
     let task = tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(Arc::new(tls)),
         app,
+        limits,
         rx,
     ));
     tracing::info!(%addr, %public_url, tls_cert = %cert_path.display(), "winmdm-server listening");
@@ -315,10 +332,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
 }
 
+/// The listener's limits on connections ([`crate::conn`]).
+struct ConnLimits {
+    deadlines: crate::conn::Deadlines,
+    /// One permit per open connection (`--max-connections`); None: no cap.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    log: Arc<crate::conn::PeerLog>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
+    limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Connections live in a JoinSet so that shutting down also ends keep-alive
@@ -331,7 +357,7 @@ async fn accept_loop(
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -340,17 +366,32 @@ async fn accept_loop(
                 return;
             }
         };
+        // Over the cap the connection is closed at once, before the TLS handshake
+        // (answering 503 would cost a handshake per refused connection, the work the cap
+        // is there to bound); Windows retries the session at its next scheduled sync.
+        let permit = match &limits.slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    if limits.log.first_in_window(peer_addr.ip()) {
+                        tracing::warn!(%peer_addr, "connection refused: --max-connections reached (logged once a minute per address)");
+                    }
+                    drop(tcp);
+                    continue;
+                }
+            },
+        };
         // Responses go out in several writes; without this, Nagle's algorithm holds
         // the last one back until the client's delayed ACK (about 40 ms a request).
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let deadlines = limits.deadlines;
+        let log = limits.log.clone();
         connections.spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(30),
-                acceptor.accept(tcp),
-            )
-            .await
+            let _permit = permit;
+            let tls = match tokio::time::timeout(deadlines.header_read, acceptor.accept(tcp)).await
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -358,7 +399,9 @@ async fn accept_loop(
                     return;
                 }
                 Err(_) => {
-                    tracing::debug!(%peer_addr, "TLS handshake timed out");
+                    if log.first_in_window(peer_addr.ip()) {
+                        tracing::info!(%peer_addr, "TLS handshake timed out (logged once a minute per address)");
+                    }
                     return;
                 }
             };
@@ -370,20 +413,40 @@ async fn accept_loop(
                     .and_then(|c| c.first())
                     .map(|c| c.to_vec()),
             );
+            let activity = Arc::new(crate::conn::Activity::default());
+            let requests = activity.clone();
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());
                     req.extensions_mut().insert(client);
+                    let in_flight = requests.request();
                     let mut app = app.clone();
-                    async move { app.call(req).await }
+                    async move {
+                        let r = app.call(req).await;
+                        drop(in_flight);
+                        r
+                    }
                 },
             );
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            let io = crate::conn::Watched::new(tls, activity.clone());
+            let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
-                tracing::debug!(%peer_addr, error = %e, "connection ended with an error");
+                .serve_connection(TokioIo::new(io), svc);
+            // Dropping the connection closes it when a deadline passes.
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer_addr, error = %e, "connection ended with an error");
+                },
+                expired = activity.expired(deadlines) => match expired {
+                    crate::conn::Expired::Idle => {
+                        tracing::debug!(%peer_addr, "idle keep-alive connection closed");
+                    }
+                    crate::conn::Expired::HeaderRead => {
+                        if log.first_in_window(peer_addr.ip()) {
+                            tracing::info!(%peer_addr, "connection closed: request headers not received in time (logged once a minute per address)");
+                        }
+                    }
+                },
             }
         });
     }

@@ -77,9 +77,31 @@ pub struct Config {
     pub enroll_rate_global: u32,
 
     /// Largest SyncML message the server accepts, announced to devices as MaxMsgSize;
-    /// larger results arrive in chunks. Management bodies above it are refused.
+    /// larger results arrive in chunks.
     #[arg(long, env = "WINMDM_MAX_MSG_SIZE", default_value_t = 65_536)]
     pub max_msg_size: usize,
+
+    /// Largest management message accepted from a device (413 above). Windows ignores
+    /// the MaxMsgSize the server announces (OMA DM protocol support: "Meta XML tag in
+    /// SyncHdr is ignored by the device"), so this is sized for real inventories.
+    #[arg(long, env = "WINMDM_MAX_DEVICE_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_device_message_bytes: usize,
+
+    /// Seconds a client has to complete the TLS handshake, and then each request's
+    /// headers (from its first byte); the connection is closed when they run out.
+    #[arg(long, env = "WINMDM_HEADER_READ_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may stay idle between requests before it is closed.
+    #[arg(long, env = "WINMDM_IDLE_TIMEOUT_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+
+    /// Most connections open at once; connections over it are closed as soon as they are
+    /// accepted (0: no cap).
+    #[arg(long, env = "WINMDM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 
     /// Seconds after which a command sent but never answered (its session died) is
     /// sent again.
@@ -122,6 +144,10 @@ impl Config {
             enroll_rate_per_client: 20,
             enroll_rate_global: 0,
             max_msg_size: 65_536,
+            max_device_message_bytes: 8 * 1024 * 1024,
+            header_read_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            max_connections: 10_000,
             redeliver_after_secs: 600,
             inject_fault: None,
             node_key_ttl_secs: 0,

@@ -14,7 +14,9 @@ use axum::Extension;
 use sha2::{Digest, Sha256};
 
 use crate::app::{AppState, PeerCertificate};
+use crate::error::ServerError;
 use crate::message_store::{Delivery, MessageWork, ResponseRecord};
+use crate::reassembly::{ChunkOp, Pending};
 use crate::sessions::Replay;
 use crate::syncml::{self, ServerMessage, CONTENT_TYPE};
 
@@ -111,20 +113,32 @@ pub async fn session(
             )
         }
     }
-    let xml = axum::body::Bytes::from(process(&state, &msg, device_id, identity.current).await);
+    // A message that could not be stored is answered 500 and not remembered: the device
+    // sends the package again instead of dropping its answers.
+    let xml = match process(&state, &msg, device_id, identity.current).await {
+        Ok(xml) => axum::body::Bytes::from(xml),
+        Err(e) => {
+            tracing::error!(%device_id, error = %e, "could not store the device's message");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage failure: the message was not stored; send it again",
+            );
+        }
+    };
     state
         .sessions
         .remember(session_key, &msg.hdr.msg_id, digest, xml.clone());
     syncml_response(xml)
 }
 
-/// Processes a message from an authenticated device and returns the server's answer.
+/// Processes a message from an authenticated device and returns the server's answer;
+/// an error when the device's Status and Results could not be stored (none of them is).
 async fn process(
     state: &AppState,
     msg: &syncml::ClientMessage,
     device_id: &str,
     current_cert: bool,
-) -> String {
+) -> Result<String, ServerError> {
     let mut reply = ServerMessage::reply_to(
         &msg.hdr,
         &state.url(crate::app::MANAGEMENT_PATH),
@@ -134,6 +148,8 @@ async fn process(
     let mut unenrolled = false;
     // Everything the device answered in this message, to store.
     let mut responses: Vec<ResponseRecord> = Vec::new();
+    // Large-object changes, applied once the message is stored.
+    let mut chunk_ops: Vec<ChunkOp> = Vec::new();
     for cmd in &msg.commands {
         match cmd.verb.as_str() {
             // Status answers one of our commands; it is not itself acknowledged.
@@ -147,7 +163,7 @@ async fn process(
                 reply.status(&msg.hdr.msg_id, &cmd.cmd_id, &cmd.verb, 200);
             }
             "Results" => {
-                let (code, store) = results(state, device_id, cmd);
+                let (code, store) = results(state, device_id, cmd, &mut chunk_ops).await?;
                 if let (Some(cmd_ref), Some(whole)) = (cmd.cmd_ref.as_deref(), store) {
                     responses.push(response_record(cmd_ref, &whole));
                 }
@@ -172,15 +188,9 @@ async fn process(
         responses,
         delivery,
     };
-    let outcome = match state.store.record_message(work).await {
-        Ok(o) => o,
-        // Nothing of this message was stored: the device gets no new commands, and
-        // the ones it answered will be sent again.
-        Err(e) => {
-            tracing::error!(error = %e, "could not store the device's message");
-            return reply.finish();
-        }
-    };
+    // Nothing of the message is stored when this fails (one transaction).
+    let outcome = state.store.record_message(work).await?;
+    state.sessions.chunks.apply(chunk_ops);
     if outcome.answered.iter().any(Option::is_none) {
         tracing::debug!(%device_id, "response to a command not from the queue");
     }
@@ -194,14 +204,14 @@ async fn process(
         {
             tracing::error!(error = %e, "could not record unenrollment");
         }
-        return reply.finish();
+        return Ok(reply.finish());
     }
 
     // A message without Final is one of several in the device's package: ask for the
     // next one (Alert 1222) and hold new commands until the package is complete.
     let Some(delivery) = delivery else {
         reply.alert(1222);
-        return reply.finish();
+        return Ok(reply.finish());
     };
 
     let commands = match outcome.commands {
@@ -225,7 +235,7 @@ async fn process(
         reply.command(&c.command_uuid, &c.body_xml);
     }
     tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = commands.len(), "management message");
-    reply.finish()
+    Ok(reply.finish())
 }
 
 fn response_record(cmd_ref: &str, cmd: &syncml::ClientCommand) -> ResponseRecord {
@@ -249,9 +259,20 @@ fn syncml_response(xml: axum::body::Bytes) -> Response {
     resp
 }
 
-/// Alert 1226 with Type `com.microsoft:mdm.unenrollment.userrequest`; newer builds send
-/// it with an empty Meta/Type (protocol-reference §7), so that is accepted too.
+/// Alert 1226 is OMA-DM's generic alert, which Windows sends "when the user triggers an
+/// MDM unenrollment action from the device or when a CSP finishes some asynchronous
+/// actions" (Microsoft Learn, OMA DM protocol support, DM protocol commands), so only the
+/// unenrollment alert unenrolls:
+/// - Type `com.microsoft:mdm.unenrollment.userrequest`, the only unenrollment type
+///   Microsoft documents (Disconnecting from the management infrastructure, user-initiated
+///   disconnection; vectors `omadm-alert-1226-unenroll.xml`,
+///   `omadm-pkg1-client-unenroll-1226.xml`);
+/// - the same alert with an empty Meta, which Windows 10 1803 to 2004 send
+///   (MicrosoftDocs/windows-itpro-docs issues 8376 and 8849; protocol-reference §7): no
+///   Type, no Source, Item Data `1`. Alerts of asynchronous CSP work name their Type and
+///   the Source node, so they never match this.
 fn is_unenroll_alert(cmd: &syncml::ClientCommand) -> bool {
+    const UNENROLL_TYPE: &str = "com.microsoft:mdm.unenrollment.userrequest";
     if cmd.data.as_deref() != Some("1226") {
         return false;
     }
@@ -259,13 +280,30 @@ fn is_unenroll_alert(cmd: &syncml::ClientCommand) -> bool {
     let Ok(doc) = roxmltree::Document::parse(&wrapped) else {
         return false;
     };
-    let alert_type = doc
-        .descendants()
-        .find(|n| n.is_element() && n.tag_name().name() == "Type")
-        .and_then(|n| n.text())
-        .map(str::trim)
-        .unwrap_or("");
-    alert_type.is_empty() || alert_type == "com.microsoft:mdm.unenrollment.userrequest"
+    fn element<'a, 'i>(
+        parent: roxmltree::Node<'a, 'i>,
+        name: &str,
+    ) -> Option<roxmltree::Node<'a, 'i>> {
+        parent
+            .descendants()
+            .find(|n| n.is_element() && n.tag_name().name() == name)
+    }
+    fn text<'a>(n: Option<roxmltree::Node<'a, 'a>>) -> Option<&'a str> {
+        n.and_then(|n| n.text()).map(str::trim)
+    }
+    let Some(item) = element(doc.root_element(), "Item") else {
+        return false;
+    };
+    match text(element(item, "Type")).unwrap_or("") {
+        UNENROLL_TYPE => true,
+        "" => {
+            let item_data = item
+                .children()
+                .find(|n| n.is_element() && n.tag_name().name() == "Data");
+            element(item, "Source").is_none() && text(item_data) == Some("1")
+        }
+        _ => false,
+    }
 }
 
 /// The element text of a command re-rooted so that its default namespace resolves.
@@ -273,16 +311,40 @@ fn wrap(xml: &str) -> String {
     format!("<SyncBody xmlns=\"{}\">{xml}</SyncBody>", syncml::NS_SYNCML)
 }
 
+/// Whether a Results chunk answers a command sent to this device, about one of the
+/// command's nodes (its target or below, or a LocURI of its XML).
+async fn answers_sent_command(
+    state: &AppState,
+    device_id: &str,
+    cmd_ref: &str,
+    loc_uri: &str,
+) -> Result<bool, ServerError> {
+    let command_uuid = cmd_ref.split('.').next().unwrap_or(cmd_ref);
+    let Some((target, body_xml)) = state.store.sent_command(device_id, command_uuid).await? else {
+        return Ok(false);
+    };
+    let escaped = quick_xml::escape::escape(loc_uri);
+    Ok(!loc_uri.is_empty()
+        && (loc_uri == target
+            || loc_uri
+                .strip_prefix(target.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+            || body_xml.contains(&format!("<LocURI>{escaped}</LocURI>"))))
+}
+
 /// Handles a Results command, reassembling large objects sent in chunks with MoreData.
-/// Returns the status code to answer it with (200, 213 chunk accepted, 413 too large)
-/// and the element to store, once complete.
-fn results(
+/// Returns the status code to answer it with (200; 213 chunk accepted; 404 a chunk for
+/// no command sent to this device; 413 "Request entity too large", OMA-DM 1.2, for an
+/// object over the reassembly bounds) and the element to store, once complete. Changes
+/// to the reassembly buffers go to `ops`, applied once the message is stored.
+async fn results(
     state: &AppState,
     device_id: &str,
     cmd: &syncml::ClientCommand,
-) -> (u16, Option<syncml::ClientCommand>) {
+    ops: &mut Vec<ChunkOp>,
+) -> Result<(u16, Option<syncml::ClientCommand>), ServerError> {
     let Some(cmd_ref) = cmd.cmd_ref.as_deref() else {
-        return (200, None);
+        return Ok((200, None));
     };
     let items = cmd.result_items();
     let key = |item: &syncml::ResultItem| {
@@ -292,24 +354,45 @@ fn results(
             item.loc_uri.clone(),
         )
     };
+    let chunks = &state.sessions.chunks;
     if let Some(item) = items.iter().find(|i| i.more_data) {
-        return match state.sessions.add_chunk(key(item), &item.data, true) {
-            crate::sessions::Chunk::TooLarge => (413, None),
-            _ => (213, None),
-        };
+        let k = key(item);
+        match chunks.pending(&k) {
+            Pending::Refused => return Ok((413, None)),
+            // A first chunk opens a buffer only for a command really sent to the device.
+            Pending::None
+                if !answers_sent_command(state, device_id, cmd_ref, &item.loc_uri).await? =>
+            {
+                tracing::info!(%device_id, cmd_ref, loc_uri = %item.loc_uri, "large-object chunk for no command sent to this device refused");
+                return Ok((404, None));
+            }
+            _ => {}
+        }
+        if !chunks.fits(&k, item.data.len()) {
+            ops.push(ChunkOp::Refuse(k));
+            return Ok((413, None));
+        }
+        ops.push(ChunkOp::Append(k, item.data.clone()));
+        return Ok((213, None));
     }
     // The last chunk completes a buffered object; a plain Results is stored as sent.
     if let Some(item) = items.first() {
-        if state.sessions.has_chunks(&key(item)) {
-            return match state.sessions.add_chunk(key(item), &item.data, false) {
-                crate::sessions::Chunk::Complete(data) => {
-                    let mut whole = cmd.clone();
-                    whole.xml = syncml::reassembled_results(cmd, item, &data);
-                    (200, Some(whole))
-                }
-                _ => (413, None),
-            };
+        let k = key(item);
+        match chunks.pending(&k) {
+            Pending::Buffered(prefix)
+                if prefix.len() + item.data.len() <= chunks.object_limit() =>
+            {
+                let mut whole = cmd.clone();
+                whole.xml = syncml::reassembled_results(cmd, item, &(prefix + &item.data));
+                ops.push(ChunkOp::Finish(k));
+                return Ok((200, Some(whole)));
+            }
+            Pending::Buffered(_) | Pending::Refused => {
+                ops.push(ChunkOp::Finish(k));
+                return Ok((413, None));
+            }
+            Pending::None => {}
         }
     }
-    (200, Some(cmd.clone()))
+    Ok((200, Some(cmd.clone())))
 }

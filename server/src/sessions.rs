@@ -1,6 +1,6 @@
 //! In-memory per-session state of OMA-DM sessions: the last answered message (so a
 //! message resent after a dropped connection gets the same answer instead of being
-//! processed twice) and large objects being reassembled.
+//! processed twice) and large objects being reassembled ([`crate::reassembly`]).
 
 use std::collections::HashMap;
 
@@ -11,14 +11,8 @@ use std::time::{Duration, Instant};
 /// (DeviceID, SessionID).
 pub type SessionKey = (String, String);
 
-/// A large object being reassembled: (DeviceID, CmdRef, LocURI).
-pub type ChunkKey = (String, String, String);
-
 /// Sessions idle longer than this are forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(3600);
-
-/// Largest large object reassembled from chunks, in bytes.
-pub const MAX_LARGE_OBJECT: usize = 16 * 1024 * 1024;
 
 /// The replay records are kept in two generations: new records go into the current one,
 /// which becomes the previous one (dropping the old previous) once it is
@@ -34,8 +28,8 @@ const GENERATION_BYTES: usize = 128 * 1024 * 1024;
 pub struct Sessions {
     /// The last message of each session.
     last: Mutex<Generations>,
-    /// Large-object chunks received so far, by (DeviceID, CmdRef, LocURI).
-    chunks: Mutex<HashMap<ChunkKey, (Instant, String)>>,
+    /// Large objects being reassembled.
+    pub chunks: crate::reassembly::Reassembly,
 }
 
 /// A session's last answered message.
@@ -86,50 +80,6 @@ impl Generations {
         self.previous.remove(&key);
         self.bytes += last.response.len();
         self.current.insert(key, last);
-    }
-}
-
-/// What to do with one chunk of a large object.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Chunk {
-    /// More chunks are expected (answer 213).
-    Buffered,
-    /// The object is complete: its whole data.
-    Complete(String),
-    /// The object exceeds [`MAX_LARGE_OBJECT`] (answer 413).
-    TooLarge,
-}
-
-impl Sessions {
-    /// Whether chunks of this large object are buffered.
-    pub fn has_chunks(&self, key: &ChunkKey) -> bool {
-        self.chunks
-            .lock()
-            .map(|m| m.contains_key(key))
-            .unwrap_or(false)
-    }
-
-    /// Adds a chunk of a large object; `more` is the chunk's MoreData flag.
-    pub fn add_chunk(&self, key: ChunkKey, data: &str, more: bool) -> Chunk {
-        let Ok(mut map) = self.chunks.lock() else {
-            return Chunk::TooLarge;
-        };
-        let now = Instant::now();
-        map.retain(|_, (t, _)| now.duration_since(*t) < SESSION_TTL);
-        let entry = map
-            .entry(key.clone())
-            .or_insert_with(|| (now, String::new()));
-        if entry.1.len() + data.len() > MAX_LARGE_OBJECT {
-            map.remove(&key);
-            return Chunk::TooLarge;
-        }
-        entry.0 = now;
-        entry.1.push_str(data);
-        if more {
-            Chunk::Buffered
-        } else {
-            Chunk::Complete(map.remove(&key).map(|(_, d)| d).unwrap_or_default())
-        }
     }
 }
 

@@ -233,7 +233,7 @@ async fn resent_message_is_answered_once_and_msgid_reuse_is_refused() {
 
 #[tokio::test]
 async fn syncml_bodies_over_the_message_limit_are_413() {
-    let s = server_with(|c| c.max_msg_size = 4096).await;
+    let s = server_with(|c| c.max_device_message_bytes = 4096).await;
     let r = s.send("POST", PATH, SYNCML, "x".repeat(20_000), None).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -17,6 +17,9 @@ mod sql {
          WHERE d.cert_serial = $1";
     pub const OPEN_PROFILES: &str = "SELECT 1 FROM profile_assignments
          WHERE device_id = $1 AND state IN ('pending', 'verifying') LIMIT 1";
+    /// The target and body of a command sent (not merely queued) to a device.
+    pub const SENT_COMMAND: &str = "SELECT target, body_xml FROM commands
+         WHERE command_uuid = $1 AND device_id = $2 AND state <> 'pending'";
     /// Pending commands and those sent before `$2` (Unix seconds) without a Status.
     pub const DELIVERABLE: &str = "SELECT command_uuid, verb, body_xml FROM commands
          WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $2))
@@ -179,6 +182,19 @@ impl Store {
             return w.run(move |c| sqlite::record_message(c, &work)).await;
         }
         postgres::record_message(self, &work).await
+    }
+
+    /// The target and XML of the command `command_uuid` if it was sent to `device_id`.
+    pub async fn sent_command(
+        &self,
+        device_id: &str,
+        command_uuid: &str,
+    ) -> Result<Option<(String, String)>, ServerError> {
+        if let Some(w) = self.writer() {
+            let (d, c) = (device_id.to_string(), command_uuid.to_string());
+            return w.read(move |conn| sqlite::sent_command(conn, &d, &c)).await;
+        }
+        postgres::sent_command(self, device_id, command_uuid).await
     }
 
     /// Claims the deliverable commands that fit in the reply, oldest first.

@@ -30,6 +30,18 @@ pub async fn record_message(store: &Store, w: &MessageWork) -> Result<MessageOut
     Ok(out)
 }
 
+pub async fn sent_command(
+    store: &Store,
+    device_id: &str,
+    command_uuid: &str,
+) -> Result<Option<(String, String)>, ServerError> {
+    Ok(sqlx::query_as(sql::SENT_COMMAND)
+        .bind(command_uuid)
+        .bind(device_id)
+        .fetch_optional(store.pool())
+        .await?)
+}
+
 /// Parameters per response in [`store_responses`]' VALUES rows.
 const RESPONSE_PARAMS: usize = 7;
 

@@ -16,6 +16,16 @@ pub fn cert_identity(c: &Connection, serial: &str) -> rusqlite::Result<Option<Ce
     Ok(row.and_then(CertIdentity::from_row))
 }
 
+pub fn sent_command(
+    c: &Connection,
+    device_id: &str,
+    command_uuid: &str,
+) -> rusqlite::Result<Option<(String, String)>> {
+    c.prepare_cached(sql::SENT_COMMAND)?
+        .query_row([command_uuid, device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
 pub fn record_message(c: &Connection, w: &MessageWork) -> rusqlite::Result<MessageOutcome> {
     let ts = now();
     if w.first_in_session {
