@@ -204,6 +204,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/devices/{device_id}/unenroll",
             post(crate::admin::unenroll_device),
         )
+        .route(
+            "/api/v1/devices/{device_id}/release",
+            post(crate::admin::release_device),
+        )
         .route("/api/v1/commands", post(crate::admin::queue_command_many))
         .route("/api/v1/profiles", post(crate::admin::save_profile))
         .route("/api/v1/profiles/{name}", get(crate::admin::get_profile))

@@ -469,19 +469,29 @@ impl Store {
         Ok(None)
     }
 
-    /// Records a renewed certificate: it becomes the device's active one, and the
-    /// previous one is accepted until the device first uses the new one or until
-    /// `grace_secs` have passed.
+    /// Records a renewed certificate for `claim.device_id` unless its key is certified
+    /// for another device (checked inside the write transaction, behind the lock of
+    /// [`Store::upsert_enrollment`]): it becomes the device's active one, and the previous
+    /// one is accepted until the device first uses the new one or until `grace_secs`
+    /// have passed.
     pub async fn renew_certificate(
         &self,
-        device_id: &str,
+        claim: &crate::enroll_store::EnrollClaim,
         serial: &str,
         thumbprint: &str,
         not_after: &str,
-        public_key_sha256: &str,
         grace_secs: i64,
-    ) -> Result<(), ServerError> {
+    ) -> Result<Option<crate::enroll_store::EnrollConflict>, ServerError> {
+        let device_id = claim.device_id.as_str();
         let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7261737)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(conflict) = crate::enroll_store::conflict_on(&mut tx, claim).await? {
+            return Ok(Some(conflict));
+        }
         sqlx::query(
             "UPDATE device_certs SET state = 'retiring', retire_after = $1 WHERE device_id = $2 AND state = 'active'",
         )
@@ -495,7 +505,7 @@ impl Store {
             serial,
             thumbprint,
             not_after,
-            public_key_sha256,
+            &claim.public_key_sha256,
         )
         .await?;
         sqlx::query(
@@ -509,7 +519,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(None)
     }
 
     /// The enrollment a certificate (serial, lowercase hex) authenticates, with whether it
