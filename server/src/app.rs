@@ -263,7 +263,7 @@ pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppSt
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("winmdm.db").display()));
-    let store = Store::open(&database_url).await?;
+    let store = Store::open(&database_url, config.sqlite_synchronous).await?;
     let ca = IdentityCa::load_or_create(&config.data_dir)?;
     let rate_limiter = crate::guards::RateLimiter::new(
         f64::from(config.enroll_rate_per_client),
