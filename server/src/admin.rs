@@ -230,6 +230,36 @@ pub async fn unenroll_device(
     }
 }
 
+/// `POST /api/v1/devices/{device_id}/release`: ends an enrollment at once, without the
+/// device's cooperation (a device that is gone, or one whose hardware changed), so that
+/// another host or account may enroll the DeviceID. Its certificates stop authenticating
+/// and its pending commands are cancelled. Unlike `unenroll`, nothing is sent to the
+/// device.
+pub async fn release_device(
+    State(state): State<Arc<AppState>>,
+    Path(device_id): Path<String>,
+) -> Response {
+    match state.store.enrollment(&device_id).await {
+        Ok(Some(e)) if e.state == "unenrolled" => {
+            return json_error(StatusCode::CONFLICT, "device is already unenrolled")
+        }
+        Ok(Some(_)) => {}
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {device_id:?}")),
+        Err(e) => return storage_error(e),
+    }
+    match state
+        .store
+        .set_enrollment_state(&device_id, "unenrolled")
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(%device_id, "enrollment released by an administrator");
+            Json(json!({ "device_id": device_id, "state": "unenrolled" })).into_response()
+        }
+        Err(e) => storage_error(e),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewProfile {

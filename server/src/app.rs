@@ -205,6 +205,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/devices/{device_id}/unenroll",
             post(crate::admin::unenroll_device),
         )
+        .route(
+            "/api/v1/devices/{device_id}/release",
+            post(crate::admin::release_device),
+        )
         .route("/api/v1/commands", post(crate::admin::queue_command_many))
         .route("/api/v1/profiles", post(crate::admin::save_profile))
         .route("/api/v1/profiles/{name}", get(crate::admin::get_profile))
@@ -260,7 +264,7 @@ pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppSt
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("winmdm.db").display()));
-    let store = Store::open(&database_url).await?;
+    let store = Store::open(&database_url, config.sqlite_synchronous).await?;
     let ca = IdentityCa::load_or_create(&config.data_dir)?;
     let rate_limiter = crate::guards::RateLimiter::new(
         f64::from(config.enroll_rate_per_client),

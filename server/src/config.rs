@@ -123,6 +123,34 @@ pub struct Config {
     /// Provider ID written into the provisioning document and the device registry.
     #[arg(long, env = "WINMDM_PROVIDER_ID", default_value = "winmdm")]
     pub provider_id: String,
+
+    /// SQLite `PRAGMA synchronous` (WAL mode): `full` makes every answered write survive
+    /// a power loss; `normal` survives a killed process but may lose the last commits
+    /// to a power loss or OS crash.
+    #[arg(long, env = "WINMDM_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full)]
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// How SQLite flushes a commit (<https://sqlite.org/pragma.html#pragma_synchronous>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SqliteSynchronous {
+    /// The WAL is fsynced at every commit: durable to power loss, given disks that
+    /// honour flushes.
+    #[default]
+    Full,
+    /// The WAL is fsynced only at checkpoints: durable to a process crash, not to power
+    /// loss or an OS crash.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    /// The value for `PRAGMA synchronous = ...`.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Config {
@@ -152,6 +180,7 @@ impl Config {
             inject_fault: None,
             node_key_ttl_secs: 0,
             provider_id: "winmdm".to_string(),
+            sqlite_synchronous: SqliteSynchronous::Full,
         }
     }
 }

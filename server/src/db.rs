@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+use crate::config::SqliteSynchronous;
 use crate::enroll_store::sql as enroll_sql;
 use crate::error::ServerError;
 
@@ -75,6 +76,17 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let memory =
         path.as_os_str().is_empty() || url.contains(":memory:") || url.contains("mode=memory");
     (!memory).then(|| path.to_path_buf())
+}
+
+/// The pragmas of every SQLite connection, the writer's and the pool's. WAL: readers
+/// never block the writer. `synchronous`: FULL syncs the WAL at every commit (a
+/// committed answer survives power loss); NORMAL only at checkpoints (it survives a
+/// killed process, not a power cut).
+pub(crate) fn sqlite_pragmas(synchronous: SqliteSynchronous) -> String {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+        synchronous.pragma()
+    )
 }
 
 /// `$first, $first+1, ...`: `count` numbered parameters for a statement built at run time.
@@ -183,8 +195,8 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `url` (`sqlite://...` or
-    /// `postgres://...`) and applies migrations.
-    pub async fn open(url: &str) -> Result<Self, ServerError> {
+    /// `postgres://...`) and applies migrations; `synchronous` applies to SQLite.
+    pub async fn open(url: &str, synchronous: SqliteSynchronous) -> Result<Self, ServerError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("sqlite:") {
             let url = if url.contains('?') {
@@ -206,13 +218,9 @@ impl Store {
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
             .test_before_acquire(false);
         if backend == Backend::Sqlite {
-            // WAL: readers never block the writer, and a commit survives a killed process.
-            opts = opts.after_connect(|conn, _| {
+            opts = opts.after_connect(move |conn, _| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
+                    conn.execute(sqlite_pragmas(synchronous).as_str()).await?;
                     Ok(())
                 })
             });
@@ -233,7 +241,10 @@ impl Store {
         };
         store.migrate().await?;
         if let Some(path) = file {
-            store.writer = Some(std::sync::Arc::new(crate::writer::Writer::open(&path)?));
+            store.writer = Some(std::sync::Arc::new(crate::writer::Writer::open(
+                &path,
+                synchronous,
+            )?));
         }
         Ok(store)
     }
@@ -469,19 +480,29 @@ impl Store {
         Ok(None)
     }
 
-    /// Records a renewed certificate: it becomes the device's active one, and the
-    /// previous one is accepted until the device first uses the new one or until
-    /// `grace_secs` have passed.
+    /// Records a renewed certificate for `claim.device_id` unless its key is certified
+    /// for another device (checked inside the write transaction, behind the lock of
+    /// [`Store::upsert_enrollment`]): it becomes the device's active one, and the previous
+    /// one is accepted until the device first uses the new one or until `grace_secs`
+    /// have passed.
     pub async fn renew_certificate(
         &self,
-        device_id: &str,
+        claim: &crate::enroll_store::EnrollClaim,
         serial: &str,
         thumbprint: &str,
         not_after: &str,
-        public_key_sha256: &str,
         grace_secs: i64,
-    ) -> Result<(), ServerError> {
+    ) -> Result<Option<crate::enroll_store::EnrollConflict>, ServerError> {
+        let device_id = claim.device_id.as_str();
         let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7261737)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(conflict) = crate::enroll_store::conflict_on(&mut tx, claim).await? {
+            return Ok(Some(conflict));
+        }
         sqlx::query(
             "UPDATE device_certs SET state = 'retiring', retire_after = $1 WHERE device_id = $2 AND state = 'active'",
         )
@@ -495,7 +516,7 @@ impl Store {
             serial,
             thumbprint,
             not_after,
-            public_key_sha256,
+            &claim.public_key_sha256,
         )
         .await?;
         sqlx::query(
@@ -509,7 +530,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(None)
     }
 
     /// The enrollment a certificate (serial, lowercase hex) authenticates, with whether it
@@ -709,8 +730,62 @@ fn enrollment_from_row(r: &AnyRow) -> Result<Enrollment, ServerError> {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_file;
+    use super::{sqlite_file, Store};
+    use crate::config::{Config, SqliteSynchronous};
+    use clap::Parser;
     use std::path::PathBuf;
+
+    /// `PRAGMA synchronous` on the writer's connection and on two pool connections
+    /// (0 OFF, 1 NORMAL, 2 FULL).
+    async fn synchronous_levels(synchronous: SqliteSynchronous) -> Vec<i64> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url, synchronous).await.expect("store");
+        let writer = store.writer().expect("writer");
+        let mut levels = vec![writer
+            .read(|c| c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)))
+            .await
+            .expect("writer pragma")];
+        let mut a = store.pool().acquire().await.expect("pool connection");
+        let mut b = store
+            .pool()
+            .acquire()
+            .await
+            .expect("second pool connection");
+        for conn in [&mut a, &mut b] {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .expect("pool pragma");
+            levels.push(level);
+        }
+        levels
+    }
+
+    #[tokio::test]
+    async fn sqlite_commits_are_synced_in_full_unless_normal_is_asked_for() {
+        let default = Config::parse_from(["winmdm-server", "--enroll-secret", "s"]);
+        assert_eq!(default.sqlite_synchronous, SqliteSynchronous::Full);
+        assert_eq!(
+            Config::for_data_dir(PathBuf::from("d"), "s").sqlite_synchronous,
+            SqliteSynchronous::Full
+        );
+        assert_eq!(
+            synchronous_levels(default.sqlite_synchronous).await,
+            vec![2, 2, 2]
+        );
+        let normal = Config::parse_from([
+            "winmdm-server",
+            "--enroll-secret",
+            "s",
+            "--sqlite-synchronous",
+            "normal",
+        ]);
+        assert_eq!(
+            synchronous_levels(normal.sqlite_synchronous).await,
+            vec![1, 1, 1]
+        );
+    }
 
     #[test]
     fn the_writer_opens_the_file_sqlx_opens() {

@@ -122,6 +122,14 @@ fn conflict_fault(conflict: EnrollConflict, mid: Option<&str>) -> Response {
             "this enrollment token has already enrolled another device",
         )
         .with_error_type("DeviceCapReached"),
+        // MS-MDE2 §2.2.10: s:Authorization is MENROLL_E_DEVICE_AUTHORIZATION_ERROR
+        // (0x80180003, "User not allowed to enroll"), the spec's own example fault, sent
+        // without a detail. No detail ErrorType fits: DeviceCapReached tells the user to
+        // remove old devices, CustomServerError only exists on recent builds.
+        EnrollConflict::DeviceHeldByOtherHost => Fault::new(
+            FaultSubcode::Authorization,
+            "this DeviceID is enrolled by another host or account; it must be unenrolled or released by an administrator first",
+        ),
         EnrollConflict::KeyHeldByOtherDevice => Fault::new(
             FaultSubcode::CertificateRequest,
             "the CSR's public key is already certified for another device",
@@ -214,10 +222,12 @@ pub async fn request_security_token(
                 .into_response()
         }
     };
-    // One enrollment token, one device (enrollment users may have several); one key
-    // pair, one device. Checked before signing, and again when the enrollment is recorded.
+    // One enrollment token, one device (enrollment users may have several); an enrolled
+    // DeviceID stays with its host (same hardware UUID) until unenrolled or released; one
+    // key pair, one device. Checked before signing, and again when the enrollment is recorded.
     let claim = EnrollClaim {
         host_uuid: Some(host.host_uuid.clone()),
+        hardware_uuid: host.hardware_uuid.clone(),
         device_id: device_id.clone(),
         public_key_sha256: csr.key_fingerprint(),
         multi_device: host.hardware_uuid.starts_with("user:"),
@@ -373,6 +383,27 @@ async fn renew(
     let csr = crate::csr::parse_and_verify(&csr_der, crate::policy::MINIMAL_KEY_LENGTH)
         .map_err(|e| fault(FaultSubcode::CertificateRequest, e.to_string()))?;
     let device_id = enrollment.device_id.clone();
+    // One key pair, one device, as at enrollment: checked before signing and again
+    // where the renewal is recorded.
+    let claim = EnrollClaim {
+        host_uuid: None,
+        hardware_uuid: enrollment.hardware_uuid.clone(),
+        device_id: device_id.clone(),
+        public_key_sha256: csr.key_fingerprint(),
+        multi_device: true,
+    };
+    let storage = |e: crate::error::ServerError| {
+        tracing::error!(error = %e, "renewal: storage failure");
+        fault(FaultSubcode::EnrollmentServer, "storage failure".into())
+    };
+    if let Some(conflict) = state
+        .store
+        .enrollment_conflict(&claim)
+        .await
+        .map_err(storage)?
+    {
+        return Ok(conflict_fault(conflict, mid));
+    }
     let issued = state
         .ca
         .issue(
@@ -387,14 +418,13 @@ async fn renew(
                 "certificate signing failed".into(),
             )
         })?;
-    state
+    let recorded = state
         .store
         .renew_certificate(
-            &device_id,
+            &claim,
             &issued.serial,
             &issued.thumbprint,
             &issued.not_after.format(&Rfc3339).unwrap_or_default(),
-            &csr.key_fingerprint(),
             i64::from(state.config.renewal_grace_secs),
         )
         .await
@@ -405,6 +435,9 @@ async fn renew(
                 "could not record the renewal".into(),
             )
         })?;
+    if let Some(conflict) = recorded {
+        return Ok(conflict_fault(conflict, mid));
+    }
     tracing::info!(%device_id, serial = %issued.serial, "certificate renewed");
     let client_store = if enrollment.enrollment_type == "Device" {
         "System"

@@ -14,6 +14,9 @@ use crate::error::ServerError;
 #[derive(Debug, Clone)]
 pub struct EnrollClaim {
     pub host_uuid: Option<String>,
+    /// The requesting host's hardware UUID (`user:NAME` for an enrollment user): what
+    /// stays the same when a host enrolls through Orbit again and gets a new node key.
+    pub hardware_uuid: String,
     pub device_id: String,
     /// SHA-256 (hex) of the CSR's RSA public key.
     pub public_key_sha256: String,
@@ -26,6 +29,10 @@ pub struct EnrollClaim {
 pub enum EnrollConflict {
     /// The enrollment token already enrolled another device (MS-MDE2 DeviceCapReached).
     DeviceCapReached,
+    /// The DeviceID is enrolled, and not unenrolled or released, for another host or
+    /// enrollment user: enrolling it again would move its enrollment, certificates and
+    /// command queue to the requester.
+    DeviceHeldByOtherHost,
     /// The CSR's public key is certified for another device.
     KeyHeldByOtherDevice,
 }
@@ -36,6 +43,10 @@ pub enum EnrollConflict {
 pub(crate) mod sql {
     pub const HOST_ACTIVE_DEVICE: &str =
         "SELECT device_id FROM enrollments WHERE host_uuid = $1 AND state = 'enrolled' LIMIT 1";
+    /// An active enrollment of the DeviceID by another host (`unenroll_pending` is still
+    /// active: the device is managed until it acknowledges the unenrollment).
+    pub const DEVICE_HELD_ELSEWHERE: &str = "SELECT 1 FROM enrollments WHERE device_id = $1
+         AND state IN ('enrolled', 'unenroll_pending') AND hardware_uuid != $2 LIMIT 1";
     pub const KEY_HELD_ELSEWHERE: &str =
         "SELECT 1 FROM device_certs WHERE public_key_sha256 = $1 AND device_id != $2 LIMIT 1";
     pub const UPSERT_ENROLLMENT: &str =
@@ -72,6 +83,14 @@ pub(crate) async fn conflict_on(
             return Ok(Some(EnrollConflict::DeviceCapReached));
         }
     }
+    let taken: Option<i64> = sqlx::query_scalar(sql::DEVICE_HELD_ELSEWHERE)
+        .bind(&e.device_id)
+        .bind(&e.hardware_uuid)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if taken.is_some() {
+        return Ok(Some(EnrollConflict::DeviceHeldByOtherHost));
+    }
     let held: Option<i64> = sqlx::query_scalar(sql::KEY_HELD_ELSEWHERE)
         .bind(&e.public_key_sha256)
         .bind(&e.device_id)
@@ -82,7 +101,8 @@ pub(crate) async fn conflict_on(
 
 impl Store {
     /// Checks the one-device rules for `e`: a token enrolls one device (unless
-    /// `multi_device`, for enrollment users), a key pair belongs to one device.
+    /// `multi_device`, for enrollment users), an enrolled DeviceID belongs to its host
+    /// until it is unenrolled or released, a key pair belongs to one device.
     pub async fn enrollment_conflict(
         &self,
         e: &EnrollClaim,
@@ -130,6 +150,11 @@ mod sqlite {
             if other.is_some_and(|o| o != e.device_id) {
                 return Ok(Some(EnrollConflict::DeviceCapReached));
             }
+        }
+        if c.prepare_cached(sql::DEVICE_HELD_ELSEWHERE)?
+            .exists((&e.device_id, &e.hardware_uuid))?
+        {
+            return Ok(Some(EnrollConflict::DeviceHeldByOtherHost));
         }
         let held = c
             .prepare_cached(sql::KEY_HELD_ELSEWHERE)?

@@ -60,6 +60,32 @@ fn html(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// Whether `appru` is a callback of Windows' web authentication broker: Microsoft's
+/// federated enrollment documentation has the page POST to "a redirect URL of the form
+/// ms-app://string (the URL scheme is ms-app)" (MS-MDE2 §3.1.4.1.1.2). Anything else
+/// (https, javascript:, data:, nothing) would hand the enrollment token to whoever wrote
+/// the link. The scheme compares case-insensitively (RFC 3986 §3.1).
+fn valid_appru(appru: &str) -> bool {
+    const SCHEME: &str = "ms-app://";
+    appru.len() > SCHEME.len()
+        && appru
+            .get(..SCHEME.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(SCHEME))
+        && !appru.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// The `appru` of the query if it is a valid callback; else the 400 page, which does not
+/// repeat the URL.
+fn checked_appru(q: &HashMap<String, String>) -> Result<&str, Response> {
+    match q.get("appru").map(String::as_str) {
+        Some(a) if valid_appru(a) => Ok(a),
+        _ => Err(html(
+            StatusCode::BAD_REQUEST,
+            "<html><body>Bad request: the appru parameter must be an ms-app:// callback of the Windows web authentication broker.</body></html>".into(),
+        )),
+    }
+}
+
 /// `GET`: the login form.
 pub async fn login_page(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
     if state.config.enroll_users.is_empty() {
@@ -69,6 +95,9 @@ pub async fn login_page(State(state): State<Arc<AppState>>, RawQuery(query): Raw
         );
     }
     let q = form_pairs(query.as_deref().unwrap_or(""));
+    if let Err(refused) = checked_appru(&q) {
+        return refused;
+    }
     let hint = q.get("login_hint").map(String::as_str).unwrap_or("");
     html(
         StatusCode::OK,
@@ -86,6 +115,10 @@ pub async fn login(
     body: Bytes,
 ) -> Response {
     let q = form_pairs(query.as_deref().unwrap_or(""));
+    let appru = match checked_appru(&q) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
     let form = form_pairs(&String::from_utf8_lossy(&body));
     let user = form.get("username").map(String::as_str).unwrap_or("");
     let password = form.get("password").map(String::as_str).unwrap_or("");
@@ -95,10 +128,6 @@ pub async fn login(
             "<html><body>Invalid user name or password.</body></html>".into(),
         );
     }
-    let appru = q
-        .get("appru")
-        .map(String::as_str)
-        .unwrap_or("ms-app://windows.immersivecontrolpanel");
     match state.user_host(user).await {
         Ok((_, token)) => html(
             StatusCode::OK,
@@ -126,5 +155,22 @@ mod tests {
         assert_eq!(f["password"], "p w!");
         assert_eq!(f["bad"], "%zz");
         assert_eq!(f["x"], "");
+    }
+
+    #[test]
+    fn only_ms_app_callbacks_are_accepted() {
+        assert!(valid_appru("ms-app://windows.immersivecontrolpanel"));
+        assert!(valid_appru("MS-APP://s-1-15-2-1"));
+        for bad in [
+            "",
+            "ms-app://",
+            "https://evil.example/x",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "ms-app://x\" onmouseover=\"x",
+            "ms-app:x",
+        ] {
+            assert!(!valid_appru(bad), "{bad:?}");
+        }
     }
 }

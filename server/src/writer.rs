@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::config::SqliteSynchronous;
 use crate::error::ServerError;
 
 /// Closures waiting longer than one batch are run in the next one.
@@ -42,17 +43,15 @@ pub struct Writer {
 
 impl Writer {
     /// Opens `path` (an existing database, already migrated) and starts the thread.
-    pub fn open(path: &Path) -> Result<Self, ServerError> {
+    pub fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Self, ServerError> {
         // The file exists (sqlx created and migrated it): never create another one.
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(db_error)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(db_error)?;
+        conn.execute_batch(&crate::db::sqlite_pragmas(synchronous))
+            .map_err(db_error)?;
         conn.set_prepared_statement_cache_capacity(64);
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -213,7 +212,7 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
             .expect("schema");
         drop(conn);
-        let w = Writer::open(&path).expect("writer");
+        let w = Writer::open(&path, SqliteSynchronous::Full).expect("writer");
         (dir, w)
     }
 
