@@ -187,6 +187,7 @@ async fn admin_api_requires_the_bearer_token() {
     for (method, path) in [
         ("POST", "/api/v1/devices/D/commands"),
         ("POST", "/api/v1/devices/D/unenroll"),
+        ("POST", "/api/v1/devices/D/release"),
         ("POST", "/api/v1/commands"),
         ("POST", "/api/v1/profiles"),
         ("GET", "/api/v1/profiles/p"),
