@@ -2,6 +2,7 @@
 //! Windows devices against the embedded reference server or any external one.
 
 pub mod bench;
+pub mod capability;
 pub mod checks;
 pub mod embedded;
 pub mod har;
