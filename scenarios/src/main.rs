@@ -100,7 +100,8 @@ struct ServerArgs {
     /// (for servers that do not run the Orbit endpoints).
     #[arg(long, env = "WINMDM_TOKEN")]
     token: Option<String>,
-    /// Discovery URL of the external server (default `<server>/api/mdm/microsoft/discovery`).
+    /// Discovery URL of the external server when Orbit does not announce one (default
+    /// `<server>/EnrollmentServer/Discovery.svc`, the path Windows itself uses).
     #[arg(long, env = "WINMDM_DISCOVERY_URL")]
     discovery_url: Option<String>,
     /// The only AuthPolicy the devices offer in Discover: OnPremise or Federated (by

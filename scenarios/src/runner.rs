@@ -26,7 +26,8 @@ pub struct Target {
     /// A DeviceEnrollmentUserToken to enroll with: the Orbit steps are skipped (servers
     /// that are not Orbit-driven).
     pub token: Option<String>,
-    /// The discovery URL, when it is not `<server>/api/mdm/microsoft/discovery`.
+    /// The discovery URL, when it is not `<server>/EnrollmentServer/Discovery.svc` (used
+    /// when no Orbit notification announces one).
     pub discovery_url: Option<String>,
     /// The only AuthPolicy the devices offer (`OnPremise` or `Federated`); None offers
     /// both, as Windows does.

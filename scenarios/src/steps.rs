@@ -845,12 +845,15 @@ fn expect_http(status: u16, expect: Option<u16>) -> Result<String, String> {
     }
 }
 
-/// The discovery URL of the target: `--discovery-url`, else the path this project uses.
+/// The discovery URL of the target when no Orbit notification gives one:
+/// `--discovery-url`, else the path Windows itself derives from a user's address
+/// (`/EnrollmentServer/Discovery.svc`, MS-MDE2 §3.1.5), which every server a user can
+/// enroll in through "Access work or school" answers.
 fn discovery_url(target: &crate::runner::Target) -> String {
     target
         .discovery_url
         .clone()
-        .unwrap_or_else(|| format!("{}/api/mdm/microsoft/discovery", target.server_url))
+        .unwrap_or_else(|| format!("{}/EnrollmentServer/Discovery.svc", target.server_url))
 }
 
 /// Drops null members so optional fields are simply absent.

@@ -231,8 +231,9 @@ fn orbit_steps_are_skipped_when_the_server_has_none() {
     let server = start_server(&[]);
     let out = Command::new(env!("CARGO_BIN_EXE_winmdm"))
         .arg("run")
-        .arg(suite().join("01-happy-path.toml"))
+        // First: the Orbit enroll expecting 401 meets the 404 itself.
         .arg(suite().join("02-wrong-enroll-secret.toml"))
+        .arg(suite().join("01-happy-path.toml"))
         .arg(suite().join("03-unknown-token-at-policy.toml"))
         .args([
             "--server",
