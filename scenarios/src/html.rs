@@ -52,6 +52,9 @@ fn url_path(url: &str) -> &str {
 
 fn label(n: usize, s: &StepOutcome) -> String {
     let mut l = format!("{n}. {}", s.name);
+    if s.verdict == Verdict::Skipped {
+        l.push_str(" (skipped)");
+    }
     if let Some(ex) = s.exchanges.first() {
         let path = url_path(&ex.url);
         let path = path.split('?').next().unwrap_or(path);

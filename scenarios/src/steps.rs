@@ -201,8 +201,8 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 Some(d) => {
                     // Federated: the token comes from the authentication page, unless
                     // RegisterDeviceWithManagement already handed Windows one (its
-                    // accessToken argument, sent as-is: the sign-in page is for a user
-                    // enrolling without a token, MS-MDE2 §3.1.5 / mdmregistration docs).
+                    // accessToken argument, sent as the security token as-is; the
+                    // sign-in page is for a user enrolling without a token).
                     let has_token = ctx.token.as_deref().is_some_and(|t| !t.is_empty());
                     if d.auth_policy == "Federated" && !has_token {
                         let upn = ctx.upn.clone();
