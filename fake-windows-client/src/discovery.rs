@@ -56,6 +56,41 @@ pub fn build_request(req: &DiscoverRequest, message_id: &str, to: &str) -> Strin
     soap::envelope(ACTION_DISCOVER, message_id, to, None, &body)
 }
 
+/// An address "Access work or school" cannot derive a discovery URL from.
+#[derive(Debug, thiserror::Error)]
+#[error("{email:?} is not an email address: {why}")]
+pub struct NotAnEmail {
+    pub email: String,
+    pub why: &'static str,
+}
+
+/// The discovery URL Windows derives from a user's address when enrolling through
+/// "Access work or school": `https://enterpriseenrollment.<domain>/EnrollmentServer/Discovery.svc`
+/// (MS-MDE2 §3.1.5; Microsoft's "Mobile device enrollment: Discovery" docs).
+pub fn discovery_url_for_email(email: &str) -> Result<String, NotAnEmail> {
+    let fail = |why| NotAnEmail {
+        email: email.to_string(),
+        why,
+    };
+    let (user, domain) = email.trim().rsplit_once('@').ok_or(fail("no @"))?;
+    if user.is_empty() {
+        return Err(fail("nothing before the @"));
+    }
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !domain.contains('.') || !domain.split('.').all(label_ok) {
+        return Err(fail("the part after the @ is not a domain name"));
+    }
+    Ok(format!(
+        "https://enterpriseenrollment.{domain}/EnrollmentServer/Discovery.svc"
+    ))
+}
+
 fn https_url(name: &str, v: String) -> Result<String, ClientError> {
     if v.to_ascii_lowercase().starts_with("https://") && v.len() > "https://".len() {
         Ok(v)
@@ -130,4 +165,36 @@ pub fn parse_response_with(
         enrollment_service_url: enroll_url,
         authentication_service_url,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_url_comes_from_the_email_domain() {
+        assert_eq!(
+            discovery_url_for_email("Alice@Contoso.COM").unwrap(),
+            "https://enterpriseenrollment.contoso.com/EnrollmentServer/Discovery.svc"
+        );
+        assert_eq!(
+            discovery_url_for_email("a.b@corp.example.org.").unwrap(),
+            "https://enterpriseenrollment.corp.example.org/EnrollmentServer/Discovery.svc"
+        );
+    }
+
+    #[test]
+    fn addresses_without_a_domain_are_refused() {
+        for bad in [
+            "alice",
+            "@contoso.com",
+            "alice@",
+            "alice@localhost",
+            "alice@contoso..com",
+            "alice@-contoso.com",
+            "alice@contoso.com/evil",
+        ] {
+            assert!(discovery_url_for_email(bad).is_err(), "{bad}");
+        }
+    }
 }

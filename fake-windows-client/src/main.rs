@@ -41,6 +41,15 @@ enum Command {
         /// User principal name passed to RegisterDeviceWithManagement.
         #[arg(long)]
         upn: Option<String>,
+        /// Start like "Access work or school" from the user's address: discover at
+        /// `https://enterpriseenrollment.<domain>/EnrollmentServer/Discovery.svc`
+        /// instead of the URL in the Orbit notification (and use it as UPN).
+        #[arg(long)]
+        email: Option<String>,
+        /// Discovery URL to use instead of the one derived from --email or announced by
+        /// Orbit.
+        #[arg(long)]
+        discovery_url: Option<String>,
         /// Seconds between Orbit config polls.
         #[arg(long, default_value_t = 30)]
         poll_interval: u64,
@@ -93,6 +102,7 @@ async fn enroll(
     state_dir: &Path,
     tls: TlsOptions,
     upn: Option<String>,
+    discovery_url: Option<String>,
     poll_interval: u64,
     max_polls: Option<u64>,
 ) -> Result<(), ClientError> {
@@ -116,6 +126,9 @@ async fn enroll(
     );
     let mut polls = 0u64;
     let discovery = loop {
+        if let Some(url) = &discovery_url {
+            break url.clone();
+        }
         polls += 1;
         let n = device.orbit_config().await?;
         if n.needs_programmatic_windows_mdm_enrollment {
@@ -293,23 +306,40 @@ async fn main() -> ExitCode {
             state_dir,
             tls,
             upn,
+            email,
+            discovery_url,
             poll_interval,
             max_polls,
-        } => match tls_options(&tls) {
-            Ok(t) => {
-                enroll(
-                    &server,
-                    &enroll_secret,
-                    &state_dir,
-                    t,
-                    upn,
-                    poll_interval,
-                    max_polls,
-                )
-                .await
+        } => {
+            let derived = match (&discovery_url, &email) {
+                (None, Some(e)) => {
+                    match fake_windows_client::discovery::discovery_url_for_email(e) {
+                        Ok(url) => Some(url),
+                        Err(e) => {
+                            eprintln!("fake-windows-client: --email: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            match tls_options(&tls) {
+                Ok(t) => {
+                    enroll(
+                        &server,
+                        &enroll_secret,
+                        &state_dir,
+                        t,
+                        upn.or(email),
+                        discovery_url.or(derived),
+                        poll_interval,
+                        max_polls,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         Command::Sync { state_dir, tls } => match tls_options(&tls) {
             Ok(t) => sync(&state_dir, t).await,
             Err(e) => Err(e),

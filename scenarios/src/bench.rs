@@ -332,6 +332,7 @@ impl BenchServer {
             discovery_url: None,
             auth_policy: None,
             credentials: None,
+            lacking: Default::default(),
         };
         Ok(BenchServer {
             target,

@@ -1,6 +1,7 @@
 //! The embedded reference server, used when no `--server` is given: either in-process
 //! (a `winmdm-server` on an ephemeral port with a fresh data directory) or, for
-//! scenarios that kill it, a child process running `winmdm-serve`. Both can be
+//! scenarios that kill it, a child process running `winmdm serve` (the harness's own
+//! executable, so it is always the build that runs the scenarios). Both can be
 //! restarted on the same port and data; only the child process can be killed.
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crate::capability::{Capability, Lacking};
 use crate::runner::Target;
 
 enum Backend {
@@ -169,8 +171,32 @@ async fn base_config(dir: &tempfile::TempDir) -> Result<winmdm_server::Config, S
     Ok(config)
 }
 
+/// What the embedded server cannot do here: Federated enrollment (it has no user
+/// accounts), and killing or replicating it without an executable to run as a process
+/// or (replicas) without Postgres.
+fn embedded_lacks(serve_exe: Option<&PathBuf>) -> Lacking {
+    let lacking = Lacking::default();
+    lacking.mark(
+        Capability::Federated,
+        "the embedded server has no --enroll-user accounts",
+    );
+    if serve_exe.is_none() {
+        let why = "no winmdm executable to run `winmdm serve` with";
+        lacking.mark(Capability::Kill, why);
+        lacking.mark(Capability::Replicas, why);
+    }
+    if postgres_admin_url().is_none() {
+        lacking.mark(
+            Capability::Replicas,
+            "replicas need Postgres: set WINMDM_TEST_POSTGRES_URL",
+        );
+    }
+    lacking
+}
+
 fn target_for(control: &Arc<Control>, ca_pem: Vec<u8>, serve_exe: Option<PathBuf>) -> Target {
     Target {
+        lacking: embedded_lacks(serve_exe.as_ref()),
         server_url: format!("https://{}", control.config.listen),
         enroll_secret: control.config.enroll_secret.clone(),
         admin_token: control.config.admin_token.clone(),
@@ -211,7 +237,7 @@ pub async fn start_with(serve_exe: Option<PathBuf>) -> Result<Embedded, String> 
     Ok(Embedded { target, control })
 }
 
-/// Starts the reference server as a child process (`exe` is `winmdm-serve`).
+/// Starts the reference server as a child process (`exe serve`; `exe` is `winmdm`).
 pub async fn start_process(exe: PathBuf) -> Result<Embedded, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
     let mut config = base_config(&dir).await?;
@@ -239,10 +265,11 @@ fn free_port() -> Result<SocketAddr, String> {
     l.local_addr().map_err(|e| format!("picking a port: {e}"))
 }
 
-/// Spawns `winmdm-serve` and waits until it accepts connections.
+/// Spawns `exe serve` and waits until it accepts connections.
 async fn spawn(exe: &PathBuf, c: &winmdm_server::Config) -> Result<tokio::process::Child, String> {
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("--listen")
+    cmd.arg("serve")
+        .arg("--listen")
         .arg(c.listen.to_string())
         .arg("--data-dir")
         .arg(&c.data_dir)
@@ -269,7 +296,7 @@ async fn spawn(exe: &PathBuf, c: &winmdm_server::Config) -> Result<tokio::proces
     // Up to 60 s: a loaded machine may take a while to generate the RSA identity CA.
     for _ in 0..1200 {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("{} exited at start: {status}", exe.display()));
+            return Err(format!("{} serve exited at start: {status}", exe.display()));
         }
         if tokio::net::TcpStream::connect(c.listen).await.is_ok() {
             return Ok(child);
@@ -278,22 +305,16 @@ async fn spawn(exe: &PathBuf, c: &winmdm_server::Config) -> Result<tokio::proces
     }
     let _ = child.kill().await;
     Err(format!(
-        "{} did not start listening on {}",
+        "{} serve did not start listening on {}",
         exe.display(),
         c.listen
     ))
 }
 
-/// Where `winmdm-serve` is: `WINMDM_SERVE_EXE`, else next to the running executable.
-pub fn default_serve_exe() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("WINMDM_SERVE_EXE") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe
-        .parent()?
-        .join(format!("winmdm-serve{}", std::env::consts::EXE_SUFFIX));
-    candidate.exists().then_some(candidate)
+/// The running `winmdm` executable, which serves with `winmdm serve`: no other binary
+/// has to be built (or can be stale).
+pub fn own_exe() -> Option<PathBuf> {
+    std::env::current_exe().ok()
 }
 
 /// A TCP pass-through in front of the replicas: TLS ends at the replicas, which share

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use crate::report::{pretty_body, slug, xml_escape as esc, Ran};
-use crate::runner::StepOutcome;
+use crate::runner::{StepOutcome, Verdict};
 
 const PARTICIPANTS: [&str; 4] = ["Windows", "Orbit", "server", "admin"];
 const COL_X: [u32; 4] = [110, 300, 500, 680];
@@ -52,6 +52,9 @@ fn url_path(url: &str) -> &str {
 
 fn label(n: usize, s: &StepOutcome) -> String {
     let mut l = format!("{n}. {}", s.name);
+    if s.verdict == Verdict::Skipped {
+        l.push_str(" (skipped)");
+    }
     if let Some(ex) = s.exchanges.first() {
         let path = url_path(&ex.url);
         let path = path.split('?').next().unwrap_or(path);
@@ -102,8 +105,13 @@ fn diagram(out: &mut String, id: &str, r: &Ran) {
     for (i, s) in steps.iter().enumerate() {
         let n = i + 1;
         let y = TOP + ROW * i as u32 + 14;
-        let state = if s.passed { "passed" } else { "failed" };
-        let color = if s.passed { "#333" } else { "#c0392b" };
+        let state = s.verdict.word();
+        let failed = s.verdict == Verdict::Failed;
+        let color = match s.verdict {
+            Verdict::Passed => "#333",
+            Verdict::Failed => "#c0392b",
+            Verdict::Skipped => "#999",
+        };
         let text = esc(&label(n, s));
         let _ = write!(
             out,
@@ -114,19 +122,28 @@ fn diagram(out: &mut String, id: &str, r: &Ran) {
         match shape(s.name) {
             Shape::Arrow { from, to } => {
                 let (x1, x2) = (COL_X[from], COL_X[to]);
-                let marker = if s.passed { "ah" } else { "ahf" };
+                let marker = if failed { "ahf" } else { "ah" };
+                let dash = if s.verdict == Verdict::Skipped {
+                    r#" stroke-dasharray="3 3""#
+                } else {
+                    ""
+                };
                 let mid = (x1 + x2) / 2;
                 let _ = write!(
                     out,
-                    r##"<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{color}" stroke-width="{w}" marker-end="url(#{marker}-{id})"/><text x="{mid}" y="{ty}" text-anchor="middle" fill="{color}">{text}</text>"##,
-                    w = if s.passed { 1.5 } else { 2.5 },
+                    r##"<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{color}" stroke-width="{w}"{dash} marker-end="url(#{marker}-{id})"/><text x="{mid}" y="{ty}" text-anchor="middle" fill="{color}">{text}</text>"##,
+                    w = if failed { 2.5 } else { 1.5 },
                     ty = y - 5
                 );
             }
             Shape::Note { over } => {
                 // Centred over the participant, kept inside the drawing.
                 let x = COL_X[over].clamp(102, WIDTH - 102);
-                let fill = if s.passed { "#fff8c4" } else { "#f8d7d3" };
+                let fill = match s.verdict {
+                    Verdict::Passed => "#fff8c4",
+                    Verdict::Failed => "#f8d7d3",
+                    Verdict::Skipped => "#eeeeee",
+                };
                 let _ = write!(
                     out,
                     r##"<rect x="{rx}" y="{ry}" width="200" height="24" fill="{fill}" stroke="{color}"/><text x="{x}" y="{ty}" text-anchor="middle" fill="{color}">{text}</text>"##,
@@ -149,8 +166,12 @@ fn headers_text(h: &[(String, String)]) -> String {
 }
 
 fn step_log(out: &mut String, id: &str, n: usize, s: &StepOutcome) {
-    let state = if s.passed { "passed" } else { "failed" };
-    let mark = if s.passed { "ok" } else { "FAIL" };
+    let state = s.verdict.word();
+    let mark = match s.verdict {
+        Verdict::Passed => "ok",
+        Verdict::Failed => "FAIL",
+        Verdict::Skipped => "skip",
+    };
     let _ = writeln!(
         out,
         r#"<li class="step-log {state}" id="log-{id}-{n}"><div class="head"><span class="mark">{mark}</span> <b>{n}. {name}</b> <span class="ms">{ms:.1} ms</span></div><div class="detail">{detail}</div>"#,
@@ -212,13 +233,15 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.2em; margin-top: 2em; }
 .scenario { border-top: 2px solid #ccd; padding-top: .5em; }
 .scenario.failed h2 { color: #c0392b; }
-.verdict.passed { color: #1e7e34; } .verdict.failed { color: #c0392b; }
+.scenario.skipped h2 { color: #777; }
+.verdict.passed { color: #1e7e34; } .verdict.failed { color: #c0392b; } .verdict.skipped { color: #777; }
 svg.sequence text { font-size: 11px; font-family: ui-monospace, monospace; }
 svg.sequence .participant text { font-size: 13px; font-weight: bold; font-family: system-ui, sans-serif; }
 ol.steps { list-style: none; padding: 0; }
 .step-log { margin: .4em 0; padding: .3em .6em; border-left: 4px solid #1e7e34; }
 .step-log.failed { border-left-color: #c0392b; background: #fdf0ee; }
 .step-log .mark { font-weight: bold; } .step-log.failed .mark { color: #c0392b; }
+.step-log.skipped { border-left-color: #aaa; background: #f4f4f4; color: #555; }
 .ms { color: #777; } .detail { white-space: pre-wrap; }
 details.exchange { margin: .3em 0 .3em 1em; }
 pre { background: #f6f8fa; padding: .5em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
@@ -227,8 +250,8 @@ pre { background: #f6f8fa; padding: .5em; overflow-x: auto; white-space: pre-wra
 
 /// Renders the report.
 pub fn render(title: &str, target: &str, ran: &[Ran]) -> String {
-    let passed = ran.iter().filter(|r| r.outcome.passed()).count();
-    let failed = ran.len() - passed;
+    let (passed, failed, skipped) =
+        crate::report::counts(&ran.iter().map(|r| &r.outcome).collect::<Vec<_>>());
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -237,7 +260,7 @@ pub fn render(title: &str, target: &str, ran: &[Ran]) -> String {
     );
     let _ = writeln!(
         out,
-        r#"<h1>{t}</h1><p class="summary">target <code>{target}</code>: <span class="verdict passed">{passed} passed</span>, <span class="verdict failed">{failed} failed</span></p>"#,
+        r#"<h1>{t}</h1><p class="summary">target <code>{target}</code>: <span class="verdict passed">{passed} passed</span>, <span class="verdict failed">{failed} failed</span>, <span class="verdict skipped">{skipped} skipped</span></p>"#,
         t = esc(title),
         target = esc(target)
     );
@@ -251,16 +274,19 @@ pub fn render(title: &str, target: &str, ran: &[Ran]) -> String {
             id = format!("{base}-{k}");
             k += 1;
         }
-        let state = if r.outcome.passed() {
-            "passed"
-        } else {
-            "failed"
+        let state = r.outcome.verdict().word();
+        let verdict = match r.outcome.verdict() {
+            Verdict::Passed => "PASS".to_string(),
+            Verdict::Failed => "FAIL".to_string(),
+            Verdict::Skipped => format!(
+                "SKIP: {}",
+                esc(r.outcome.skipped.as_deref().unwrap_or_default())
+            ),
         };
         let _ = writeln!(
             out,
             r#"<section class="scenario {state}" id="scenario-{id}"><h2>{name} <span class="verdict {state}">{verdict}</span></h2><p class="meta">{file} · {secs:.2} s</p>"#,
             name = esc(&r.outcome.name),
-            verdict = if r.outcome.passed() { "PASS" } else { "FAIL" },
             file = esc(&r.file.display().to_string()),
             secs = r.outcome.elapsed.as_secs_f64()
         );

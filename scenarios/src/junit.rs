@@ -1,14 +1,16 @@
 //! JUnit XML report: one `testsuite` per run, one `testcase` per scenario (classname =
-//! scenario file stem), a `failure` naming the failing step with the step log as text.
+//! scenario file stem), a `failure` naming the failing step with the step log as text,
+//! or `skipped` with the reason when the target lacks a capability the scenario needs.
 
 use std::fmt::Write;
 
-use crate::report::{step_log, xml_escape, Ran};
+use crate::report::{counts, step_log, xml_escape, Ran};
+use crate::runner::Verdict;
 
 /// Renders the JUnit XML document of a run.
 pub fn render(suite_name: &str, ran: &[Ran]) -> String {
     let tests = ran.len();
-    let failures = ran.iter().filter(|r| !r.outcome.passed()).count();
+    let (_, failures, skipped) = counts(&ran.iter().map(|r| &r.outcome).collect::<Vec<_>>());
     let time: f64 = ran.iter().map(|r| r.outcome.elapsed.as_secs_f64()).sum();
     let timestamp = ran
         .first()
@@ -22,12 +24,12 @@ pub fn render(suite_name: &str, ran: &[Ran]) -> String {
     let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
         x,
-        r#"<testsuites name="{n}" tests="{tests}" failures="{failures}" errors="0" time="{time:.3}">"#,
+        r#"<testsuites name="{n}" tests="{tests}" failures="{failures}" errors="0" skipped="{skipped}" time="{time:.3}">"#,
         n = xml_escape(suite_name)
     );
     let _ = writeln!(
         x,
-        r#"  <testsuite name="{n}" tests="{tests}" failures="{failures}" errors="0" skipped="0" time="{time:.3}" timestamp="{ts}">"#,
+        r#"  <testsuite name="{n}" tests="{tests}" failures="{failures}" errors="0" skipped="{skipped}" time="{time:.3}" timestamp="{ts}">"#,
         n = xml_escape(suite_name),
         ts = xml_escape(&timestamp)
     );
@@ -40,9 +42,17 @@ pub fn render(suite_name: &str, ran: &[Ran]) -> String {
             n = xml_escape(&o.name),
             t = o.elapsed.as_secs_f64()
         );
-        match o.steps.iter().position(|s| !s.passed) {
+        let failed = o.steps.iter().position(|s| s.verdict == Verdict::Failed);
+        match failed {
             None => {
                 let _ = writeln!(x, ">");
+                if let Some(why) = o
+                    .skipped
+                    .as_deref()
+                    .filter(|_| o.verdict() == Verdict::Skipped)
+                {
+                    let _ = writeln!(x, r#"      <skipped message="{}"/>"#, xml_escape(why));
+                }
                 let _ = writeln!(
                     x,
                     "      <system-out>{}</system-out>",

@@ -3,6 +3,7 @@
 
 pub mod attacks;
 pub mod bench;
+pub mod capability;
 pub mod checks;
 pub mod embedded;
 pub mod har;

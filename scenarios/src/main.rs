@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use winmdm::capability::{Capability, Lacking};
 use winmdm::report::canon::Origins;
 use winmdm::report::Ran;
 use winmdm::runner::{run_scenario, Target};
@@ -35,6 +36,9 @@ enum Command {
     /// Measure RSA signing, enrollment and SyncML throughput of this machine against
     /// embedded servers, and their ratios.
     Bench(BenchArgs),
+    /// Run the reference server (same flags as `winmdm-server`, logs on stderr) until
+    /// interrupted: what the harness starts for scenarios that kill or replicate it.
+    Serve(winmdm_server::Config),
 }
 
 #[derive(clap::Args)]
@@ -96,7 +100,8 @@ struct ServerArgs {
     /// (for servers that do not run the Orbit endpoints).
     #[arg(long, env = "WINMDM_TOKEN")]
     token: Option<String>,
-    /// Discovery URL of the external server (default `<server>/api/mdm/microsoft/discovery`).
+    /// Discovery URL of the external server when Orbit does not announce one (default
+    /// `<server>/EnrollmentServer/Discovery.svc`, the path Windows itself uses).
     #[arg(long, env = "WINMDM_DISCOVERY_URL")]
     discovery_url: Option<String>,
     /// The only AuthPolicy the devices offer in Discover: OnPremise or Federated (by
@@ -121,6 +126,11 @@ struct ServerArgs {
     /// Accept any server TLS certificate.
     #[arg(long, conflicts_with = "ca_file")]
     insecure: bool,
+    /// Capabilities the server lacks (comma-separated: orbit, admin_api, federated,
+    /// renewal, restart, kill, replicas): steps needing one are skipped, and so are
+    /// scenarios that require one.
+    #[arg(long, value_name = "CAPS", value_delimiter = ',')]
+    without: Vec<Capability>,
 }
 
 #[derive(clap::Args)]
@@ -189,8 +199,45 @@ fn default_suite() -> PathBuf {
     }
 }
 
+/// What an external server lacks for the harness: it cannot be restarted, killed or
+/// replicated by it; no admin API without a token; no Orbit when enrolling with a token.
+fn external_lacks(admin_token: bool, token: bool) -> Lacking {
+    let lacking = Lacking::default();
+    lacking.mark(
+        Capability::Restart,
+        "an external server cannot be restarted by the harness",
+    );
+    lacking.mark(
+        Capability::Kill,
+        "an external server cannot be killed by the harness",
+    );
+    lacking.mark(
+        Capability::Replicas,
+        "an external server's replicas are not the harness's to route",
+    );
+    if !admin_token {
+        lacking.mark(Capability::AdminApi, "no --admin-token given");
+    }
+    if token {
+        lacking.mark(
+            Capability::Orbit,
+            "enrolling with --token, without the Orbit agent",
+        );
+    }
+    lacking
+}
+
 /// The target server and, when embedded, the handle keeping it alive.
 async fn target(args: ServerArgs) -> Result<(Target, Option<embedded::Embedded>), String> {
+    let without = args.without.clone();
+    let (target, embedded) = target_of(args).await?;
+    for c in without {
+        target.lacking.mark(c, "declared with --without");
+    }
+    Ok((target, embedded))
+}
+
+async fn target_of(args: ServerArgs) -> Result<(Target, Option<embedded::Embedded>), String> {
     match args.server {
         Some(url) => {
             let ca_pem = match &args.ca_file {
@@ -198,6 +245,7 @@ async fn target(args: ServerArgs) -> Result<(Target, Option<embedded::Embedded>)
                 None => None,
             };
             let target = Target {
+                lacking: external_lacks(args.admin_token.is_some(), args.token.is_some()),
                 server_url: url.trim_end_matches('/').to_string(),
                 enroll_secret: args.enroll_secret.unwrap_or_default(),
                 admin_token: args.admin_token,
@@ -222,7 +270,7 @@ async fn target(args: ServerArgs) -> Result<(Target, Option<embedded::Embedded>)
             Ok((target, None))
         }
         None => {
-            let e = embedded::start_with(embedded::default_serve_exe()).await?;
+            let e = embedded::start_with(embedded::own_exe()).await?;
             println!("embedded winmdm-server at {}\n", e.target.server_url);
             Ok((e.target.clone(), Some(e)))
         }
@@ -283,7 +331,7 @@ async fn run(args: RunArgs) -> Result<bool, String> {
     if let Some(e) = embedded {
         e.control.shutdown().await;
     }
-    Ok(ran.iter().all(|r| r.outcome.passed()))
+    Ok(!ran.iter().any(|r| r.outcome.failed()))
 }
 
 fn load_capture(files: &[PathBuf], raw: bool) -> Result<har::Har, String> {
@@ -402,6 +450,10 @@ async fn main() -> ExitCode {
         Some(Command::ImportRaw(a)) => import_raw(a),
         Some(Command::Load(a)) => run_load(a).await,
         Some(Command::Bench(a)) => run_bench(a).await,
+        Some(Command::Serve(config)) => winmdm_server::serve_until_interrupted(config)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
         None => run(RunArgs::default()).await,
     };
     match result {

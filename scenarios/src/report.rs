@@ -2,13 +2,17 @@
 
 use std::io::Write;
 
-use crate::runner::ScenarioOutcome;
+use crate::runner::{ScenarioOutcome, Verdict};
 
-/// Prints one scenario's steps with pass/fail and time.
+/// Prints one scenario's steps with pass/fail/skip and time.
 pub fn print_scenario(out: &mut impl Write, o: &ScenarioOutcome) {
     let _ = writeln!(out, "scenario {}", o.name);
     for s in &o.steps {
-        let mark = if s.passed { "ok  " } else { "FAIL" };
+        let mark = match s.verdict {
+            Verdict::Passed => "ok  ",
+            Verdict::Failed => "FAIL",
+            Verdict::Skipped => "skip",
+        };
         let _ = writeln!(
             out,
             "  {mark} {:<32} {:>8.1} ms  {}",
@@ -17,20 +21,33 @@ pub fn print_scenario(out: &mut impl Write, o: &ScenarioOutcome) {
             s.detail
         );
     }
-    let verdict = if o.passed() { "PASS" } else { "FAIL" };
+    let (verdict, why) = match o.verdict() {
+        Verdict::Passed => ("PASS", String::new()),
+        Verdict::Failed => ("FAIL", String::new()),
+        Verdict::Skipped => ("SKIP", format!(": {}", o.skipped.as_deref().unwrap_or(""))),
+    };
     let _ = writeln!(
         out,
-        "{verdict} {} ({:.2} s)\n",
+        "{verdict} {} ({:.2} s){why}\n",
         o.name,
         o.elapsed.as_secs_f64()
     );
 }
 
-/// Prints the closing summary line: `N passed, M failed`.
+/// How many scenarios passed, failed and were skipped.
+pub fn counts(outcomes: &[&ScenarioOutcome]) -> (usize, usize, usize) {
+    let n = |v: Verdict| outcomes.iter().filter(|o| o.verdict() == v).count();
+    (n(Verdict::Passed), n(Verdict::Failed), n(Verdict::Skipped))
+}
+
+/// Prints the closing summary line: `scenarios: N passed, M failed, K skipped` (CI log
+/// parsers read the `N passed, M failed` part).
 pub fn print_summary(out: &mut impl Write, outcomes: &[ScenarioOutcome]) {
-    let passed = outcomes.iter().filter(|o| o.passed()).count();
-    let failed = outcomes.len() - passed;
-    let _ = writeln!(out, "scenarios: {passed} passed, {failed} failed");
+    let (passed, failed, skipped) = counts(&outcomes.iter().collect::<Vec<_>>());
+    let _ = writeln!(
+        out,
+        "scenarios: {passed} passed, {failed} failed, {skipped} skipped"
+    );
 }
 
 pub mod canon;

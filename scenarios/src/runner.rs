@@ -6,6 +6,7 @@ use fake_windows_client::{DeviceProfile, DiscoverResult, EnrollmentPolicy, TlsOp
 
 use serde::Deserialize;
 
+use crate::capability::{Capability, Lacking};
 use crate::scenario::{Scenario, Step};
 
 /// The server under test and how to reach it.
@@ -19,18 +20,22 @@ pub struct Target {
     pub insecure: bool,
     /// The embedded server's controls (restart, kill), absent for external servers.
     pub control: Option<std::sync::Arc<crate::embedded::Control>>,
-    /// `winmdm-serve`, for scenarios that need the embedded server as a process.
+    /// The `winmdm` executable (run as `winmdm serve`), for scenarios that need the
+    /// embedded server as a process.
     pub serve_exe: Option<std::path::PathBuf>,
     /// A DeviceEnrollmentUserToken to enroll with: the Orbit steps are skipped (servers
     /// that are not Orbit-driven).
     pub token: Option<String>,
-    /// The discovery URL, when it is not `<server>/api/mdm/microsoft/discovery`.
+    /// The discovery URL, when it is not `<server>/EnrollmentServer/Discovery.svc` (used
+    /// when no Orbit notification announces one).
     pub discovery_url: Option<String>,
     /// The only AuthPolicy the devices offer (`OnPremise` or `Federated`); None offers
     /// both, as Windows does.
     pub auth_policy: Option<String>,
     /// User name and password for OnPremise UsernameToken or the federated login page.
     pub credentials: Option<(String, String)>,
+    /// The capabilities the target lacks (declared or detected), shared by the run.
+    pub lacking: Lacking,
 }
 
 impl Target {
@@ -42,11 +47,31 @@ impl Target {
     }
 }
 
+/// How a step or a scenario ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed,
+    /// Not run, or run without the part the target cannot do; the detail says why.
+    Skipped,
+}
+
+impl Verdict {
+    /// `passed`, `failed` or `skipped` (CSS classes, summaries).
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed => "failed",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
 /// Result of one step.
 #[derive(Debug, Clone)]
 pub struct StepOutcome {
     pub name: &'static str,
-    pub passed: bool,
+    pub verdict: Verdict,
     pub detail: String,
     pub elapsed: Duration,
     /// Every HTTP exchange the device made during the step.
@@ -62,12 +87,40 @@ pub struct ScenarioOutcome {
     pub name: String,
     pub steps: Vec<StepOutcome>,
     pub elapsed: Duration,
+    /// Why the scenario as a whole was skipped: the target lacks a capability it
+    /// requires. Steps skipped for other capabilities leave it None.
+    pub skipped: Option<String>,
 }
 
 impl ScenarioOutcome {
-    pub fn passed(&self) -> bool {
-        self.steps.iter().all(|s| s.passed)
+    /// Failed when a step failed; else skipped when the target lacks a capability the
+    /// scenario requires; else passed.
+    pub fn verdict(&self) -> Verdict {
+        if self.steps.iter().any(|s| s.verdict == Verdict::Failed) {
+            Verdict::Failed
+        } else if self.skipped.is_some() {
+            Verdict::Skipped
+        } else {
+            Verdict::Passed
+        }
     }
+
+    pub fn passed(&self) -> bool {
+        self.verdict() == Verdict::Passed
+    }
+
+    pub fn failed(&self) -> bool {
+        self.verdict() == Verdict::Failed
+    }
+}
+
+/// A step skipped because the target lacks `capability`; `blocking` when the rest of
+/// the scenario cannot run without it.
+#[derive(Debug, Clone)]
+pub(crate) struct Skip {
+    pub(crate) capability: Capability,
+    pub(crate) why: String,
+    pub(crate) blocking: bool,
 }
 
 /// What the steps of one scenario share.
@@ -88,8 +141,11 @@ pub(crate) struct Context<'a> {
     pub(crate) management_url: Option<String>,
     /// Admin API exchanges of the current step.
     pub(crate) admin_exchanges: Vec<fake_windows_client::Exchange>,
-    /// The target answered the Orbit enroll with 404/405: Orbit steps are skipped.
-    pub(crate) orbit_absent: bool,
+    /// Set by a step that was skipped (read and cleared by the runner).
+    pub(crate) skip: Option<Skip>,
+    /// The capabilities for which a step of this scenario was skipped so far: later
+    /// steps leave out what depended on them.
+    pub(crate) skipped: std::collections::BTreeSet<Capability>,
     /// Every exchange of the scenario so far, with the name of its step.
     pub(crate) history: Vec<(&'static str, fake_windows_client::Exchange)>,
     pub(crate) http: reqwest::Client,
@@ -98,15 +154,19 @@ pub(crate) struct Context<'a> {
 /// Runs one scenario; stops at the first failing step. A scenario that wants its own
 /// server process gets one when the target is the embedded server.
 pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
+    if let Some((c, why)) = target.lacking.first_of(&scenario.requires) {
+        return skipped(scenario, format!("needs {c}: {why}"));
+    }
     if scenario.server == crate::scenario::ServerKind::Process && target.control.is_some() {
         let Some(exe) = target.serve_exe.clone() else {
             return setup_failure(
                 scenario,
-                "this scenario needs the winmdm-serve binary (set WINMDM_SERVE_EXE)".into(),
+                "this scenario needs the server as a process: no winmdm executable to run `winmdm serve` with".into(),
             );
         };
         return match crate::embedded::start_process(exe).await {
-            Ok(e) => {
+            Ok(mut e) => {
+                e.target.lacking = target.lacking.clone();
                 let outcome = run_on(&e.target, scenario).await;
                 e.control.shutdown().await;
                 outcome
@@ -118,17 +178,12 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
         let Some(exe) = target.serve_exe.clone() else {
             return setup_failure(
                 scenario,
-                "this scenario needs the winmdm-serve binary (set WINMDM_SERVE_EXE)".into(),
+                "this scenario needs the server as a process: no winmdm executable to run `winmdm serve` with".into(),
             );
         };
-        if crate::embedded::postgres_admin_url().is_none() {
-            return skipped(
-                scenario,
-                "replicas need Postgres (set WINMDM_TEST_POSTGRES_URL)",
-            );
-        }
         return match crate::embedded::start_replicas(exe, 2).await {
-            Ok(e) => {
+            Ok(mut e) => {
+                e.target.lacking = target.lacking.clone();
                 let outcome = run_on(&e.target, scenario).await;
                 e.control.shutdown().await;
                 outcome
@@ -139,10 +194,11 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
     run_on(target, scenario).await
 }
 
-/// A scenario that cannot run here, reported as passed with the reason.
-fn skipped(scenario: &Scenario, why: &str) -> ScenarioOutcome {
+/// A scenario that cannot run against this target, skipped with the reason.
+fn skipped(scenario: &Scenario, why: String) -> ScenarioOutcome {
     let mut o = setup_failure(scenario, format!("skipped: {why}"));
-    o.steps[0].passed = true;
+    o.steps[0].verdict = Verdict::Skipped;
+    o.skipped = Some(why);
     o
 }
 
@@ -164,13 +220,14 @@ fn setup_failure(scenario: &Scenario, detail: String) -> ScenarioOutcome {
         name: scenario.name.clone(),
         steps: vec![StepOutcome {
             name: "setup",
-            passed: false,
+            verdict: Verdict::Failed,
             detail,
             elapsed: Duration::ZERO,
             exchanges: Vec::new(),
             client_cert: None,
         }],
         elapsed: Duration::ZERO,
+        skipped: None,
     }
 }
 
@@ -184,6 +241,7 @@ async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
     let runs = (0..scenario.devices).map(|_| run_one(target, scenario));
     let outcomes = join_all(runs).await;
     let mut steps = Vec::new();
+    let skipped = outcomes.iter().find_map(|o| o.skipped.clone());
     for (k, o) in outcomes.into_iter().enumerate() {
         for mut s in o.steps {
             s.detail = format!("[device {}/{}] {}", k + 1, scenario.devices, s.detail);
@@ -194,6 +252,7 @@ async fn run_on(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         name: scenario.name.clone(),
         steps,
         elapsed: started.elapsed(),
+        skipped,
     }
 }
 
@@ -226,7 +285,7 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
 
 /// The scenario's variables: `${device_id}`, `${node_key}`, `${server_url}`,
 /// `${discovery_url}`, `${enrollment_id}`, `${management_url}`, `${client_thumbprint}`,
-/// `${command:<name>}`.
+/// `${provider_id}`, `${command:<name>}`.
 fn variable(ctx: &Context<'_>, name: &str) -> Option<String> {
     if let Some(cmd) = name.strip_prefix("command:") {
         return ctx.commands.get(cmd).cloned();
@@ -240,25 +299,46 @@ fn variable(ctx: &Context<'_>, name: &str) -> Option<String> {
         "enrollment_id" => e.map(|e| e.enrollment_guid.clone()),
         "management_url" => e.map(|e| e.management_url.clone()),
         "client_thumbprint" => e.map(|e| e.client_thumbprint.clone()),
+        "provider_id" => e.map(|e| e.provider_id.clone()),
         _ => None,
     }
 }
 
+/// Why a step's variables could not be filled in.
+enum Unsubstituted {
+    /// The step is wrong (unknown or not yet set variable, invalid result).
+    Error(String),
+    /// It names a command whose `queue_command` was skipped: skipped with it.
+    Skipped(String),
+}
+
 /// Substitutes `${...}` in every string of a step as written; None when it has none.
-fn substitute_step(raw: Option<&toml::Value>, ctx: &Context<'_>) -> Result<Option<Step>, String> {
-    fn walk(v: &mut toml::Value, ctx: &Context<'_>, used: &mut bool) -> Result<(), String> {
+fn substitute_step(
+    raw: Option<&toml::Value>,
+    ctx: &Context<'_>,
+) -> Result<Option<Step>, Unsubstituted> {
+    fn walk(v: &mut toml::Value, ctx: &Context<'_>, used: &mut bool) -> Result<(), Unsubstituted> {
         match v {
             toml::Value::String(s) if s.contains("${") => {
                 let mut out = String::new();
                 let mut rest = s.as_str();
                 while let Some(start) = rest.find("${") {
                     out.push_str(&rest[..start]);
-                    let end = rest[start..]
-                        .find('}')
-                        .ok_or_else(|| format!("unclosed variable in {s:?}"))?;
+                    let end = rest[start..].find('}').ok_or_else(|| {
+                        Unsubstituted::Error(format!("unclosed variable in {s:?}"))
+                    })?;
                     let name = &rest[start + 2..start + end];
-                    let value = variable(ctx, name)
-                        .ok_or_else(|| format!("variable ${{{name}}} has no value yet"))?;
+                    let value = variable(ctx, name).ok_or_else(|| {
+                        if name.starts_with("command:")
+                            && ctx.skipped.contains(&Capability::AdminApi)
+                        {
+                            Unsubstituted::Skipped(format!(
+                                "${{{name}}} has no value: its queue_command was skipped"
+                            ))
+                        } else {
+                            Unsubstituted::Error(format!("variable ${{{name}}} has no value yet"))
+                        }
+                    })?;
                     out.push_str(&value);
                     rest = &rest[start + end + 1..];
                 }
@@ -287,7 +367,9 @@ fn substitute_step(raw: Option<&toml::Value>, ctx: &Context<'_>) -> Result<Optio
     if !used {
         return Ok(None);
     }
-    Step::deserialize(v).map(Some).map_err(|e| e.to_string())
+    Step::deserialize(v)
+        .map(Some)
+        .map_err(|e| Unsubstituted::Error(e.to_string()))
 }
 
 async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
@@ -300,7 +382,7 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         Err(e) => {
             steps.push(StepOutcome {
                 name: "setup",
-                passed: false,
+                verdict: Verdict::Failed,
                 detail: e.to_string(),
                 elapsed: started.elapsed(),
                 exchanges: Vec::new(),
@@ -310,6 +392,7 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
                 name: scenario.name.clone(),
                 steps,
                 elapsed: started.elapsed(),
+                skipped: None,
             };
         }
     };
@@ -335,18 +418,30 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         management_url: None,
         admin_exchanges: Vec::new(),
         history: Vec::new(),
-        orbit_absent: false,
+        skip: None,
+        skipped: Default::default(),
         http,
     };
+    // Set when the rest of the scenario cannot run: why its steps are skipped.
+    let mut skip_rest: Option<String> = None;
+    let mut scenario_skipped = None;
     for (i, parsed) in scenario.steps.iter().enumerate() {
+        if let Some(why) = &skip_rest {
+            steps.push(skipped_step(parsed.name(), format!("skipped: {why}")));
+            continue;
+        }
         let substituted = substitute_step(scenario.raw_steps.get(i), &ctx);
         let step = match &substituted {
             Ok(Some(s)) => s,
             Ok(None) => parsed,
-            Err(e) => {
+            Err(Unsubstituted::Skipped(why)) => {
+                steps.push(skipped_step(parsed.name(), format!("skipped: {why}")));
+                continue;
+            }
+            Err(Unsubstituted::Error(e)) => {
                 steps.push(StepOutcome {
                     name: parsed.name(),
-                    passed: false,
+                    verdict: Verdict::Failed,
                     detail: e.clone(),
                     elapsed: Duration::ZERO,
                     exchanges: Vec::new(),
@@ -362,10 +457,22 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         }
         ctx.presented_cert = None;
         let result = crate::steps::run_step(&mut ctx, step).await;
-        let passed = result.is_ok();
+        let skip = ctx.skip.take();
+        let verdict = match (&result, &skip) {
+            (Err(_), _) => Verdict::Failed,
+            (Ok(_), Some(_)) => Verdict::Skipped,
+            (Ok(_), None) => Verdict::Passed,
+        };
+        if let (Ok(_), Some(k)) = (&result, &skip) {
+            ctx.skipped.insert(k.capability);
+            if k.blocking || scenario.requires.contains(&k.capability) {
+                scenario_skipped = Some(format!("needs {}: {}", k.capability, k.why));
+                skip_rest = Some(format!("step {} {} was skipped", i + 1, step.name()));
+            }
+        }
         steps.push(StepOutcome {
             name: step.name(),
-            passed,
+            verdict,
             detail: result.unwrap_or_else(|e| e),
             elapsed: t.elapsed(),
             exchanges: {
@@ -382,7 +489,7 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
             },
             client_cert: ctx.presented_cert.take(),
         });
-        if !passed {
+        if verdict == Verdict::Failed {
             break;
         }
     }
@@ -390,5 +497,17 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
         name: scenario.name.clone(),
         steps,
         elapsed: started.elapsed(),
+        skipped: scenario_skipped,
+    }
+}
+
+fn skipped_step(name: &'static str, detail: String) -> StepOutcome {
+    StepOutcome {
+        name,
+        verdict: Verdict::Skipped,
+        detail,
+        elapsed: Duration::ZERO,
+        exchanges: Vec::new(),
+        client_cert: None,
     }
 }

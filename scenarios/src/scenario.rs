@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::capability::Capability;
+
 /// A parsed scenario file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,10 @@ pub struct Scenario {
     /// Run the steps for this many emulated devices at once (each its own device).
     #[serde(default = "default_devices")]
     pub devices: usize,
+    /// The capabilities this scenario is about: against a target lacking one, the
+    /// scenario is skipped (whole, or from the step that needed it on).
+    #[serde(default)]
+    pub requires: Vec<Capability>,
     pub steps: Vec<Step>,
     /// The steps as written, for `${variable}` substitution at run time.
     #[serde(skip)]
@@ -282,6 +288,27 @@ fn default_max_polls() -> u32 {
 }
 
 impl Step {
+    /// The capability the step cannot run without, if any.
+    pub fn needs(&self) -> Option<Capability> {
+        match self {
+            Step::OrbitEnroll { .. } | Step::OrbitConfig { .. } | Step::OrbitAgent { .. } => {
+                Some(Capability::Orbit)
+            }
+            Step::QueueCommand { .. }
+            | Step::CheckCommandResult { .. }
+            | Step::CheckAllCommands { .. }
+            | Step::CreateProfile { .. }
+            | Step::AssignProfile { .. }
+            | Step::CheckProfile { .. }
+            | Step::ServerUnenroll {} => Some(Capability::AdminApi),
+            Step::Renew { .. } => Some(Capability::Renewal),
+            Step::RestartServer {} => Some(Capability::Restart),
+            Step::KillServer { .. } => Some(Capability::Kill),
+            Step::UseReplica { .. } => Some(Capability::Replicas),
+            _ => None,
+        }
+    }
+
     /// The step's name as written in scenario files.
     pub fn name(&self) -> &'static str {
         match self {
@@ -402,6 +429,16 @@ mod tests {
         let e = parse(text, Path::new("x.toml")).unwrap_err();
         assert!(e.contains("line 6") || e.contains("line 7"), "{e}");
         assert!(e.contains("fly_to_moon"), "{e}");
+    }
+
+    #[test]
+    fn requires_names_known_capabilities_only() {
+        let ok = "name = \"x\"\nrequires = [\"orbit\", \"admin_api\"]\n[[steps]]\nstep = \"wait\"\nms = 0\n";
+        let s = parse(ok, Path::new("x.toml")).unwrap();
+        assert_eq!(s.requires, [Capability::Orbit, Capability::AdminApi]);
+        let bad = ok.replace("admin_api", "time_travel");
+        let e = parse(&bad, Path::new("x.toml")).unwrap_err();
+        assert!(e.contains("time_travel"), "{e}");
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub fn apply(
                 } else {
                     write_snap(&new_path, &head, &body)?;
                     let d = diff(&format!("{old}\n"), &format!("{}\n", body.trim_end()));
-                    step.passed = false;
+                    step.verdict = crate::runner::Verdict::Failed;
                     step.detail = format!(
                         "{}\nsnapshot {} differs (new contents in {}):\n{d}",
                         step.detail,

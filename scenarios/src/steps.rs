@@ -6,7 +6,8 @@ use std::time::Duration;
 use fake_windows_client::{ClientError, IdentityOverride};
 use serde_json::Value;
 
-use crate::runner::Context;
+use crate::capability::Capability;
+use crate::runner::{Context, Skip};
 use crate::scenario::{AgentAction, Identity, Step};
 
 type StepResult = Result<String, String>;
@@ -58,33 +59,46 @@ fn need<'a, T>(v: &'a Option<T>, what: &str) -> Result<&'a T, String> {
         .ok_or_else(|| format!("no {what} yet: an earlier step must provide it"))
 }
 
+/// Marks the current step skipped for lack of `capability` and returns its detail.
+fn skip(ctx: &mut Context<'_>, capability: Capability, why: String, blocking: bool) -> StepResult {
+    let detail = format!("skipped (no {capability}): {why}");
+    ctx.skip = Some(Skip {
+        capability,
+        why,
+        blocking,
+    });
+    Ok(detail)
+}
+
 pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
     let target = ctx.target;
-    match step {
-        Step::OrbitEnroll { .. } | Step::OrbitConfig { .. } | Step::OrbitAgent { .. }
-            if target.token.is_some() || ctx.orbit_absent =>
-        {
-            if ctx.discovery_endpoint.is_none() {
+    if let Some(c) = step.needs() {
+        if let Some(why) = target.lacking.why(c) {
+            if c == Capability::Orbit && ctx.discovery_endpoint.is_none() {
                 ctx.discovery_endpoint = Some(discovery_url(target));
             }
-            Ok(if ctx.orbit_absent {
-                "skipped: the server has no Orbit endpoints".into()
-            } else {
-                "skipped: enrolling with --token, without the Orbit agent".into()
-            })
+            return skip(ctx, c, why, false);
         }
+    }
+    let orbit_absent = target.lacking.why(Capability::Orbit).is_some();
+    match step {
         Step::OrbitEnroll {
             enroll_secret,
             expect_status,
         } => {
             let secret = enroll_secret.as_deref().unwrap_or(&target.enroll_secret);
             let r = ctx.device.orbit_enroll(&target.server_url, secret).await;
-            // An external server without the Orbit endpoints: skipped, not failed.
-            let absent = matches!(&r, Err(e) if matches!(e.http_status(), Some(404 | 405)));
-            if absent && target.control.is_none() && expect_status.is_none() {
-                ctx.orbit_absent = true;
+            // An external server without the Orbit endpoints: skipped, not failed, even
+            // when the step expected a refusal (the scenario is then about Orbit auth).
+            let absent = match &r {
+                Err(e) => e.http_status().filter(|s| matches!(s, 404 | 405)),
+                Ok(_) => None,
+            };
+            if let (Some(status), None) = (absent, &target.control) {
+                let why = format!("the server has no Orbit endpoints (HTTP {status})");
+                target.lacking.mark(Capability::Orbit, why.clone());
                 ctx.discovery_endpoint = Some(discovery_url(target));
-                return Ok("skipped: the server has no Orbit endpoints (HTTP 404)".into());
+                return skip(ctx, Capability::Orbit, why, false);
             }
             match check_status(r, *expect_status)? {
                 Some(_) => Ok("node key issued".into()),
@@ -124,7 +138,7 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
         }
         Step::RegisterDeviceWithManagement { upn, token }
             if target.token.is_some()
-                || ctx.orbit_absent
+                || orbit_absent
                 || (ctx.discovery_endpoint.is_none()
                     && (target.credentials.is_some()
                         || target.auth_policy.as_deref() == Some("Federated"))) =>
@@ -140,10 +154,9 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 if target.credentials.is_none()
                     && target.auth_policy.as_deref() != Some("Federated")
                 {
-                    return Err(
-                        "the server has no Orbit endpoints: pass --token, or --username/--password"
-                            .into(),
-                    );
+                    // Nothing to enroll with: the rest of the scenario cannot run.
+                    let why = "without Orbit there is no DeviceEnrollmentUserToken: pass --token, or --username/--password";
+                    return skip(ctx, Capability::Orbit, why.into(), true);
                 }
                 // Authenticated by user name and password (or the federated page) instead.
                 ctx.token = Some(String::new());
@@ -186,8 +199,12 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             let r = ctx.device.discover(&url, &upn).await;
             match check_fault(r, expect_fault)? {
                 Some(d) => {
-                    // Federated: the token comes from the authentication page.
-                    if d.auth_policy == "Federated" {
+                    // Federated: the token comes from the authentication page, unless
+                    // RegisterDeviceWithManagement already handed Windows one (its
+                    // accessToken argument, sent as the security token as-is; the
+                    // sign-in page is for a user enrolling without a token).
+                    let has_token = ctx.token.as_deref().is_some_and(|t| !t.is_empty());
+                    if d.auth_policy == "Federated" && !has_token {
                         let upn = ctx.upn.clone();
                         let token = ctx
                             .device
@@ -303,13 +320,14 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             let o = match identity {
                 Identity::Enrolled => IdentityOverride::None,
                 Identity::None => IdentityOverride::NoCertificate,
-                Identity::Previous => {
-                    let (cert_pem, key_pem) = ctx
-                        .device
-                        .previous_identity_pem()
-                        .ok_or("the device has no previous certificate")?;
-                    IdentityOverride::Foreign { cert_pem, key_pem }
-                }
+                Identity::Previous => match ctx.device.previous_identity_pem() {
+                    Some((cert_pem, key_pem)) => IdentityOverride::Foreign { cert_pem, key_pem },
+                    None if ctx.skipped.contains(&Capability::Renewal) => {
+                        let why = "no previous certificate: the renew step was skipped".into();
+                        return skip(ctx, Capability::Renewal, why, false);
+                    }
+                    None => return Err("the device has no previous certificate".into()),
+                },
                 Identity::Foreign => {
                     let (cert_pem, key_pem) =
                         fake_windows_client::foreign_identity(ctx.device.device_id())
@@ -359,6 +377,14 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                     expect_status.unwrap_or_default()
                 ));
             };
+            // Commands a skipped queue_command would have queued are not expected.
+            let unqueued = ctx.skipped.contains(&Capability::AdminApi)
+                && (*min_round_trips > 1 || !expect_commands.is_empty());
+            let (min_round_trips, expect_commands): (&usize, &[String]) = if unqueued {
+                (&1, &[])
+            } else {
+                (min_round_trips, expect_commands)
+            };
             if report.round_trips < *min_round_trips {
                 return Err(format!(
                     "{} round trip(s), expected at least {min_round_trips}",
@@ -383,9 +409,14 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 }
             }
             Ok(format!(
-                "{} round trip(s), {} server command(s)",
+                "{} round trip(s), {} server command(s){}",
                 report.round_trips,
-                report.server_commands.len()
+                report.server_commands.len(),
+                if unqueued {
+                    "; expected commands not checked: their queue_command was skipped"
+                } else {
+                    ""
+                }
             ))
         }
         Step::CheckCommandResult {
@@ -509,7 +540,8 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             after_ms,
         } => {
             let Some(control) = target.control.clone() else {
-                return Ok("skipped: an external server cannot be killed by the harness".into());
+                let why = "an external server cannot be killed by the harness".into();
+                return skip(ctx, Capability::Kill, why, false);
             };
             if !*during_session {
                 control.kill_and_restart().await?;
@@ -733,7 +765,8 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 Ok(format!("new connections go to replica {index}"))
             }
             None => {
-                Ok("skipped: an external server's replicas are not the harness's to route".into())
+                let why = "an external server's replicas are not the harness's to route".into();
+                skip(ctx, Capability::Replicas, why, false)
             }
         },
         Step::Attack {
@@ -749,7 +782,10 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 c.restart().await?;
                 Ok("embedded server restarted on the same port and data".into())
             }
-            None => Ok("skipped: an external server cannot be restarted by the harness".into()),
+            None => {
+                let why = "an external server cannot be restarted by the harness".into();
+                skip(ctx, Capability::Restart, why, false)
+            }
         },
     }
 }
@@ -865,12 +901,15 @@ fn expect_http(status: u16, expect: Option<u16>) -> Result<String, String> {
     }
 }
 
-/// The discovery URL of the target: `--discovery-url`, else the path this project uses.
+/// The discovery URL of the target when no Orbit notification gives one:
+/// `--discovery-url`, else the path Windows itself derives from a user's address
+/// (`/EnrollmentServer/Discovery.svc`, MS-MDE2 §3.1.5), which every server a user can
+/// enroll in through "Access work or school" answers.
 fn discovery_url(target: &crate::runner::Target) -> String {
     target
         .discovery_url
         .clone()
-        .unwrap_or_else(|| format!("{}/api/mdm/microsoft/discovery", target.server_url))
+        .unwrap_or_else(|| format!("{}/EnrollmentServer/Discovery.svc", target.server_url))
 }
 
 /// Drops null members so optional fields are simply absent.

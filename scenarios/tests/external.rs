@@ -45,7 +45,8 @@ fn start_server(extra: &[&str]) -> ServerProcess {
     if let Some(url) = &database {
         args.extend(["--database-url".to_string(), url.clone()]);
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm-serve"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm"))
+        .arg("serve")
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,7 +59,7 @@ fn start_server(extra: &[&str]) -> ServerProcess {
     let addr = line
         .split_whitespace()
         .nth(3)
-        .unwrap_or_else(|| panic!("unexpected first line from winmdm-serve: {line:?}"))
+        .unwrap_or_else(|| panic!("unexpected first line from winmdm serve: {line:?}"))
         .to_string();
     ServerProcess {
         child,
@@ -177,7 +178,15 @@ fn with_a_token_the_orbit_steps_are_skipped() {
     let happy = suite().join("01-happy-path.toml");
     let (code, out) = run_harness_with(&server, &[&happy], &["--token", &token], &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("skipped: enrolling with --token"), "{out}");
+    assert!(
+        out.contains("skip orbit_enroll") && out.contains("enrolling with --token"),
+        "{out}"
+    );
+    // The Orbit steps were incidental: the scenario itself passed.
+    assert!(
+        out.contains("scenarios: 1 passed, 0 failed, 0 skipped"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -216,13 +225,16 @@ fn on_premise_username_token_reaches_the_server() {
 #[test]
 fn orbit_steps_are_skipped_when_the_server_has_none() {
     // Pointing --server at a prefix without the Orbit endpoints (404) stands in for a
-    // server that has none: the Orbit steps are skipped, not failed, and enrollment then
-    // asks for a token or credentials.
+    // server that has none: the Orbit steps are skipped, not failed; enrollment without
+    // a token or credentials is skipped saying what to pass; the wrong-enroll-secret
+    // scenario (about Orbit) is skipped, and the unknown-token one still runs and passes.
     let server = start_server(&[]);
-    let happy = suite().join("01-happy-path.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_winmdm"))
         .arg("run")
-        .arg(&happy)
+        // First: the Orbit enroll expecting 401 meets the 404 itself.
+        .arg(suite().join("02-wrong-enroll-secret.toml"))
+        .arg(suite().join("01-happy-path.toml"))
+        .arg(suite().join("03-unknown-token-at-policy.toml"))
         .args([
             "--server",
             &format!("{}/no-orbit-here", server.url),
@@ -237,18 +249,27 @@ fn orbit_steps_are_skipped_when_the_server_has_none() {
         .arg(&server.ca)
         .output()
         .unwrap();
+    let code = out.status.code();
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("ok   orbit_enroll")
-            && out.contains("skipped: the server has no Orbit endpoints"),
+        out.contains("skip orbit_enroll")
+            && out.contains("the server has no Orbit endpoints (HTTP 404)"),
         "{out}"
     );
-    assert!(out.contains("ok   orbit_config"), "{out}");
+    assert!(out.contains("skip orbit_config"), "{out}");
     let rdwm = out
         .lines()
         .find(|l| l.contains("register_device_with_management"))
         .unwrap_or_default();
-    assert!(rdwm.contains("FAIL") && rdwm.contains("--token"), "{out}");
+    assert!(rdwm.contains("skip") && rdwm.contains("--token"), "{out}");
+    assert!(out.contains("SKIP happy-path"), "{out}");
+    assert!(out.contains("SKIP wrong-enroll-secret"), "{out}");
+    assert!(out.contains("PASS unknown-token-at-policy"), "{out}");
+    assert!(
+        out.contains("scenarios: 1 passed, 0 failed, 2 skipped"),
+        "{out}"
+    );
 }
 
 /// Enrollment without Orbit, authenticated by a user (the server's `--enroll-user`).
@@ -350,4 +371,40 @@ fn users_enroll_on_premise_with_a_username_token_and_federated_through_the_login
             .any(|l| l.contains("FAIL") && l.contains("discover")),
         "{out}"
     );
+}
+
+#[test]
+fn a_given_token_is_used_even_when_discovery_says_federated() {
+    // A device handed an access token (RegisterDeviceWithManagement) enrolls with it:
+    // no login page, even though the server answers Discover with Federated.
+    let server = start_server(&["--enroll-user", "alice:wonderland"]);
+    let ca = std::fs::read(&server.ca).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let token = rt
+        .block_on(async {
+            let tls = fake_windows_client::TlsOptions {
+                ca_pem: Some(ca),
+                insecure: false,
+            };
+            let mut d = fake_windows_client::Device::new(
+                fake_windows_client::DeviceProfile::random(),
+                tls,
+            )?;
+            d.orbit_enroll(&server.url, "ext-secret").await
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("user-enrollment.toml");
+    let with_check = format!(
+        "{USER_ENROLLMENT}\n[[steps]]\nstep = \"check_response\"\nof = \"discover\"\npath = \"DiscoverResult/AuthPolicy\"\nequals = \"Federated\"\n"
+    );
+    std::fs::write(&file, with_check).unwrap();
+    let (code, out) = run_harness_with(
+        &server,
+        &[&file],
+        &["--auth-policy", "Federated", "--token", &token],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok   request_security_token"), "{out}");
 }

@@ -11,13 +11,13 @@ async fn bundled_suite_passes_against_the_embedded_server() {
     let files =
         scenario::collect(&[PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suite"))]).unwrap();
     assert!(files.len() >= 9, "suite has {} files", files.len());
-    let serve = PathBuf::from(env!("CARGO_BIN_EXE_winmdm-serve"));
+    let serve = PathBuf::from(env!("CARGO_BIN_EXE_winmdm"));
     let server = embedded::start_with(Some(serve)).await.unwrap();
     let mut failures = Vec::new();
     for f in &files {
         let s = scenario::load(f).unwrap();
         let o = run_scenario(&server.target, &s).await;
-        if !o.passed() {
+        if o.failed() {
             let mut out = Vec::new();
             winmdm::report::print_scenario(&mut out, &o);
             failures.push(String::from_utf8_lossy(&out).into_owned());

@@ -178,6 +178,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             DISCOVERY_PATH,
             get(crate::discovery::probe).post(crate::discovery::discover),
         )
+        .route(
+            crate::discovery::WINDOWS_DISCOVERY_PATH,
+            get(crate::discovery::probe).post(crate::discovery::discover),
+        )
         .route(POLICY_PATH, post(crate::policy::get_policies))
         .route(ENROLL_PATH, post(crate::enroll::request_security_token))
         .route_layer(from_fn(crate::guards::require_soap))

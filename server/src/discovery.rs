@@ -10,6 +10,12 @@ use quick_xml::escape::escape;
 use crate::app::AppState;
 use crate::soap::{self, Fault, FaultSubcode, NS_ENROLLMENT_DISCOVERY};
 
+/// The discovery path Windows itself tries: "Access work or school" turns the user's
+/// address `user@<domain>` into `https://enterpriseenrollment.<domain>` + this path
+/// (MS-MDE2 §3.1.5; Microsoft's "Mobile device enrollment: Discovery" docs). Served
+/// exactly like `app::DISCOVERY_PATH`; the URLs it discovers stay the same.
+pub const WINDOWS_DISCOVERY_PATH: &str = "/EnrollmentServer/Discovery.svc";
+
 pub const ACTION_DISCOVER: &str =
     "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/Discover";
 pub const ACTION_DISCOVER_RESPONSE: &str =
