@@ -10,6 +10,7 @@ use fake_windows_client::{Device, DeviceProfile};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::capability::Capability;
 use crate::runner::Context;
 
 /// The attacks of step `attack` (`kind = "..."`).
@@ -32,8 +33,9 @@ pub enum Attack {
 
 type StepResult = Result<String, String>;
 
-fn skipped(why: &str) -> StepResult {
-    Ok(format!("skipped: {why}"))
+/// The attack cannot be tried: the target lacks `capability` (the step is skipped).
+fn skipped(ctx: &mut Context<'_>, capability: Capability, why: &str) -> StepResult {
+    crate::steps::skip(ctx, capability, why.to_string(), false)
 }
 
 fn finding(attack: &str, what: String) -> StepResult {
@@ -65,10 +67,18 @@ fn new_device(ctx: &Context<'_>) -> Result<Device, String> {
     Ok(d)
 }
 
+/// Whether the harness can get tokens issued per host (Orbit node keys): not with a
+/// fixed `--token` or user credentials, nor from a target without Orbit.
+fn tokens_per_host(ctx: &Context<'_>) -> bool {
+    ctx.target.lacking.why(Capability::Orbit).is_none()
+        && ctx.target.token.is_none()
+        && ctx.target.credentials.is_none()
+}
+
 /// A second host with a token of its own (an Orbit node key), or None when the harness
-/// cannot obtain one (no Orbit endpoints, or a fixed `--token`).
+/// cannot obtain one.
 async fn second_host(ctx: &Context<'_>) -> Result<Option<(Device, String)>, String> {
-    if ctx.orbit_absent || ctx.target.token.is_some() || ctx.target.credentials.is_some() {
+    if !tokens_per_host(ctx) {
         return Ok(None);
     }
     let mut d = new_device(ctx)?;
@@ -109,7 +119,9 @@ async fn device_id_takeover(ctx: &mut Context<'_>) -> StepResult {
     let url = discovery(ctx)?;
     let Some((mut attacker, key)) = second_host(ctx).await? else {
         return skipped(
-            "needs a second host's own token (Orbit enroll), which this target does not offer",
+            ctx,
+            Capability::Orbit,
+            "a second host needs a token of its own (Orbit enroll); with one shared token the server cannot tell an attacker from the same machine enrolling again",
         );
     };
     attacker.set_device_id(&victim);
@@ -135,20 +147,25 @@ async fn device_id_takeover(ctx: &mut Context<'_>) -> StepResult {
     Ok(format!("{verdict}; the victim is still managed"))
 }
 
-/// An enrolled second device, or None (with the reason) when none can be had.
-async fn enrolled_second_device(ctx: &Context<'_>) -> Result<Result<Device, &'static str>, String> {
+/// A second enrolled device: with a node key of its own where the target issues them,
+/// else with the token or credentials the victim enrolled with (`--token`, user).
+async fn enrolled_second_device(ctx: &Context<'_>) -> Result<Device, String> {
     let url = discovery(ctx)?;
-    let Some((mut other, key)) = second_host(ctx).await? else {
-        return Ok(Err(
-            "needs a second device with a token of its own (Orbit enroll), which this target does not offer",
-        ));
+    let (mut other, key) = match second_host(ctx).await? {
+        Some(host) => host,
+        None => (
+            new_device(ctx)?,
+            ctx.token
+                .clone()
+                .ok_or("enroll the victim first (no token)")?,
+        ),
     };
     let upn = other.profile().upn.clone();
     other
         .register_device_with_management(&upn, &url, &key)
         .await
         .map_err(|e| format!("enrolling the second device: {e}"))?;
-    Ok(Ok(other))
+    Ok(other)
 }
 
 /// The second device's management client (its own certificate).
@@ -194,10 +211,7 @@ fn management_url(ctx: &Context<'_>) -> Result<String, String> {
 async fn foreign_device_id(ctx: &mut Context<'_>) -> StepResult {
     const NAME: &str = "certificate of another device";
     let url = management_url(ctx)?;
-    let other = match enrolled_second_device(ctx).await? {
-        Ok(d) => d,
-        Err(why) => return skipped(why),
-    };
+    let other = enrolled_second_device(ctx).await?;
     let client = client_of(ctx, &other)?;
     let victim = ctx.device.device_id().to_string();
     let body = format!(
@@ -231,10 +245,7 @@ async fn replay_by_other_device(ctx: &mut Context<'_>) -> StepResult {
     let Some((target_url, body)) = captured else {
         return Err("run a management session of the victim first (nothing to replay)".into());
     };
-    let other = match enrolled_second_device(ctx).await? {
-        Ok(d) => d,
-        Err(why) => return skipped(why),
-    };
+    let other = enrolled_second_device(ctx).await?;
     let client = client_of(ctx, &other)?;
     let dest = if target_url.is_empty() {
         url
@@ -255,8 +266,12 @@ async fn replay_by_other_device(ctx: &mut Context<'_>) -> StepResult {
 /// second machine.
 async fn token_reuse(ctx: &mut Context<'_>) -> StepResult {
     const NAME: &str = "token reuse";
-    if ctx.orbit_absent || ctx.target.token.is_some() || ctx.target.credentials.is_some() {
-        return skipped("the target's tokens are not issued per host (no Orbit, a fixed --token or user credentials)");
+    if !tokens_per_host(ctx) {
+        return skipped(
+            ctx,
+            Capability::Orbit,
+            "the target's tokens are not issued per host (no Orbit, a fixed --token or user credentials)",
+        );
     }
     let url = discovery(ctx)?;
     let token = ctx
@@ -287,7 +302,11 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
     const NAME: &str = "federated appru";
     const EVIL: &str = "https://attacker.invalid/collect";
     let Some(auth_url) = federated_login_url(ctx).await? else {
-        return skipped("the server offers no federated login (no AuthenticationServiceUrl)");
+        return skipped(
+            ctx,
+            Capability::Federated,
+            "the server offers no federated login (no AuthenticationServiceUrl)",
+        );
     };
     let sep = if auth_url.contains('?') { '&' } else { '?' };
     let url = format!(
@@ -332,7 +351,11 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
     let status = r.status().as_u16();
     let body = r.text().await.unwrap_or_default();
     if matches!(status, 401 | 403) && !known_account {
-        return skipped("the login page answered 200 and logging in needs --username/--password");
+        return skipped(
+            ctx,
+            Capability::Federated,
+            "the login page answered 200 and logging in needs --username/--password",
+        );
     }
     if (200..300).contains(&status) && posts_to(&body, EVIL) {
         return finding(

@@ -186,6 +186,14 @@ fn step_log(out: &mut String, id: &str, n: usize, s: &StepOutcome) {
             esc(c)
         );
     }
+    for w in &s.warnings {
+        let _ = writeln!(
+            out,
+            r#"<div class="warn">warning <code>{}</code>: {}</div>"#,
+            esc(w.check),
+            esc(&w.detail)
+        );
+    }
     for (k, ex) in s.exchanges.iter().enumerate() {
         let status = ex
             .status
@@ -242,7 +250,7 @@ ol.steps { list-style: none; padding: 0; }
 .step-log.failed { border-left-color: #c0392b; background: #fdf0ee; }
 .step-log .mark { font-weight: bold; } .step-log.failed .mark { color: #c0392b; }
 .step-log.skipped { border-left-color: #aaa; background: #f4f4f4; color: #555; }
-.ms { color: #777; } .detail { white-space: pre-wrap; }
+.ms { color: #777; } .detail { white-space: pre-wrap; } .warn { color: #8a5a00; }
 details.exchange { margin: .3em 0 .3em 1em; }
 pre { background: #f6f8fa; padding: .5em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
 .error { color: #c0392b; }

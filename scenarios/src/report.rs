@@ -20,6 +20,9 @@ pub fn print_scenario(out: &mut impl Write, o: &ScenarioOutcome) {
             s.elapsed.as_secs_f64() * 1000.0,
             s.detail
         );
+        for w in &s.warnings {
+            let _ = writeln!(out, "       warn {}: {}", w.check, w.detail);
+        }
     }
     let (verdict, why) = match o.verdict() {
         Verdict::Passed => ("PASS", String::new()),
@@ -44,6 +47,18 @@ pub fn counts(outcomes: &[&ScenarioOutcome]) -> (usize, usize, usize) {
 /// parsers read the `N passed, M failed` part).
 pub fn print_summary(out: &mut impl Write, outcomes: &[ScenarioOutcome]) {
     let (passed, failed, skipped) = counts(&outcomes.iter().collect::<Vec<_>>());
+    let warnings: usize = outcomes
+        .iter()
+        .flat_map(|o| &o.steps)
+        .map(|s| s.warnings.len())
+        .sum();
+    if warnings > 0 {
+        // Warnings never change a verdict or the exit status.
+        let _ = writeln!(
+            out,
+            "warnings: {warnings} tolerated deviation(s) from the documents (docs/conformance.md)"
+        );
+    }
     let _ = writeln!(
         out,
         "scenarios: {passed} passed, {failed} failed, {skipped} skipped"

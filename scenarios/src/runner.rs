@@ -79,6 +79,9 @@ pub struct StepOutcome {
     /// SHA-1 thumbprint of the client certificate the device presented on its TLS
     /// connections during the step, if any.
     pub client_cert: Option<String>,
+    /// Deviations the emulated device tolerated during the step, as Windows does
+    /// (warn-level checks, `docs/conformance.md`): reported, never a failure.
+    pub warnings: Vec<fake_windows_client::Warning>,
 }
 
 /// Result of one scenario.
@@ -225,6 +228,7 @@ fn setup_failure(scenario: &Scenario, detail: String) -> ScenarioOutcome {
             elapsed: Duration::ZERO,
             exchanges: Vec::new(),
             client_cert: None,
+            warnings: Vec::new(),
         }],
         elapsed: Duration::ZERO,
         skipped: None,
@@ -387,6 +391,7 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
                 elapsed: started.elapsed(),
                 exchanges: Vec::new(),
                 client_cert: None,
+                warnings: Vec::new(),
             });
             return ScenarioOutcome {
                 name: scenario.name.clone(),
@@ -446,6 +451,7 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
                     elapsed: Duration::ZERO,
                     exchanges: Vec::new(),
                     client_cert: None,
+                    warnings: Vec::new(),
                 });
                 break;
             }
@@ -488,6 +494,7 @@ async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
                 all
             },
             client_cert: ctx.presented_cert.take(),
+            warnings: ctx.device.take_warnings(),
         });
         if verdict == Verdict::Failed {
             break;
@@ -509,5 +516,6 @@ fn skipped_step(name: &'static str, detail: String) -> StepOutcome {
         elapsed: Duration::ZERO,
         exchanges: Vec::new(),
         client_cert: None,
+        warnings: Vec::new(),
     }
 }

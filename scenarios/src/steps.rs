@@ -60,7 +60,12 @@ fn need<'a, T>(v: &'a Option<T>, what: &str) -> Result<&'a T, String> {
 }
 
 /// Marks the current step skipped for lack of `capability` and returns its detail.
-fn skip(ctx: &mut Context<'_>, capability: Capability, why: String, blocking: bool) -> StepResult {
+pub(crate) fn skip(
+    ctx: &mut Context<'_>,
+    capability: Capability,
+    why: String,
+    blocking: bool,
+) -> StepResult {
     let detail = format!("skipped (no {capability}): {why}");
     ctx.skip = Some(Skip {
         capability,

@@ -63,11 +63,46 @@ fn failures(out: &str) -> Vec<(String, String)> {
 #[test]
 fn a_minimal_third_party_server_gets_no_false_failure() {
     let double = Double::start(Options::default());
-    let (code, out) = with_token(&double, &[suite()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junit = dir.path().join("junit.xml");
+    let html = dir.path().join("report.html");
+    let discovery = format!("{}/EnrollmentServer/Discovery.svc", double.url);
+    let (code, out) = run(
+        &double,
+        &[suite()],
+        &[
+            "--token",
+            double::TOKEN,
+            "--discovery-url",
+            &discovery,
+            "--junit",
+            &junit.display().to_string(),
+            "--html",
+            &html.display().to_string(),
+            // It implements no WSTEP renewal, and says so.
+            "--without",
+            "renewal",
+        ],
+    );
     assert_eq!(failures(&out), Vec::new(), "{out}");
     assert_eq!(code, 0, "{out}");
     // What it does not offer (Orbit, admin API, restarts) is skipped, not passed.
     assert!(out.contains(" skipped"), "{out}");
+    // What it leaves out that Windows tolerates (SSLCLIENTCERTSEARCHCRITERIA, the RSTRC
+    // Timestamp) is a warning in every report, never a failure.
+    assert!(
+        out.contains("warn provisioning.cert_search_criteria_missing"),
+        "{out}"
+    );
+    assert!(out.contains("warn wstep.security_timestamp"), "{out}");
+    assert!(out.contains("\nwarnings: "), "{out}");
+    let junit = std::fs::read_to_string(&junit).expect("junit");
+    assert!(junit.contains("       warn "), "{junit}");
+    let html = std::fs::read_to_string(&html).expect("html");
+    assert!(
+        html.contains(r#"<div class="warn">"#),
+        "warnings missing from the HTML report"
+    );
 }
 
 /// Each defect fails the scenario at the one step that received the broken response.
