@@ -100,6 +100,7 @@ fn discovery(ctx: &Context<'_>) -> Result<String, String> {
 
 /// After an attack: the victim still has its enrollment and is still served.
 async fn victim_unharmed(ctx: &mut Context<'_>, attack: &str) -> Result<(), String> {
+    ctx.presented_cert = ctx.device.enrollment().map(|e| e.client_thumbprint.clone());
     match ctx.device.sync().await {
         Ok(_) => Ok(()),
         Err(e) => Err(format!(
