@@ -76,7 +76,9 @@ pub fn wresult_from_page(html: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-fn form_encode(s: &str) -> String {
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 3986 unreserved
+/// characters kept, everything else percent-encoded).
+pub fn form_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

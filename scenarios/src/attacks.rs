@@ -10,6 +10,8 @@ use fake_windows_client::{Device, DeviceProfile};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use fake_windows_client::auth::form_encode;
+
 use crate::capability::Capability;
 use crate::runner::Context;
 
@@ -171,17 +173,10 @@ async fn enrolled_second_device(ctx: &Context<'_>) -> Result<Device, String> {
 
 /// The second device's management client (its own certificate).
 fn client_of(ctx: &Context<'_>, device: &Device) -> Result<reqwest::Client, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let (cert_pem, key_pem) = device
         .client_identity_pem()
         .ok_or("the second device holds no certificate")?;
-    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .map_err(|e| e.to_string())?
-        .to_vec();
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
-    let identity = fake_windows_client::http::ClientIdentity { cert_der, key };
-    fake_windows_client::http::client(&ctx.target.tls(), Some(&identity)).map_err(|e| e.to_string())
+    crate::steps::mtls_client(ctx.target, &cert_pem, &key_pem)
 }
 
 async fn post_syncml(
@@ -394,17 +389,6 @@ fn posts_to(html: &str, url: &str) -> bool {
     lower.contains(&format!("action=\"{url}\""))
         || lower.contains(&format!("action='{url}'"))
         || lower.contains(&format!("action={url}"))
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A client that opens TLS and sends half a request must not hold its connection for

@@ -171,15 +171,11 @@ async fn base_config(dir: &tempfile::TempDir) -> Result<winmdm_server::Config, S
     Ok(config)
 }
 
-/// What the embedded server cannot do here: Federated enrollment (it has no user
-/// accounts), and killing or replicating it without an executable to run as a process
-/// or (replicas) without Postgres.
+/// What the embedded server cannot do here: killing or replicating it without an
+/// executable to run as a process or (replicas) without Postgres. (It has a federated
+/// login page: `base_config` gives it an account.)
 fn embedded_lacks(serve_exe: Option<&PathBuf>) -> Lacking {
     let lacking = Lacking::default();
-    lacking.mark(
-        Capability::Federated,
-        "the embedded server has no --enroll-user accounts",
-    );
     if serve_exe.is_none() {
         let why = "no winmdm executable to run `winmdm serve` with";
         lacking.mark(Capability::Kill, why);

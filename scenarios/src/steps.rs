@@ -798,6 +798,22 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
 /// Package 1 of a session sent by hand, with the given certificate and SyncHdr Source
 /// DeviceID, to the management URL the device last used; returns the HTTP status. Used
 /// for identities the device itself would not present.
+/// An HTTPS client presenting this PEM certificate and key.
+pub(crate) fn mtls_client(
+    target: &crate::runner::Target,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<reqwest::Client, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let identity = fake_windows_client::http::ClientIdentity { cert_der, key };
+    fake_windows_client::http::client(&target.tls(), Some(&identity)).map_err(|e| e.to_string())
+}
+
 /// How a server answered a management request.
 enum Answer {
     Status(u16),
@@ -844,19 +860,11 @@ async fn stale_session(
     key_pem: &str,
     device_id: &str,
 ) -> Result<Answer, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let url = ctx
         .management_url
         .clone()
         .ok_or("the device never learned a management URL")?;
-    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .map_err(|e| e.to_string())?
-        .to_vec();
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
-    let identity = fake_windows_client::http::ClientIdentity { cert_der, key };
-    let client = fake_windows_client::http::client(&ctx.target.tls(), Some(&identity))
-        .map_err(|e| e.to_string())?;
+    let client = mtls_client(ctx.target, cert_pem, key_pem)?;
     let body = format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target><Source><LocURI>{device_id}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>"#
     );

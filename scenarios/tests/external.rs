@@ -105,6 +105,22 @@ fn run_harness_with(
     )
 }
 
+/// A node key obtained through Orbit outside the harness (a token handed to a device).
+fn node_key_out_of_band(server: &ServerProcess) -> String {
+    let ca = std::fs::read(&server.ca).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tls = fake_windows_client::TlsOptions {
+            ca_pem: Some(ca),
+            insecure: false,
+        };
+        let mut d =
+            fake_windows_client::Device::new(fake_windows_client::DeviceProfile::random(), tls)?;
+        d.orbit_enroll(&server.url, "ext-secret").await
+    })
+    .unwrap()
+}
+
 fn suite() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suite"))
 }
@@ -192,21 +208,7 @@ fn with_a_token_the_orbit_steps_are_skipped() {
     // A server without Orbit endpoints is tested with a DeviceEnrollmentUserToken given
     // directly; here the token is a node key obtained out of band.
     let server = start_server(&[]);
-    let ca = std::fs::read(&server.ca).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let token = rt
-        .block_on(async {
-            let tls = fake_windows_client::TlsOptions {
-                ca_pem: Some(ca),
-                insecure: false,
-            };
-            let mut d = fake_windows_client::Device::new(
-                fake_windows_client::DeviceProfile::random(),
-                tls,
-            )?;
-            d.orbit_enroll(&server.url, "ext-secret").await
-        })
-        .unwrap();
+    let token = node_key_out_of_band(&server);
     let happy = suite().join("01-happy-path.toml");
     let (code, out) = run_harness_with(&server, &[&happy], &["--token", &token], &[]);
     assert_eq!(code, 0, "{out}");
@@ -410,21 +412,7 @@ fn a_given_token_is_used_even_when_discovery_says_federated() {
     // A device handed an access token (RegisterDeviceWithManagement) enrolls with it:
     // no login page, even though the server answers Discover with Federated.
     let server = start_server(&["--enroll-user", "alice:wonderland"]);
-    let ca = std::fs::read(&server.ca).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let token = rt
-        .block_on(async {
-            let tls = fake_windows_client::TlsOptions {
-                ca_pem: Some(ca),
-                insecure: false,
-            };
-            let mut d = fake_windows_client::Device::new(
-                fake_windows_client::DeviceProfile::random(),
-                tls,
-            )?;
-            d.orbit_enroll(&server.url, "ext-secret").await
-        })
-        .unwrap();
+    let token = node_key_out_of_band(&server);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("user-enrollment.toml");
     let with_check = format!(

@@ -19,19 +19,7 @@ fn rsa() -> rsa::RsaPrivateKey {
 
 /// Enrolls a host through Orbit with this hardware UUID; returns its node key.
 async fn orbit_node_key(s: &TestServer, hardware_uuid: &str) -> String {
-    let body = serde_json::json!({"enroll_secret": SECRET, "hardware_uuid": hardware_uuid});
-    let r = s
-        .send(
-            "POST",
-            "/api/fleet/orbit/enroll",
-            "application/json",
-            body.to_string(),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-    v["orbit_node_key"].as_str().expect("node key").to_string()
+    s.node_key_for(hardware_uuid).await
 }
 
 async fn enroll_with_node_key(s: &TestServer, node_key: &str, device: &str) -> Reply {

@@ -100,7 +100,12 @@ impl TestServer {
 
     /// Enrolls a host through Orbit and returns its node key.
     pub async fn node_key(&self) -> String {
-        let body = serde_json::json!({"enroll_secret": SECRET, "hardware_uuid": uuid::Uuid::new_v4().to_string(), "platform": "windows"});
+        self.node_key_for(&uuid::Uuid::new_v4().to_string()).await
+    }
+
+    /// Enrolls the host with this hardware UUID through Orbit and returns its node key.
+    pub async fn node_key_for(&self, hardware_uuid: &str) -> String {
+        let body = serde_json::json!({"enroll_secret": SECRET, "hardware_uuid": hardware_uuid, "platform": "windows"});
         let r = self
             .send(
                 "POST",
