@@ -195,6 +195,44 @@ async fn post_syncml(
     Ok((status, r.text().await.unwrap_or_default()))
 }
 
+/// An HTTP 200 whose SyncML refuses the device: the SyncHdr Status is not 200/212
+/// (OMA-DM 1.2 Protocol §8.3: 401/403/407 deny the session) and the server sends no
+/// command. Servers that authenticate inside OMA-DM refuse this way.
+fn refused_inside_syncml(status: u16, reply: &str) -> Option<String> {
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let doc = roxmltree::Document::parse(reply).ok()?;
+    let body = doc
+        .root_element()
+        .children()
+        .find(|n| n.tag_name().name() == "SyncBody")?;
+    const COMMANDS: [&str; 7] = [
+        "Get", "Add", "Replace", "Delete", "Exec", "Atomic", "Sequence",
+    ];
+    if body
+        .children()
+        .any(|n| COMMANDS.contains(&n.tag_name().name()))
+    {
+        return None;
+    }
+    let hdr_status = body
+        .children()
+        .filter(|n| n.tag_name().name() == "Status")
+        .find(|st| {
+            st.children()
+                .any(|c| c.tag_name().name() == "CmdRef" && c.text().map(str::trim) == Some("0"))
+        })?;
+    let code = hdr_status
+        .children()
+        .find(|c| c.tag_name().name() == "Data")
+        .and_then(|c| c.text())
+        .map(str::trim)?
+        .to_string();
+    (!matches!(code.as_str(), "200" | "212"))
+        .then(|| format!("refused inside SyncML (SyncHdr Status {code}, no command)"))
+}
+
 fn management_url(ctx: &Context<'_>) -> Result<String, String> {
     ctx.device
         .enrollment()
@@ -213,7 +251,10 @@ async fn foreign_device_id(ctx: &mut Context<'_>) -> StepResult {
     let body = format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>7</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target><Source><LocURI>{victim}</LocURI></Source></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>"#
     );
-    let (status, _) = post_syncml(&client, &url, body).await?;
+    let (status, reply) = post_syncml(&client, &url, body).await?;
+    if let Some(how) = refused_inside_syncml(status, &reply) {
+        return Ok(how);
+    }
     if (200..300).contains(&status) {
         return finding(
             NAME,
@@ -249,6 +290,9 @@ async fn replay_by_other_device(ctx: &mut Context<'_>) -> StepResult {
         target_url
     };
     let (status, reply) = post_syncml(&client, &dest, body).await?;
+    if let Some(how) = refused_inside_syncml(status, &reply) {
+        return Ok(how);
+    }
     if (200..300).contains(&status) && reply.contains("<SyncML") {
         return finding(
             NAME,
@@ -317,11 +361,23 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
         .await
         .map_err(|e| format!("login page: {e}"))?;
     let status = page.status().as_u16();
+    let location = location_of(&page);
     let body = page.text().await.unwrap_or_default();
+    if location.as_deref().is_some_and(|l| l.starts_with(EVIL)) {
+        return finding(NAME, format!("the login page redirects to {EVIL}"));
+    }
+    if (300..400).contains(&status) {
+        // Most likely an external identity provider; nothing to judge here.
+        return skipped(
+            ctx,
+            Capability::Federated,
+            "the login page redirects elsewhere (an identity provider the harness cannot log in to)",
+        );
+    }
     if !(200..300).contains(&status) {
         return Ok(format!("refused with HTTP {status}"));
     }
-    if posts_to(&body, EVIL) {
+    if hands_to(&body, EVIL) {
         return finding(NAME, format!("the login page posts to {EVIL}"));
     }
     let account = ctx.target.credentials.clone().or_else(|| {
@@ -345,7 +401,11 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
         .await
         .map_err(|e| format!("login: {e}"))?;
     let status = r.status().as_u16();
+    let location = location_of(&r);
     let body = r.text().await.unwrap_or_default();
+    if location.as_deref().is_some_and(|l| l.starts_with(EVIL)) {
+        return finding(NAME, format!("after login the page redirects to {EVIL}"));
+    }
     if matches!(status, 401 | 403) && !known_account {
         return skipped(
             ctx,
@@ -353,7 +413,7 @@ async fn federated_appru(ctx: &mut Context<'_>) -> StepResult {
             "the login page answered 200 and logging in needs --username/--password",
         );
     }
-    if (200..300).contains(&status) && posts_to(&body, EVIL) {
+    if (200..300).contains(&status) && hands_to(&body, EVIL) {
         return finding(
             NAME,
             format!("after login the page posts its token to {EVIL}"),
@@ -383,18 +443,101 @@ async fn federated_login_url(ctx: &Context<'_>) -> Result<Option<String>, String
         .and_then(|d| d.authentication_service_url))
 }
 
-/// Whether an HTML page has a form (or redirect) to `url`.
-fn posts_to(html: &str, url: &str) -> bool {
-    let lower = html.to_ascii_lowercase();
-    lower.contains(&format!("action=\"{url}\""))
-        || lower.contains(&format!("action='{url}'"))
-        || lower.contains(&format!("action={url}"))
+fn location_of(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Whether an HTML page hands the browser to `url`: a form action, a meta refresh or a
+/// script assigning `location` that starts with it (after undoing HTML escapes). A page
+/// that merely shows the URL as text does not.
+fn hands_to(html: &str, url: &str) -> bool {
+    let text = html
+        .to_ascii_lowercase()
+        .replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#x3a;", ":")
+        .replace("&#58;", ":")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    let url = url.to_ascii_lowercase();
+    let mut at = 0;
+    while let Some(i) = text[at..].find(&url) {
+        let start = at + i;
+        let before = text[..start].trim_end_matches(['"', '\'', ' ']);
+        let mut near = start.saturating_sub(40);
+        while !text.is_char_boundary(near) {
+            near -= 1;
+        }
+        if before.ends_with("action=")
+            || before.ends_with("url=")
+            || before.ends_with("href=")
+            || text[near..start].contains("location")
+        {
+            return true;
+        }
+        at = start + url.len();
+    }
+    false
 }
 
 /// A client that opens TLS and sends half a request must not hold its connection for
 /// ever (RFC 9112 §9.5 lets a server close it; 408 is the usual answer).
 async fn slow_request(ctx: &mut Context<'_>, max_wait: Duration) -> StepResult {
     const NAME: &str = "slow half-sent request";
+    let server = reqwest::Url::parse(&ctx.target.server_url).map_err(|e| e.to_string())?;
+    let host = server
+        .host_str()
+        .ok_or("server URL has no host")?
+        .to_string();
+    // A route that reads a body: the discovery endpoint when known.
+    let path = ctx
+        .discovery_endpoint
+        .as_deref()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|| server.path().to_string());
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/soap+xml; charset=utf-8\r\n"
+    );
+    let mut verdicts = Vec::new();
+    for (what, request) in [
+        ("half a request's headers", head.clone()),
+        (
+            "whole headers and part of the body they announce",
+            format!("{head}Content-Length: 1000\r\n\r\n<s:Envelope"),
+        ),
+    ] {
+        match hold(ctx, &request, max_wait).await? {
+            Held::StillOpen => {
+                return finding(
+                    NAME,
+                    format!(
+                        "the connection was still open {} s after {what}",
+                        max_wait.as_secs()
+                    ),
+                )
+            }
+            Held::Closed(secs) => verdicts.push(format!("{what}: closed after {secs:.1} s")),
+            Held::Answered(status, secs) => {
+                verdicts.push(format!("{what}: answered HTTP {status} after {secs:.1} s"))
+            }
+        }
+    }
+    Ok(verdicts.join("; "))
+}
+
+/// What the server did with a connection that sent `request` and then nothing.
+enum Held {
+    StillOpen,
+    Closed(f64),
+    Answered(String, f64),
+}
+
+async fn hold(ctx: &Context<'_>, request: &str, max_wait: Duration) -> Result<Held, String> {
     let url = reqwest::Url::parse(&ctx.target.server_url).map_err(|e| e.to_string())?;
     let host = url.host_str().ok_or("server URL has no host")?.to_string();
     let port = url.port_or_known_default().unwrap_or(443);
@@ -409,34 +552,64 @@ async fn slow_request(ctx: &mut Context<'_>, max_wait: Duration) -> StepResult {
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))?;
-    let half = format!(
-        "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/soap+xml\r\n",
-        url.path()
-    );
-    tls.write_all(half.as_bytes())
+    tls.write_all(request.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
     let started = Instant::now();
     let mut buf = [0u8; 512];
-    match tokio::time::timeout(max_wait, tls.read(&mut buf)).await {
-        Err(_) => finding(
-            NAME,
-            format!(
-                "the connection was still open {} s after half a request",
-                max_wait.as_secs()
-            ),
-        ),
-        Ok(Ok(0)) | Ok(Err(_)) => Ok(format!(
-            "closed by the server after {:.1} s",
-            started.elapsed().as_secs_f64()
-        )),
-        Ok(Ok(n)) => {
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
-            Ok(format!(
-                "answered HTTP {status} after {:.1} s",
-                started.elapsed().as_secs_f64()
-            ))
+    Ok(
+        match tokio::time::timeout(max_wait, tls.read(&mut buf)).await {
+            Err(_) => Held::StillOpen,
+            Ok(Ok(0)) | Ok(Err(_)) => Held::Closed(started.elapsed().as_secs_f64()),
+            Ok(Ok(n)) => {
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+                Held::Answered(status, started.elapsed().as_secs_f64())
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "https://attacker.invalid/collect";
+
+    #[test]
+    fn pages_that_hand_the_browser_to_the_url_are_recognised() {
+        for page in [
+            r#"<form method="post" action="https://attacker.invalid/collect">"#,
+            r#"<form action='https://attacker.invalid/collect?wresult=x'>"#,
+            r#"<FORM ACTION="https:&#x2F;&#x2F;attacker.invalid&#x2F;collect">"#,
+            r#"<meta http-equiv="refresh" content="0; url=https://attacker.invalid/collect">"#,
+            r#"<script>window.location = "https://attacker.invalid/collect#t";</script>"#,
+        ] {
+            assert!(hands_to(page, EVIL), "{page}");
         }
+        for page in [
+            "<p>appru https://attacker.invalid/collect is not allowed</p>",
+            r#"<form action="ms-app://windows.immersivecontrolpanel">"#,
+            "",
+        ] {
+            assert!(!hands_to(page, EVIL), "{page}");
+        }
+    }
+
+    #[test]
+    fn a_syncml_refusal_inside_http_200_is_a_refusal() {
+        let reply = |status: &str, extra: &str| {
+            format!(
+                "<SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr/><SyncBody><Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>{status}</Data></Status>{extra}<Final/></SyncBody></SyncML>"
+            )
+        };
+        assert!(refused_inside_syncml(200, &reply("401", "")).is_some());
+        assert!(refused_inside_syncml(200, &reply("407", "")).is_some());
+        assert!(refused_inside_syncml(200, &reply("200", "")).is_none());
+        assert!(refused_inside_syncml(200, &reply("212", "")).is_none());
+        let get = "<Get><CmdID>2</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target></Item></Get>";
+        assert!(refused_inside_syncml(200, &reply("401", get)).is_none());
+        assert!(refused_inside_syncml(403, &reply("401", "")).is_none());
+        assert!(refused_inside_syncml(200, "not xml").is_none());
     }
 }

@@ -156,9 +156,10 @@ async fn base_config(dir: &tempfile::TempDir) -> Result<winmdm_server::Config, S
     );
     config.admin_token = Some(format!("admin-{}", random_hex()));
     config.enroll_rate_per_client = 0;
-    // A half-sent request is closed after 5 s (the slow-request attack scenario waits
+    // A half-sent request (headers or body) is closed after 5 s (the slow-request attack scenario waits
     // for that; the server's default is 30 s).
     config.header_read_timeout_secs = 5;
+    config.body_read_timeout_secs = 5;
     // An account, so that the federated login page exists (the federated appru attack
     // scenario needs one); its password is random and never used to enroll.
     config.enroll_users = vec![format!("federated-probe:{}", random_hex())];

@@ -47,8 +47,10 @@ pub struct Scenario {
     pub path: PathBuf,
 }
 
+/// Longer than common servers' header timeouts (nginx's `client_header_timeout` is
+/// 60 s), so that a server closing at its own deadline is not flagged.
 fn default_attack_wait() -> u64 {
-    60
+    120
 }
 
 fn default_devices() -> usize {

@@ -131,7 +131,12 @@ fn suite() -> PathBuf {
 #[test]
 fn whole_suite_passes_against_a_separately_started_server_and_its_capture_replays_cleanly() {
     // Half-sent requests closed after 2 s: the slow-request attack scenario waits for it.
-    let quick = ["--header-read-timeout-secs", "2"];
+    let quick = [
+        "--header-read-timeout-secs",
+        "2",
+        "--body-read-timeout-secs",
+        "2",
+    ];
     let server = start_server(&quick);
     let dir = tempfile::tempdir().unwrap();
     let har = dir.path().join("suite.har");

@@ -107,7 +107,13 @@ impl AppState {
         let node_key = hex::encode(rand::random::<[u8; 24]>());
         let hash = crate::orbit::hash_node_key(&node_key);
         self.store
-            .upsert_host(&format!("user:{username}"), "", username, "user", &hash)
+            .upsert_host(
+                &format!("{}{username}", crate::enroll::USER_HOST_PREFIX),
+                "",
+                username,
+                "user",
+                &hash,
+            )
             .await?;
         let host = self
             .store
@@ -172,7 +178,17 @@ impl AppState {
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
+    use crate::guards::{read_body_in_time, BodyDeadline};
     use axum::middleware::{from_fn, from_fn_with_state};
+    let within = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
+    let body = BodyDeadline {
+        within,
+        limit: MAX_BODY_BYTES,
+    };
+    let device_body = BodyDeadline {
+        within,
+        limit: state.config.max_device_message_bytes,
+    };
     let enrollment = Router::new()
         .route(
             DISCOVERY_PATH,
@@ -190,6 +206,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             AUTH_PATH,
             get(crate::federated::login_page).post(crate::federated::login),
         )
+        .route_layer(from_fn_with_state(body, read_body_in_time))
         .route_layer(from_fn_with_state(state.clone(), crate::guards::rate_limit));
     // Windows ignores the MaxMsgSize the server announces ("Meta XML tag in SyncHdr is
     // ignored by the device", Microsoft Learn, OMA DM protocol support), so device
@@ -197,7 +214,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     // the general one below.
     let management = Router::new()
         .route(MANAGEMENT_PATH, post(crate::management::session))
+        .route_layer(from_fn_with_state(device_body, read_body_in_time))
         .route_layer(from_fn(crate::guards::require_syncml))
+        // Outermost: no certificate, no body read.
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::guards::require_client_certificate,
+        ))
         .layer(DefaultBodyLimit::max(state.config.max_device_message_bytes));
     let admin = Router::new()
         .route("/api/v1/devices", get(crate::admin::list_devices))
@@ -224,15 +247,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/commands/{command_id}",
             get(crate::admin::get_command).delete(crate::admin::cancel_command),
         )
+        .route_layer(from_fn_with_state(body, read_body_in_time))
         .route_layer(from_fn_with_state(
             state.clone(),
             crate::admin::require_admin,
         ));
+    let orbit_config = Router::new()
+        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
+        .route_layer(from_fn_with_state(body, read_body_in_time));
     Router::new()
         .merge(enrollment)
         .merge(management)
         .merge(admin)
-        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
+        .merge(orbit_config)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

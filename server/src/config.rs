@@ -93,6 +93,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_secs: u64,
 
+    /// Seconds a client has to send a request's whole body once its headers arrived
+    /// (408 and the connection closed after that).
+    #[arg(long, env = "WINMDM_BODY_READ_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_secs: u64,
+
     /// Seconds a keep-alive connection may stay idle between requests before it is closed.
     #[arg(long, env = "WINMDM_IDLE_TIMEOUT_SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -174,6 +180,7 @@ impl Config {
             max_msg_size: 65_536,
             max_device_message_bytes: 8 * 1024 * 1024,
             header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
             idle_timeout_secs: 120,
             max_connections: 10_000,
             redeliver_after_secs: 600,

@@ -17,6 +17,10 @@ use crate::db::NewEnrollment;
 use crate::enroll_store::{EnrollClaim, EnrollConflict};
 use crate::soap::{self, Fault, FaultSubcode, NS_AC, NS_WSSE, NS_WSTEP, NS_WSTRUST};
 
+/// Hosts of enrollment users (`--enroll-user`) are keyed `user:<name>` in place of a
+/// hardware UUID; Orbit enroll refuses that prefix.
+pub const USER_HOST_PREFIX: &str = "user:";
+
 pub const ACTION_RST: &str =
     "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RST/wstep";
 pub const ACTION_RSTRC: &str =
@@ -230,7 +234,7 @@ pub async fn request_security_token(
         hardware_uuid: host.hardware_uuid.clone(),
         device_id: device_id.clone(),
         public_key_sha256: csr.key_fingerprint(),
-        multi_device: host.hardware_uuid.starts_with("user:"),
+        multi_device: host.hardware_uuid.starts_with(USER_HOST_PREFIX),
     };
     match state.store.enrollment_conflict(&claim).await {
         Ok(None) => {}

@@ -148,3 +148,96 @@ pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: 
     }
     next.run(req).await
 }
+
+/// How long and how much of a request body a route reads (`read_body_in_time`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline {
+    pub within: std::time::Duration,
+    pub limit: usize,
+}
+
+/// Reads the whole request body within the deadline before the handler runs: the
+/// connection watchdog stops timing once a request's headers are in, so without this a
+/// client could hold a connection for ever by trickling (or never sending) the body it
+/// announced. Too slow: 408 and the connection closed; too large: 413.
+pub async fn read_body_in_time(
+    State(deadline): State<BodyDeadline>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > deadline.limit as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(deadline.within, axum::body::to_bytes(body, deadline.limit)).await {
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [
+                (header::CONNECTION, HeaderValue::from_static("close")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                ),
+            ],
+            "the request body did not arrive in time\n",
+        )
+            .into_response(),
+        Ok(Err(e)) if e.to_string().contains("length limit") => too_large(),
+        Ok(Err(_)) => (
+            StatusCode::BAD_REQUEST,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            "the request body could not be read\n",
+        )
+            .into_response(),
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+    }
+}
+
+fn too_large() -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        "request body too large\n",
+    )
+        .into_response()
+}
+
+/// The management route refuses a connection without a client certificate from the
+/// identity CA before it reads the body (up to `--max-device-message-bytes`), so that
+/// nobody without a device certificate makes the server buffer device-sized messages.
+/// The handler judges the certificate fully (enrollment, DeviceID) afterwards.
+pub async fn require_client_certificate(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let verdict = req
+        .extensions()
+        .get::<crate::app::PeerCertificate>()
+        .map(|peer| {
+            peer.verify(&state.ca)
+                .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        });
+    match verdict.flatten() {
+        None => crate::management::refuse(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate issued at enrollment is required",
+        ),
+        Some(Err(e)) => crate::management::refuse(StatusCode::FORBIDDEN, &e),
+        Some(Ok(())) => next.run(req).await,
+    }
+}

@@ -20,7 +20,7 @@ use crate::reassembly::{ChunkOp, Pending};
 use crate::sessions::Replay;
 use crate::syncml::{self, ServerMessage, CONTENT_TYPE};
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
     tracing::info!(%status, message, "management request refused");
     (
         status,

@@ -73,6 +73,18 @@ pub async fn enroll(State(state): State<Arc<AppState>>, body: Bytes) -> Response
             "hardware_uuid is required (at most 128 characters)",
         );
     }
+    // Enrollment users' hosts are keyed `user:<name>`: an agent claiming such a key would
+    // get a node key for that user's host and, with it, the user's devices.
+    if hardware_uuid.starts_with(crate::enroll::USER_HOST_PREFIX) {
+        tracing::info!(
+            hardware_uuid,
+            "orbit enroll refused: reserved hardware_uuid"
+        );
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "hardware_uuid may not start with \"user:\" (reserved for enrollment users)",
+        );
+    }
     let node_key = hex::encode(rand::random::<[u8; 24]>());
     match state
         .store

@@ -113,6 +113,68 @@ async fn a_request_whose_headers_never_end_is_closed() {
     server.shutdown().await;
 }
 
+/// Reads what the server sends until it closes the connection (or [`EVENTUALLY`]).
+async fn read_until_closed(tls: &mut TlsStream<TcpStream>) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(EVENTUALLY, async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_is_408_and_closed() {
+    // The headers arrive whole; the announced body never does. The header and idle
+    // deadlines do not run while a request is in flight: the body deadline must.
+    let (server, _dir) = listening(|c| {
+        c.header_read_timeout_secs = 600;
+        c.idle_timeout_secs = 600;
+        c.body_read_timeout_secs = 1;
+    })
+    .await;
+    let mut tls = tls_connect(&server).await.expect("connect");
+    tls.write_all(
+        b"POST /api/mdm/microsoft/discovery HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/soap+xml\r\nContent-Length: 1000\r\n\r\n<s:Env",
+    )
+    .await
+    .expect("write");
+    let answer = read_until_closed(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_management_request_without_a_certificate_is_refused_before_its_body() {
+    // 8 MiB announced, nothing sent: the 401 comes without the server waiting for (or
+    // buffering) the body.
+    let (server, _dir) = listening(|c| {
+        c.header_read_timeout_secs = 600;
+        c.body_read_timeout_secs = 600;
+    })
+    .await;
+    let mut tls = tls_connect(&server).await.expect("connect");
+    tls.write_all(
+        b"POST /api/mdm/microsoft/management HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/vnd.syncml.dm+xml\r\nContent-Length: 8000000\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(EVENTUALLY, tls.read(&mut buf))
+        .await
+        .expect("answered before the body")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head:?}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     // The header deadline is long: what closes the connection is the idle deadline.

@@ -158,6 +158,30 @@ async fn an_enrollment_user_cannot_take_over_a_device_id() {
 }
 
 #[tokio::test]
+async fn an_orbit_agent_cannot_claim_an_enrollment_users_host() {
+    let s = server_with(|c| c.enroll_users = vec!["alice:wonderland".into()]).await;
+    let r = enroll_as_user(&s, "alice", "wonderland", VICTIM).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let cert = client_cert(&r.body);
+    let command_id = queue_get(&s, VICTIM).await;
+    let before = device_row(&s, VICTIM).await;
+    // `user:alice` is the key of alice's host: an agent claiming it would get a node
+    // key for that host, and with it alice's devices.
+    let body = serde_json::json!({"enroll_secret": SECRET, "hardware_uuid": "user:alice"});
+    let r = s
+        .send(
+            "POST",
+            "/api/fleet/orbit/enroll",
+            "application/json",
+            body.to_string(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_victim_intact(&s, &before, cert, &command_id).await;
+}
+
+#[tokio::test]
 async fn the_same_host_re_enrolling_with_a_new_node_key_keeps_its_device() {
     let s = server().await;
     let first = orbit_node_key(&s, "hw-victim").await;
