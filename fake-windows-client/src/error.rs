@@ -125,14 +125,12 @@ impl ClientError {
             if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
                 return Some(format!("{alert:?}"));
             }
-            if let Some(inner) = e
+            if let Some(rustls::Error::AlertReceived(alert)) = e
                 .downcast_ref::<std::io::Error>()
                 .and_then(|io| io.get_ref())
                 .and_then(|i| i.downcast_ref::<rustls::Error>())
             {
-                if let rustls::Error::AlertReceived(alert) = inner {
-                    return Some(format!("{alert:?}"));
-                }
+                return Some(format!("{alert:?}"));
             }
             cause = e.source();
         }
