@@ -10,11 +10,14 @@
 
 mod apply;
 pub mod auth;
+pub mod catalogue;
 pub mod checkin;
 pub mod clock;
 pub mod cms;
 pub mod csp;
+pub mod csp_nodes;
 pub mod csr;
+pub mod ddf;
 pub mod der;
 pub mod device;
 pub mod discovery;
