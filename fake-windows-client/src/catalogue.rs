@@ -300,8 +300,16 @@ impl Catalogue {
         if root.len() < depth {
             return false;
         }
-        self.resolve(&format!("./{}", root.join("/")))
-            .is_some_and(|r| self.nodes[r.node].declared)
+        let declared = |p: &str| self.resolve(p).is_some_and(|r| self.nodes[r.node].declared);
+        // A CSP the DDF declares in one scope only is still known under the other one:
+        // its nodes there are simply not found.
+        match root.last() {
+            Some(csp) if depth > 1 => {
+                declared(&format!("./Vendor/MSFT/{csp}"))
+                    || declared(&format!("./User/Vendor/MSFT/{csp}"))
+            }
+            _ => declared(&format!("./{}", root.join("/"))),
+        }
     }
 
     /// Node count per CSP, as [`ddf::csp_of`] groups them (declared nodes only).
@@ -312,6 +320,11 @@ impl Catalogue {
         }
         m.into_iter().collect()
     }
+}
+
+/// The bundled catalogue text.
+pub fn text() -> &'static str {
+    DATA
 }
 
 /// The bundled catalogue, parsed on first use.
