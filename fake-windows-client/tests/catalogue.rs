@@ -643,3 +643,39 @@ fn device_and_legacy_paths_are_one_node_and_user_scope_is_apart() {
     ]);
     assert_eq!(result(&reply, "c1").map(|r| r.1), Some("1".into()));
 }
+
+#[test]
+fn policies_beyond_the_curated_table_come_from_the_catalogue() {
+    let n = fake_windows_client::policy::table().len();
+    assert!(n > 2000, "{n}");
+    let mut h = h();
+    let cfg = "./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart";
+    let res = "./Device/Vendor/MSFT/Policy/Result/Update/ActiveHoursStart";
+    let reply = h.expect(&[
+        ("Get", res, None, None, "200"),
+        ("Replace", cfg, Some("int"), Some("24"), "400"),
+        ("Replace", cfg, Some("chr"), Some("9"), "415"),
+        ("Replace", cfg, Some("int"), Some("9"), "200"),
+        ("Get", res, None, None, "200"),
+        (
+            "Replace",
+            "./User/Vendor/MSFT/Policy/Config/Browser/HomePages",
+            Some("chr"),
+            Some("&lt;https://example.org&gt;"),
+            "200",
+        ),
+        (
+            "Replace",
+            "./Device/Vendor/MSFT/Policy/Config/Update/NoSuchPolicy",
+            Some("int"),
+            Some("1"),
+            "404",
+        ),
+    ]);
+    assert_eq!(
+        result(&reply, "c0").map(|r| r.1),
+        Some("8".into()),
+        "DDF default"
+    );
+    assert_eq!(result(&reply, "c4").map(|r| r.1), Some("9".into()));
+}
