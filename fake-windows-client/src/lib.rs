@@ -25,6 +25,7 @@ mod enroll;
 pub mod error;
 pub mod foreign;
 pub mod http;
+pub mod inspect;
 mod manage;
 pub mod orbit;
 pub mod policy;

@@ -679,3 +679,23 @@ fn policies_beyond_the_curated_table_come_from_the_catalogue() {
     );
     assert_eq!(result(&reply, "c4").map(|r| r.1), Some("9".into()));
 }
+
+#[test]
+fn inspect_shows_access_format_and_value() {
+    use fake_windows_client::inspect;
+    let b = DeviceProfile::random().builtins(DEVICE_ID);
+    let store = NodeStore::default();
+    let one = inspect::get(
+        &store,
+        &b,
+        "./Device/Vendor/MSFT/Defender/Health/ProductStatus",
+    )
+    .expect("valid");
+    assert!(one.contains("access Get; format int"), "{one}");
+    assert!(one.ends_with("value int: 0"), "{one}");
+    let lines = inspect::list(&store, &b, "./Vendor/MSFT/BitLocker/Status").expect("listed");
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines[1].contains("DeviceEncryptionStatus  [access Get; format int"));
+    assert!(inspect::list(&store, &b, "./Vendor/MSFT/Nope").is_err());
+    assert!(inspect::get(&store, &b, "Vendor/MSFT").is_err());
+}
