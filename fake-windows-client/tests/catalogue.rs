@@ -699,3 +699,14 @@ fn inspect_shows_access_format_and_value() {
     assert!(inspect::list(&store, &b, "./Vendor/MSFT/Nope").is_err());
     assert!(inspect::get(&store, &b, "Vendor/MSFT").is_err());
 }
+
+#[test]
+fn profile_values_have_the_format_the_ddf_declares() {
+    let c = catalogue::get();
+    for (path, format, _) in DeviceProfile::random().builtins(DEVICE_ID) {
+        let r = c
+            .resolve(&path)
+            .unwrap_or_else(|| panic!("{path} not in the catalogue"));
+        assert_eq!(c.nodes[r.node].format, format, "{path}");
+    }
+}
