@@ -1,6 +1,8 @@
-//! Emulated configuration service provider tree: DevInfo, DevDetail and DeviceStatus from
-//! the device profile (read-only, [MS-MDM] / OMA-DM standard objects, Microsoft's DevDetail DDF) and a
-//! generic node store for every other path.
+//! Emulated configuration service provider tree: DevInfo, DevDetail and DeviceStatus values
+//! from the device profile (read-only, [MS-MDM] / OMA-DM standard objects, Microsoft's
+//! DevDetail DDF) and the node store holding what servers and provisioning wrote. Paths of the
+//! CSPs the catalogue describes are judged by [`crate::csp_nodes`]; the store's own Add/Replace
+//! rules below serve CSP roots the catalogue does not know.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -10,11 +10,14 @@
 
 mod apply;
 pub mod auth;
+pub mod catalogue;
 pub mod checkin;
 pub mod clock;
 pub mod cms;
 pub mod csp;
+pub mod csp_nodes;
 pub mod csr;
+pub mod ddf;
 pub mod der;
 pub mod device;
 pub mod discovery;
@@ -22,6 +25,7 @@ mod enroll;
 pub mod error;
 pub mod foreign;
 pub mod http;
+pub mod inspect;
 mod manage;
 pub mod orbit;
 pub mod policy;

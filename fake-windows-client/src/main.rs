@@ -83,6 +83,48 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Inspect the device's CSP tree: DDF access types, format and current value.
+    Csp {
+        #[command(subcommand)]
+        action: CspAction,
+        /// State directory of an enrolled device (default: a fresh random device).
+        #[arg(long, global = true)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CspAction {
+    /// One node: its catalogue entry and what a server's Get answers.
+    Get { path: String },
+    /// The catalogue nodes under a prefix, with the current value of each leaf.
+    List { prefix: String },
+}
+
+fn csp(action: &CspAction, state_dir: Option<&Path>) -> Result<(), String> {
+    let fresh;
+    let loaded;
+    let (nodes, builtins) = match state_dir {
+        Some(d) => {
+            loaded = Device::load(d, TlsOptions::default()).map_err(|e| e.to_string())?;
+            (
+                loaded.nodes().clone(),
+                loaded.profile().builtins(loaded.device_id()),
+            )
+        }
+        None => {
+            fresh = DeviceProfile::random();
+            (Default::default(), fresh.builtins("0"))
+        }
+    };
+    let out = match action {
+        CspAction::Get { path } => fake_windows_client::inspect::get(&nodes, &builtins, path),
+        CspAction::List { prefix } => {
+            fake_windows_client::inspect::list(&nodes, &builtins, prefix).map(|l| l.join("\n"))
+        }
+    };
+    println!("{}", out?);
+    Ok(())
 }
 
 fn tls_options(t: &TlsArgs) -> Result<TlsOptions, ClientError> {
@@ -353,6 +395,13 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Show { state_dir } => show(&state_dir),
+        Command::Csp { action, state_dir } => {
+            if let Err(e) = csp(&action, state_dir.as_deref()) {
+                eprintln!("fake-windows-client: {e}");
+                return ExitCode::FAILURE;
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

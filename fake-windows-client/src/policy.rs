@@ -1,9 +1,12 @@
 //! Policy CSP: `Policy/Config/<Area>/<Policy>` is set with Add/Replace and removed with
 //! Delete; `Policy/Result/<Area>/<Policy>` is Get-only and reports the value in effect
-//! (Policy CSP DDF). Nodes are validated against `data/policy-ddf.toml`.
+//! (Policy CSP DDF). Nodes are validated against `data/policy-ddf.toml` and, for every other
+//! policy, against the CSP catalogue's Policy CSP nodes.
 
+use crate::catalogue;
 use crate::csp::{code, GetResult, NodeStore, NodeValue};
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 const DDF: &str = include_str!("../data/policy-ddf.toml");
@@ -31,13 +34,57 @@ struct Table {
     policy: Vec<PolicyDef>,
 }
 
-/// The DDF-derived table (empty if the bundled file failed to parse, which a test guards).
+/// The policy table: the curated entries of `data/policy-ddf.toml` first, then every other
+/// `Policy/Config/<Area>/<Policy>` node of the CSP catalogue (device and user scope).
 pub fn table() -> &'static [PolicyDef] {
     static T: OnceLock<Vec<PolicyDef>> = OnceLock::new();
     T.get_or_init(|| {
-        toml::from_str::<Table>(DDF)
+        let mut t = toml::from_str::<Table>(DDF)
             .map(|t| t.policy)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let mut seen: HashSet<(String, String)> = t
+            .iter()
+            .map(|p| (p.area.to_ascii_lowercase(), p.name.to_ascii_lowercase()))
+            .collect();
+        for n in &catalogue::get().nodes {
+            if let Some(def) = from_catalogue(n) {
+                let key = (def.area.to_ascii_lowercase(), def.name.to_ascii_lowercase());
+                if seen.insert(key) {
+                    t.push(def);
+                }
+            }
+        }
+        t
+    })
+}
+
+/// A policy leaf of the catalogue as a table entry.
+fn from_catalogue(n: &catalogue::Node) -> Option<PolicyDef> {
+    if !n.declared || n.is_interior() {
+        return None;
+    }
+    let rest = n
+        .path
+        .strip_prefix("./User")
+        .unwrap_or(&n.path)
+        .strip_prefix("./Vendor/MSFT/Policy/Config/")?;
+    let (area, name) = rest.split_once('/')?;
+    if name.contains('/') || area.starts_with('<') {
+        return None;
+    }
+    let (min, max, values) = match &n.allowed {
+        catalogue::Allowed::Range(lo, hi) => (Some(*lo), Some(*hi), None),
+        catalogue::Allowed::Enum(v) if n.format == "int" => (None, None, Some(v.clone())),
+        _ => (None, None, None),
+    };
+    Some(PolicyDef {
+        area: area.to_string(),
+        name: name.to_string(),
+        format: n.format.clone(),
+        min,
+        max,
+        values,
+        default: n.default.clone(),
     })
 }
 

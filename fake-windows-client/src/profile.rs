@@ -84,7 +84,8 @@ impl DeviceProfile {
     }
 
     /// The read-only DevInfo, DevDetail and DeviceStatus nodes (OMA-DM standard objects;
-    /// extensions per Microsoft's DevDetail and DeviceStatus DDFs).
+    /// extensions per Microsoft's DevDetail and DeviceStatus DDFs, in the DFFormat the CSP
+    /// catalogue declares, which a test checks).
     pub fn builtins(&self, device_id: &str) -> BuiltIns {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -102,9 +103,9 @@ impl DeviceProfile {
             v("./DevDetail/SwV", "chr", &self.os_version),
             v("./DevDetail/HwV", "chr", &self.hardware_version),
             v("./DevDetail/LrgObj", "bool", "true"),
-            v("./DevDetail/URI/MaxDepth", "int", "32"),
-            v("./DevDetail/URI/MaxTotLen", "int", "2048"),
-            v("./DevDetail/URI/MaxSegLen", "int", "512"),
+            v("./DevDetail/URI/MaxDepth", "chr", "32"),
+            v("./DevDetail/URI/MaxTotLen", "chr", "2048"),
+            v("./DevDetail/URI/MaxSegLen", "chr", "512"),
             v("./DevDetail/Ext/Microsoft/MobileID", "chr", "Not Present"),
             v("./DevDetail/Ext/Microsoft/RadioSwV", "chr", "Not Present"),
             v("./DevDetail/Ext/Microsoft/Resolution", "chr", "1920x1080"),
@@ -148,7 +149,7 @@ impl DeviceProfile {
                 "chr",
                 &self.mac.replace('-', ":"),
             ),
-            v("./DevDetail/Ext/VoLTEServiceSetting", "chr", "Not Present"),
+            v("./DevDetail/Ext/VoLTEServiceSetting", "bool", "false"),
             v("./DevDetail/Ext/WlanIPv4Address", "chr", "Not Present"),
             v("./DevDetail/Ext/WlanIPv6Address", "chr", "Not Present"),
             v("./DevDetail/Ext/WlanDnsSuffix", "chr", "Not Present"),
@@ -183,14 +184,14 @@ impl DeviceProfile {
             ),
             v(
                 "./Vendor/MSFT/DeviceStatus/OS/Edition",
-                "int",
+                "chr",
                 &self.os_edition,
             ),
             v("./Vendor/MSFT/DeviceStatus/OS/Mode", "int", "0"),
             v(
                 "./Vendor/MSFT/DeviceStatus/Compliance/EncryptionCompliance",
-                "int",
-                "1",
+                "bool",
+                "true",
             ),
         ]
     }

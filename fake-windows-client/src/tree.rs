@@ -1,10 +1,11 @@
 //! The device's CSP tree as the session sees it: Policy CSP, DMClient and Reboot behave as
-//! their CSPs do; DevInfo/DevDetail/DeviceStatus are read-only built-ins; every other path
-//! goes to the generic node store. Actions Windows performs after the session (unenroll,
+//! their CSPs do; every other CSP the DDF catalogue describes answers from its DDF
+//! ([`csp_nodes`]), DevInfo/DevDetail/DeviceStatus with the device profile's values; a path
+//! under a CSP root the catalogue does not know goes to the generic node store. Actions Windows performs after the session (unenroll,
 //! reboot) are collected as [`Effects`].
 
 use crate::csp::{code, BuiltIns, GetResult, NodeStore, NodeValue};
-use crate::policy;
+use crate::{catalogue, csp_nodes, policy};
 use serde::{Deserialize, Serialize};
 
 const DMCLIENT_PROVIDERS: &str = "./Vendor/MSFT/DMClient/Provider";
@@ -55,6 +56,9 @@ impl Tree<'_> {
                 data: String::new(),
             });
         }
+        if catalogue::get().covers(path) {
+            return csp_nodes::get(self.store, self.builtins, path);
+        }
         self.store.get(self.builtins, path)
     }
 
@@ -72,6 +76,13 @@ impl Tree<'_> {
         if path == REBOOT_NOW || unenroll_provider(path).is_some() {
             return code::NOT_ALLOWED;
         }
+        if catalogue::get().covers(path) {
+            return if replace {
+                csp_nodes::replace(self.store, self.builtins, path, value)
+            } else {
+                csp_nodes::add(self.store, self.builtins, path, value)
+            };
+        }
         if value.format.is_empty() {
             value.format = "chr".into();
         }
@@ -88,6 +99,9 @@ impl Tree<'_> {
         }
         if path == REBOOT_NOW || unenroll_provider(path).is_some() {
             return code::NOT_ALLOWED;
+        }
+        if catalogue::get().covers(path) {
+            return csp_nodes::delete(self.store, self.builtins, path);
         }
         self.store.delete(self.builtins, path)
     }
@@ -108,6 +122,9 @@ impl Tree<'_> {
             }
             self.effects.unenroll_provider = Some(id.to_string());
             return code::OK;
+        }
+        if catalogue::get().covers(path) {
+            return csp_nodes::exec(self.store, self.builtins, path);
         }
         self.store.exec(self.builtins, path)
     }

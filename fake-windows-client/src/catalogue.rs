@@ -1,0 +1,334 @@
+//! The device's CSP catalogue: every node of Microsoft's CSP DDF files (`data/csp-catalogue.tsv`,
+//! written by [`crate::ddf`]), parsed once and shared by all emulated devices.
+//!
+//! [`resolve`] maps a concrete LocURI onto its catalogue node (static names first, then the
+//! dynamic `<name>` child, OMA-DM names compared case-insensitively as Windows does).
+
+use crate::ddf;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+const DATA: &str = include_str!("../data/csp-catalogue.tsv");
+
+/// AccessType bits (OMA-DM DDF 1.2 AccessType).
+pub mod access {
+    pub const ADD: u8 = 1;
+    pub const DELETE: u8 = 2;
+    pub const EXEC: u8 = 4;
+    pub const GET: u8 = 8;
+    pub const REPLACE: u8 = 16;
+}
+
+/// Simple value constraints the DDF declares (`MSFT:AllowedValues`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    Any,
+    Enum(Vec<String>),
+    Range(i64, i64),
+}
+
+/// One catalogue node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Catalogue path, dynamic segments written `<Title>`.
+    pub path: String,
+    /// Last segment as written in the catalogue.
+    pub name: String,
+    pub access: u8,
+    /// DFFormat: `node`, `chr`, `int`, `bool`, `b64`, `xml`, `null`, ...
+    pub format: String,
+    pub occurrence: String,
+    pub default: Option<String>,
+    pub allowed: Allowed,
+    /// CspVersion of a CSP root node.
+    pub csp_version: Option<String>,
+    pub dynamic: bool,
+    /// Whether the DDF itself declares this node (interior nodes above a CSP root are implied).
+    pub declared: bool,
+}
+
+impl Node {
+    pub fn allows(&self, bit: u8) -> bool {
+        self.access & bit != 0
+    }
+
+    pub fn is_interior(&self) -> bool {
+        self.format == "node"
+    }
+
+    /// The access letters as in the catalogue (`ADEGR`).
+    pub fn access_letters(&self) -> String {
+        [
+            (access::ADD, "Add"),
+            (access::DELETE, "Delete"),
+            (access::EXEC, "Exec"),
+            (access::GET, "Get"),
+            (access::REPLACE, "Replace"),
+        ]
+        .iter()
+        .filter(|(b, _)| self.allows(*b))
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+
+    /// Whether `data` satisfies the node's format and simple constraints (400 otherwise,
+    /// as for out-of-range Policy CSP values).
+    pub fn accepts(&self, data: &str) -> bool {
+        let data = data.trim();
+        match self.format.as_str() {
+            "int" => {
+                let Ok(v) = data.parse::<i64>() else {
+                    return false;
+                };
+                match &self.allowed {
+                    Allowed::Enum(vals) => vals.iter().any(|a| a == data),
+                    Allowed::Range(lo, hi) => (*lo..=*hi).contains(&v),
+                    Allowed::Any => true,
+                }
+            }
+            "bool" => matches!(data, "true" | "false"),
+            _ => true,
+        }
+    }
+}
+
+/// The parsed catalogue.
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    pub nodes: Vec<Node>,
+    /// (parent index, lower-case name) → child index.
+    children: HashMap<(usize, String), usize>,
+    /// Parent index → children indices in catalogue order.
+    kids: HashMap<usize, Vec<usize>>,
+    /// Parent index → its dynamic child.
+    dynamic: HashMap<usize, usize>,
+    /// Node counts per CSP as the converter wrote them in the header.
+    pub header_counts: Vec<(String, usize)>,
+    /// The DDF edition named in the header.
+    pub edition: String,
+}
+
+/// A concrete path matched against the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub node: usize,
+    /// Concrete paths of the dynamic instances along the path, outermost first.
+    pub instances: Vec<String>,
+}
+
+fn parse_range(s: &str) -> Option<(i64, i64)> {
+    let inner = s.trim().strip_prefix('[')?.strip_suffix(']')?;
+    // `[a-b]` (a may be negative) or `[a]`.
+    let split = inner
+        .char_indices()
+        .skip(1)
+        .find(|(_, c)| *c == '-')
+        .map(|(i, _)| i);
+    match split {
+        Some(i) => Some((inner[..i].parse().ok()?, inner[i + 1..].parse().ok()?)),
+        None => {
+            let v = inner.parse().ok()?;
+            Some((v, v))
+        }
+    }
+}
+
+fn parse_allowed(s: &str) -> Allowed {
+    if let Some(v) = s.strip_prefix("enum:") {
+        return Allowed::Enum(v.split('|').map(str::to_string).collect());
+    }
+    if let Some((lo, hi)) = s.strip_prefix("range:").and_then(parse_range) {
+        return Allowed::Range(lo, hi);
+    }
+    Allowed::Any
+}
+
+fn access_bits(s: &str) -> u8 {
+    s.chars()
+        .map(|c| match c {
+            'A' => access::ADD,
+            'D' => access::DELETE,
+            'E' => access::EXEC,
+            'G' => access::GET,
+            'R' => access::REPLACE,
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
+}
+
+fn is_dynamic(seg: &str) -> bool {
+    seg.starts_with('<') && seg.ends_with('>')
+}
+
+impl Catalogue {
+    /// Parses catalogue text; malformed lines are skipped (a test checks there are none).
+    pub fn parse(text: &str) -> Catalogue {
+        let mut c = Catalogue::default();
+        c.nodes.push(Node {
+            path: ".".into(),
+            name: ".".into(),
+            access: access::GET,
+            format: "node".into(),
+            occurrence: "1".into(),
+            default: None,
+            allowed: Allowed::Any,
+            csp_version: None,
+            dynamic: false,
+            declared: false,
+        });
+        for l in text.lines() {
+            if let Some(h) = l.strip_prefix("#count\t") {
+                if let Some((csp, n)) = h.split_once('\t') {
+                    if let Ok(n) = n.parse() {
+                        c.header_counts.push((csp.to_string(), n));
+                    }
+                }
+                continue;
+            }
+            if let Some(e) = l.strip_prefix("# edition: ") {
+                c.edition = e.to_string();
+                continue;
+            }
+            if l.starts_with('#') || l.is_empty() {
+                continue;
+            }
+            let cols: Vec<&str> = l.split('\t').collect();
+            let col = |i: usize| cols.get(i).copied().unwrap_or("");
+            let Some(idx) = c.ensure(col(0)) else {
+                continue;
+            };
+            let default = ddf::unescape(col(4));
+            let n = &mut c.nodes[idx];
+            n.access = access_bits(col(1));
+            n.format = col(2).to_string();
+            n.occurrence = col(3).to_string();
+            n.default = (!default.is_empty()).then_some(default);
+            n.allowed = parse_allowed(&ddf::unescape(col(5)));
+            n.csp_version = (!col(6).is_empty()).then(|| col(6).to_string());
+            n.declared = true;
+        }
+        c
+    }
+
+    /// Index of the node at catalogue path `path`, creating implied interior nodes.
+    fn ensure(&mut self, path: &str) -> Option<usize> {
+        let rest = path.strip_prefix("./")?;
+        let mut cur = 0;
+        let mut so_far = ".".to_string();
+        for seg in rest.split('/') {
+            if seg.is_empty() {
+                return None;
+            }
+            so_far = format!("{so_far}/{seg}");
+            let key = (cur, seg.to_ascii_lowercase());
+            let dynamic = is_dynamic(seg);
+            let existing = if dynamic {
+                self.dynamic.get(&cur).copied()
+            } else {
+                self.children.get(&key).copied()
+            };
+            cur = match existing {
+                Some(i) => i,
+                None => {
+                    let i = self.nodes.len();
+                    self.nodes.push(Node {
+                        path: so_far.clone(),
+                        name: seg.to_string(),
+                        access: access::GET,
+                        format: "node".into(),
+                        occurrence: "1".into(),
+                        default: None,
+                        allowed: Allowed::Any,
+                        csp_version: None,
+                        dynamic,
+                        declared: false,
+                    });
+                    if dynamic {
+                        self.dynamic.insert(cur, i);
+                    } else {
+                        self.children.insert(key, i);
+                    }
+                    self.kids.entry(cur).or_default().push(i);
+                    i
+                }
+            };
+        }
+        Some(cur)
+    }
+
+    /// Matches a normalised concrete path (see [`crate::csp::normalise`]).
+    pub fn resolve(&self, path: &str) -> Option<Resolved> {
+        let rest = path.strip_prefix("./")?;
+        let mut cur = 0;
+        let mut instances = Vec::new();
+        let mut so_far = ".".to_string();
+        for seg in rest.split('/') {
+            so_far.push('/');
+            so_far.push_str(seg);
+            cur = match self.children.get(&(cur, seg.to_ascii_lowercase())) {
+                Some(i) => *i,
+                None => {
+                    let i = *self.dynamic.get(&cur)?;
+                    instances.push(so_far.clone());
+                    i
+                }
+            };
+        }
+        Some(Resolved {
+            node: cur,
+            instances,
+        })
+    }
+
+    /// Children of a node in catalogue order (the dynamic one included).
+    pub fn children(&self, idx: usize) -> &[usize] {
+        self.kids.get(&idx).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `path` lies in a CSP the catalogue describes (the DDF declares its root).
+    pub fn covers(&self, path: &str) -> bool {
+        let rest = path.strip_prefix("./").unwrap_or(path);
+        let depth = if rest.starts_with("User/Vendor/MSFT/") {
+            4
+        } else if rest.starts_with("Vendor/MSFT/") {
+            3
+        } else {
+            1
+        };
+        let root: Vec<&str> = rest.split('/').take(depth).collect();
+        if root.len() < depth {
+            return false;
+        }
+        let declared = |p: &str| self.resolve(p).is_some_and(|r| self.nodes[r.node].declared);
+        // A CSP the DDF declares in one scope only is still known under the other one:
+        // its nodes there are simply not found.
+        match root.last() {
+            Some(csp) if depth > 1 => {
+                declared(&format!("./Vendor/MSFT/{csp}"))
+                    || declared(&format!("./User/Vendor/MSFT/{csp}"))
+            }
+            _ => declared(&format!("./{}", root.join("/"))),
+        }
+    }
+
+    /// Node count per CSP, as [`ddf::csp_of`] groups them (declared nodes only).
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        let mut m: std::collections::BTreeMap<String, usize> = Default::default();
+        for n in self.nodes.iter().filter(|n| n.declared) {
+            *m.entry(ddf::csp_of(&n.path).to_string()).or_insert(0) += 1;
+        }
+        m.into_iter().collect()
+    }
+}
+
+/// The bundled catalogue text.
+pub fn text() -> &'static str {
+    DATA
+}
+
+/// The bundled catalogue, parsed on first use.
+pub fn get() -> &'static Catalogue {
+    static C: OnceLock<Catalogue> = OnceLock::new();
+    C.get_or_init(|| Catalogue::parse(DATA))
+}
