@@ -38,7 +38,16 @@ async fn wrong_content_type_is_415() {
         "{}",
         r.body
     );
+    // The management route judges the client certificate first (401 without one, before
+    // any body is read); an enrolled device with the wrong Content-Type gets 415.
     let r = s.send("POST", PATH, "text/plain", "x".into(), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let (_, body) = enroll(&s, DEVICE, &rsa).await;
+    let cert = client_cert(&body);
+    let r = s
+        .send("POST", PATH, "text/plain", "x".into(), Some(cert))
+        .await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
@@ -234,7 +243,12 @@ async fn resent_message_is_answered_once_and_msgid_reuse_is_refused() {
 #[tokio::test]
 async fn syncml_bodies_over_the_message_limit_are_413() {
     let s = server_with(|c| c.max_device_message_bytes = 4096).await;
-    let r = s.send("POST", PATH, SYNCML, "x".repeat(20_000), None).await;
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let (_, body) = enroll(&s, DEVICE, &rsa).await;
+    let cert = client_cert(&body);
+    let r = s
+        .send("POST", PATH, SYNCML, "x".repeat(20_000), Some(cert))
+        .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
