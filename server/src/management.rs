@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::app::{AppState, PeerCertificate};
 use crate::error::ServerError;
 use crate::message_store::{Delivery, MessageWork, ResponseRecord};
-use crate::reassembly::{ChunkOp, Pending};
+use crate::reassembly::{self, ChunkOp, Pending};
 use crate::sessions::Replay;
 use crate::syncml::{self, ServerMessage, CONTENT_TYPE};
 
@@ -335,7 +335,8 @@ async fn answers_sent_command(
 /// Handles a Results command, reassembling large objects sent in chunks with MoreData.
 /// Returns the status code to answer it with (200; 213 chunk accepted; 404 a chunk for
 /// no command sent to this device; 413 "Request entity too large", OMA-DM 1.2, for an
-/// object over the reassembly bounds) and the element to store, once complete. Changes
+/// object over the reassembly bounds; 414 "URI too long" for a chunk's LocURI over
+/// [`reassembly::MAX_KEY_PART`]) and the element to store, once complete. Changes
 /// to the reassembly buffers go to `ops`, applied once the message is stored.
 async fn results(
     state: &AppState,
@@ -356,6 +357,18 @@ async fn results(
     };
     let chunks = &state.sessions.chunks;
     if let Some(item) = items.iter().find(|i| i.more_data) {
+        // Keys are charged against the bounds, but refused outright when long: a
+        // CmdRef we send is short (a command's ID, `.n` added when nested), so a longer one answers nothing we
+        // sent (404); a LocURI over the bound gets 414 "URI too long" (OMA-DM 1.2
+        // RepPro §10). Checked before any lookup, and nothing is buffered.
+        if cmd_ref.len() > reassembly::MAX_KEY_PART {
+            tracing::info!(%device_id, "large-object chunk with an over-long CmdRef refused");
+            return Ok((404, None));
+        }
+        if item.loc_uri.len() > reassembly::MAX_KEY_PART {
+            tracing::info!(%device_id, cmd_ref, "large-object chunk with an over-long LocURI refused");
+            return Ok((414, None));
+        }
         let k = key(item);
         match chunks.pending(&k) {
             Pending::Refused => return Ok((413, None)),
@@ -379,11 +392,14 @@ async fn results(
     if let Some(item) = items.first() {
         let k = key(item);
         match chunks.pending(&k) {
-            Pending::Buffered(prefix)
-                if prefix.len() + item.data.len() <= chunks.object_limit() =>
-            {
+            Pending::Buffered(held) if held + item.data.len() <= chunks.object_limit() => {
+                let Some(data) = chunks.whole(&k, &item.data) else {
+                    // Expired or evicted since `pending`, a moment ago.
+                    ops.push(ChunkOp::Finish(k));
+                    return Ok((413, None));
+                };
                 let mut whole = cmd.clone();
-                whole.xml = syncml::reassembled_results(cmd, item, &(prefix + &item.data));
+                whole.xml = syncml::reassembled_results(cmd, item, &data);
                 ops.push(ChunkOp::Finish(k));
                 return Ok((200, Some(whole)));
             }

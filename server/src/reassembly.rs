@@ -25,11 +25,25 @@ pub const MAX_TOTAL: usize = 256 * 1024 * 1024;
 /// A buffer not added to for this long is dropped (a device sends the next chunk in its
 /// next message, seconds later).
 pub const CHUNK_TTL: Duration = Duration::from_secs(600);
-/// Bytes counted for each buffer on top of its data (key and bookkeeping), so that
-/// many empty buffers count too.
+/// Bytes counted for each buffer and each tombstone on top of its key and data
+/// (bookkeeping), so that many empty buffers count too.
 const OVERHEAD: usize = 256;
-/// Tombstones kept at most (each is a key: a few hundred bytes).
+/// Longest CmdRef or LocURI of a chunk buffered, in bytes: keys are charged, but an
+/// object named by kilobytes of path is no real node (CSP node URIs are short; Windows
+/// bounds a node path well below this), so it is refused before a buffer is opened.
+pub const MAX_KEY_PART: usize = 1024;
+/// Tombstones kept at most (each is a key: at most a few kilobytes, see [`MAX_KEY_PART`]).
 const MAX_TOMBSTONES: usize = 65_536;
+
+/// Whether the CmdRef and LocURI of `key` are short enough to be buffered.
+pub fn key_acceptable(key: &ChunkKey) -> bool {
+    key.1.len() <= MAX_KEY_PART && key.2.len() <= MAX_KEY_PART
+}
+
+/// Bytes charged for holding `key` (a buffer's or a tombstone's), data not included.
+fn key_cost(key: &ChunkKey) -> usize {
+    key.0.len() + key.1.len() + key.2.len() + OVERHEAD
+}
 
 /// The bounds of [`Reassembly`].
 #[derive(Debug, Clone, Copy)]
@@ -56,8 +70,9 @@ impl Default for Limits {
 pub enum Pending {
     /// No buffer: a first chunk (or a whole object).
     None,
-    /// The chunks received so far.
-    Buffered(String),
+    /// Chunks received so far, of this many bytes (the data is copied out only for the
+    /// last chunk, by [`Reassembly::whole`]).
+    Buffered(usize),
     /// The object was refused or evicted: refuse its chunks (413).
     Refused,
 }
@@ -78,65 +93,106 @@ struct Buffer {
     data: String,
 }
 
-impl Buffer {
-    fn cost(&self) -> usize {
-        self.data.len() + OVERHEAD
-    }
-}
-
 #[derive(Default)]
 struct State {
     buffers: HashMap<ChunkKey, Buffer>,
-    /// Bytes per device, and in all, as counted by [`Buffer::cost`].
+    /// Bytes per device, and in all: buffers ([`key_cost`] and data) and tombstones
+    /// ([`key_cost`]).
     per_device: HashMap<String, usize>,
     total: usize,
     tombstones: HashMap<ChunkKey, Instant>,
 }
 
 impl State {
-    fn remove(&mut self, key: &ChunkKey) -> Option<Buffer> {
-        let b = self.buffers.remove(key)?;
-        let cost = b.cost();
-        self.total -= cost;
-        if let Some(d) = self.per_device.get_mut(&key.0) {
-            *d -= cost;
+    fn charge(&mut self, device: &str, bytes: usize) {
+        *self.per_device.entry(device.to_string()).or_insert(0) += bytes;
+        self.total += bytes;
+    }
+
+    fn uncharge(&mut self, device: &str, bytes: usize) {
+        self.total = self.total.saturating_sub(bytes);
+        if let Some(d) = self.per_device.get_mut(device) {
+            *d = d.saturating_sub(bytes);
             if *d == 0 {
-                self.per_device.remove(&key.0);
+                self.per_device.remove(device);
             }
         }
+    }
+
+    fn device(&self, device: &str) -> usize {
+        self.per_device.get(device).copied().unwrap_or(0)
+    }
+
+    fn remove(&mut self, key: &ChunkKey) -> Option<Buffer> {
+        let b = self.buffers.remove(key)?;
+        self.uncharge(&key.0, key_cost(key) + b.data.len());
         Some(b)
     }
 
-    fn tombstone(&mut self, key: ChunkKey, now: Instant) {
-        self.remove(&key);
-        if self.tombstones.len() < MAX_TOMBSTONES {
-            self.tombstones.insert(key, now);
+    fn forget_tombstone(&mut self, key: &ChunkKey) {
+        if self.tombstones.remove(key).is_some() {
+            self.uncharge(&key.0, key_cost(key));
         }
     }
 
-    fn expire(&mut self, now: Instant, ttl: Duration) {
+    /// Drops the object's buffer and refuses its later chunks, if the tombstone fits
+    /// the bounds (it always does in place of a buffer, which cost more).
+    fn tombstone(&mut self, key: ChunkKey, now: Instant, l: &Limits) {
+        self.remove(&key);
+        let cost = key_cost(&key);
+        if self.tombstones.contains_key(&key)
+            || !key_acceptable(&key)
+            || self.tombstones.len() >= MAX_TOMBSTONES
+            || self.device(&key.0) + cost > l.device
+            || self.total + cost > l.total
+        {
+            return;
+        }
+        self.charge(&key.0, cost);
+        self.tombstones.insert(key, now);
+    }
+
+    fn expire(&mut self, now: Instant, l: &Limits) {
         let stale: Vec<ChunkKey> = self
             .buffers
             .iter()
-            .filter(|(_, b)| now.duration_since(b.updated) >= ttl)
+            .filter(|(_, b)| now.duration_since(b.updated) >= l.ttl)
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
-            self.tombstone(k, now);
+            self.tombstone(k, now, l);
         }
-        self.tombstones.retain(|_, t| now.duration_since(*t) < ttl);
+        let gone: Vec<ChunkKey> = self
+            .tombstones
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= l.ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.forget_tombstone(&k);
+        }
+    }
+
+    /// Bytes `data` adds to the object of `key`, and the bytes the object then holds.
+    fn added(&self, key: &ChunkKey, data: usize) -> (usize, usize) {
+        match self.buffers.get(key) {
+            Some(b) => (data, b.data.len() + data),
+            None => (key_cost(key) + data, data),
+        }
     }
 
     fn append(&mut self, key: ChunkKey, data: &str, now: Instant, l: &Limits) {
         if self.tombstones.contains_key(&key) {
             return;
         }
-        let held = self.buffers.get(&key).map_or(0, |b| b.data.len());
-        let added = data.len() + if held == 0 { OVERHEAD } else { 0 };
-        let device = self.per_device.get(&key.0).copied().unwrap_or(0);
-        if held + data.len() > l.object || device + added > l.device || added > l.total {
+        if !key_acceptable(&key) {
+            tracing::info!(device_id = %key.0, "large object refused: CmdRef or LocURI too long");
+            return;
+        }
+        let (added, held) = self.added(&key, data.len());
+        if held > l.object || self.device(&key.0) + added > l.device || added > l.total {
             tracing::info!(device_id = %key.0, cmd_ref = %key.1, "large object refused: over the reassembly limits");
-            self.tombstone(key, now);
+            self.tombstone(key, now, l);
             return;
         }
         while self.total + added > l.total {
@@ -146,22 +202,24 @@ impl State {
                 .min_by_key(|(_, b)| b.updated)
                 .map(|(k, _)| k.clone())
             else {
-                break;
+                // Only tombstones left: refuse the new object rather than exceed.
+                tracing::warn!(device_id = %key.0, cmd_ref = %key.1, "large object refused: reassembly memory full");
+                self.tombstone(key, now, l);
+                return;
             };
             tracing::warn!(device_id = %oldest.0, cmd_ref = %oldest.1, "large object evicted: reassembly memory full");
-            self.tombstone(oldest.clone(), now);
+            self.tombstone(oldest.clone(), now, l);
             if oldest == key {
                 return;
             }
         }
-        let buffer = self.buffers.entry(key.clone()).or_insert(Buffer {
+        self.charge(&key.0, added);
+        let buffer = self.buffers.entry(key).or_insert(Buffer {
             updated: now,
             data: String::new(),
         });
         buffer.updated = now;
         buffer.data.push_str(data);
-        *self.per_device.entry(key.0).or_insert(0) += added;
-        self.total += added;
     }
 }
 
@@ -189,23 +247,42 @@ impl Reassembly {
             return Pending::Refused;
         }
         match s.buffers.get(key) {
-            Some(b) if b.updated.elapsed() < self.limits.ttl => Pending::Buffered(b.data.clone()),
+            Some(b) if b.updated.elapsed() < self.limits.ttl => Pending::Buffered(b.data.len()),
             Some(_) => Pending::Refused,
             None => Pending::None,
         }
     }
 
+    /// The whole object of `key`: its buffered chunks followed by `last` (read only: the
+    /// buffer goes only with [`ChunkOp::Finish`], once the message is stored, so a
+    /// message that cannot be stored and is sent again still finds it). `None` without
+    /// a live buffer or over the object bound.
+    pub fn whole(&self, key: &ChunkKey, last: &str) -> Option<String> {
+        let s = self.state.lock().ok()?;
+        let b = s
+            .buffers
+            .get(key)
+            .filter(|b| b.updated.elapsed() < self.limits.ttl)?;
+        if b.data.len() + last.len() > self.limits.object {
+            return None;
+        }
+        let mut whole = String::with_capacity(b.data.len() + last.len());
+        whole.push_str(&b.data);
+        whole.push_str(last);
+        Some(whole)
+    }
+
     /// Whether adding `len` bytes to the object of `key` stays within the per-object and
-    /// per-device bounds (read only; the global bound evicts others instead).
+    /// per-device bounds and the key is short enough (read only; the global bound evicts
+    /// others instead).
     pub fn fits(&self, key: &ChunkKey, len: usize) -> bool {
         let Ok(s) = self.state.lock() else {
             return false;
         };
-        let held = s.buffers.get(key).map_or(0, |b| b.data.len());
-        let added = len + if held == 0 { OVERHEAD } else { 0 };
-        let device = s.per_device.get(&key.0).copied().unwrap_or(0);
-        held + len <= self.limits.object
-            && device + added <= self.limits.device
+        let (added, held) = s.added(key, len);
+        key_acceptable(key)
+            && held <= self.limits.object
+            && s.device(&key.0) + added <= self.limits.device
             && added <= self.limits.total
     }
 
@@ -223,15 +300,15 @@ impl Reassembly {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        s.expire(now, self.limits.ttl);
+        s.expire(now, &self.limits);
         for op in ops {
             match op {
                 ChunkOp::Append(key, data) => s.append(key, &data, now, &self.limits),
                 ChunkOp::Finish(key) => {
                     s.remove(&key);
-                    s.tombstones.remove(&key);
+                    s.forget_tombstone(&key);
                 }
-                ChunkOp::Refuse(key) => s.tombstone(key, now),
+                ChunkOp::Refuse(key) => s.tombstone(key, now, &self.limits),
             }
         }
     }
@@ -240,7 +317,7 @@ impl Reassembly {
     pub fn held(&self, device_id: &str) -> (usize, usize) {
         self.state
             .lock()
-            .map(|s| (s.total, s.per_device.get(device_id).copied().unwrap_or(0)))
+            .map(|s| (s.total, s.device(device_id)))
             .unwrap_or((0, 0))
     }
 }
@@ -277,7 +354,10 @@ mod tests {
         // chunks; the others are intact.
         assert_eq!(r.pending(&key("a", "3")), Pending::Refused);
         assert!(r.held("a").1 <= 3_000);
-        assert!(matches!(r.pending(&key("a", "1")), Pending::Buffered(d) if d.len() == 1_000));
+        assert!(matches!(
+            r.pending(&key("a", "1")),
+            Pending::Buffered(1_000)
+        ));
         // The refusal lasts until the object's last chunk.
         r.apply(vec![ChunkOp::Finish(key("a", "3"))]);
         assert_eq!(r.pending(&key("a", "3")), Pending::None);
@@ -305,10 +385,12 @@ mod tests {
         let then = Instant::now();
         r.apply_at(vec![ChunkOp::Append(k.clone(), "x".repeat(100))], then);
         r.apply_at(Vec::new(), then + CHUNK_TTL);
-        assert_eq!(r.held("a"), (0, 0));
+        // Only the tombstone is left, charged for its key.
+        assert_eq!(r.held("a"), (key_cost(&k), key_cost(&k)));
         // Long after, even the tombstone is gone.
         r.apply_at(Vec::new(), then + 3 * CHUNK_TTL);
         assert_eq!(r.pending(&k), Pending::None);
+        assert_eq!(r.held("a"), (0, 0));
     }
 
     #[test]
@@ -322,6 +404,106 @@ mod tests {
         assert!(!r.fits(&k, 60));
         append(&r, &k, 60);
         assert_eq!(r.pending(&k), Pending::Refused);
+        assert_eq!(r.held("a"), (key_cost(&k), key_cost(&k)));
+        r.apply(vec![ChunkOp::Finish(k)]);
+        assert_eq!(r.held("a"), (0, 0));
+    }
+
+    #[test]
+    fn an_empty_first_chunk_leaves_nothing_charged_once_finished() {
+        let r = small();
+        let k = key("a", "1");
+        append(&r, &k, 0);
+        assert_eq!(r.pending(&k), Pending::Buffered(0));
+        assert!(r.fits(&k, 100));
+        append(&r, &k, 100);
+        append(&r, &k, 0);
+        append(&r, &k, 50);
+        assert_eq!(r.held("a"), (key_cost(&k) + 150, key_cost(&k) + 150));
+        assert_eq!(r.whole(&k, "yy").map(|w| w.len()), Some(152));
+        r.apply(vec![ChunkOp::Finish(k)]);
+        assert_eq!(r.held("a"), (0, 0));
+    }
+
+    #[test]
+    fn buffers_are_charged_for_their_keys() {
+        let r = Reassembly::with_limits(Limits {
+            device: 10_000,
+            ..Limits::default()
+        });
+        let long = |n: u32| -> ChunkKey {
+            (
+                "a".into(),
+                n.to_string(),
+                format!("./Vendor/MSFT/Big/{n}/{}", "p".repeat(900)),
+            )
+        };
+        // Empty data: only the keys count, and they fill the device's share.
+        let mut opened = 0;
+        for n in 0..20 {
+            if !r.fits(&long(n), 0) {
+                break;
+            }
+            append(&r, &long(n), 0);
+            opened += 1;
+        }
+        assert!(opened < 10, "{opened} buffers of long keys within 10 kB");
+        assert!(r.held("a").1 > 9_000 - key_cost(&long(0)));
+        assert!(r.held("a").1 <= 10_000);
+    }
+
+    #[test]
+    fn an_over_long_cmd_ref_or_loc_uri_opens_no_buffer() {
+        let r = Reassembly::default();
+        let loc = ("a".into(), "1".into(), "L".repeat(MAX_KEY_PART + 1));
+        let cmd = ("a".into(), "C".repeat(MAX_KEY_PART + 1), "./Big".into());
+        for k in [loc, cmd] {
+            assert!(!key_acceptable(&k));
+            assert!(!r.fits(&k, 1));
+            append(&r, &k, 1);
+            r.apply(vec![ChunkOp::Refuse(k.clone())]);
+            assert_eq!(r.pending(&k), Pending::None);
+            assert_eq!(r.held("a"), (0, 0));
+        }
+        assert!(key_acceptable(&(
+            "a".into(),
+            "C".repeat(MAX_KEY_PART),
+            "L".repeat(MAX_KEY_PART)
+        )));
+    }
+
+    #[test]
+    fn tombstones_are_charged() {
+        let r = small();
+        let k = key("a", "1");
+        r.apply(vec![ChunkOp::Refuse(k.clone())]);
+        assert_eq!(r.pending(&k), Pending::Refused);
+        assert_eq!(r.held("a"), (key_cost(&k), key_cost(&k)));
+        // They count against the device's share: 3_000 bytes hold ten tombstones.
+        for n in 2..20 {
+            r.apply(vec![ChunkOp::Refuse(key("a", &n.to_string()))]);
+        }
+        assert!(r.held("a").1 <= 3_000);
+        assert!(!r.fits(&key("a", "x"), 1_000));
+    }
+
+    #[test]
+    fn many_chunks_reassemble_in_order() {
+        let r = Reassembly::default();
+        let k = key("a", "1");
+        let mut expected = String::new();
+        for n in 0..500 {
+            let chunk = format!("{n:04}");
+            assert!(r.fits(&k, chunk.len()));
+            r.apply(vec![ChunkOp::Append(k.clone(), chunk.clone())]);
+            expected.push_str(&chunk);
+            assert_eq!(r.pending(&k), Pending::Buffered(expected.len()));
+        }
+        assert_eq!(r.whole(&k, "end"), Some(format!("{expected}end")));
+        // Reading the whole object leaves the buffer until its message is stored.
+        assert_eq!(r.pending(&k), Pending::Buffered(expected.len()));
+        r.apply(vec![ChunkOp::Finish(k.clone())]);
+        assert_eq!(r.whole(&k, "end"), None);
         assert_eq!(r.held("a"), (0, 0));
     }
 }

@@ -383,6 +383,41 @@ async fn a_chunk_for_a_command_never_sent_is_refused_and_buffers_nothing() {
     assert!(s.state.sessions.chunks.held(DEVICE).1 > 0);
 }
 
+#[tokio::test]
+async fn a_chunk_with_an_over_long_loc_uri_or_cmd_ref_is_refused_and_buffers_nothing() {
+    let s = server().await;
+    let cert = enrolled(&s).await;
+    let id = get_delivered(&s, &cert, "./Vendor/MSFT/Big").await;
+    let chunk = |n: u32, cmd_ref: &str, loc: &str| {
+        format!(
+            "<Results><CmdID>{n}</CmdID><MsgRef>1</MsgRef><CmdRef>{cmd_ref}</CmdRef><Item><Source><LocURI>{loc}</LocURI></Source><Data></Data><MoreData/></Item></Results>"
+        )
+    };
+    // A node below the command's target (which it answers), named by 2 kB of path.
+    let long_loc = format!("./Vendor/MSFT/Big/{}", "p".repeat(2_000));
+    let long_ref = format!("{id}.{}", "9".repeat(2_000));
+    let body = format!(
+        "{}{}",
+        chunk(1, &id, &long_loc),
+        chunk(2, &long_ref, "./Vendor/MSFT/Big")
+    );
+    let r = post_syncml(&s, message(7, 2, &body).replace("<Final/>", ""), &cert).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body
+            .contains("<CmdRef>1</CmdRef><Cmd>Results</Cmd><Data>414</Data>"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("<CmdRef>2</CmdRef><Cmd>Results</Cmd><Data>404</Data>"),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.state.sessions.chunks.held(DEVICE), (0, 0));
+}
+
 // ---- Storage failures ----
 
 /// Makes every insert into command_results fail (a trigger), or stops doing so.
