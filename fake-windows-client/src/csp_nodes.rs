@@ -9,12 +9,12 @@
 //! Applicability: a node whose DDF `MSFT:Applicability` names a later OS build than the
 //! device's, or an edition allow list without the device's edition, is not in that device's
 //! tree, so every verb answers 404 and Get of its parent does not list it. Windows builds
-//! its DM tree from the CSPs and nodes the installed OS registers; a LocURI outside it is
-//! the OMA-DM 1.2 "404 Not found" (the target was not found) listed on Microsoft Learn's
-//! "OMA DM protocol support" page, as for any other undeclared node, rather than 405, which
-//! Windows keeps for a verb the node's AccessType lacks. The device's build and edition
-//! come from its DevDetail `SwV` and DeviceStatus `OS/Edition` built-ins (the profile's
-//! `os_version` and `os_edition`).
+//! its DM tree from the CSPs and nodes the installed OS registers; a LocURI outside it gets
+//! "404 Not found" (OMA SyncML RepPro 1.2.2 §10, the codes [MS-MDM] §2.2.4.x Status uses)
+//! like any other node the tree lacks, not 405, which is for a verb the AccessType of an
+//! existing node lacks. No Microsoft page found states the code for this case separately.
+//! The device's build and edition come from its DevDetail `SwV` and DeviceStatus
+//! `OS/Edition` built-ins (the profile's `os_version` and `os_edition`).
 
 use crate::catalogue::{self, access, Catalogue, Node, Platform, Resolved};
 use crate::csp::{code, BuiltIns, GetResult, NodeStore, NodeValue};
@@ -67,12 +67,12 @@ fn ancestors_exist(store: &NodeStore, builtins: &BuiltIns, r: &Resolved, path: &
 }
 
 /// A value of the declared format for a Get-only node nobody wrote.
-fn placeholder(cat: &Catalogue, node: &Node) -> String {
+fn placeholder(cat: &Catalogue, builtins: &BuiltIns, node: &Node) -> String {
     if node
         .path
         .ends_with("/DeviceManageability/Capabilities/CSPVersions")
     {
-        return csp_versions(cat);
+        return csp_versions(cat, builtins);
     }
     match node.format.as_str() {
         "int" => "0".into(),
@@ -84,12 +84,14 @@ fn placeholder(cat: &Catalogue, node: &Node) -> String {
     }
 }
 
-/// DeviceManageability CSP `Capabilities/CSPVersions`: the CSPs and their versions.
-fn csp_versions(cat: &Catalogue) -> String {
+/// DeviceManageability CSP `Capabilities/CSPVersions`: the CSPs this device has and their
+/// versions.
+fn csp_versions(cat: &Catalogue, builtins: &BuiltIns) -> String {
     let list: String = cat
         .nodes
         .iter()
         .filter(|n| n.declared && !n.path.starts_with("./User/"))
+        .filter(|n| applies(builtins, n))
         .filter_map(|n| {
             n.csp_version
                 .as_ref()
@@ -128,7 +130,7 @@ fn leaf_value(
         return Some(text(&node.format, d.clone()));
     }
     if !node.allows(access::ADD) && !node.allows(access::REPLACE) {
-        return Some(text(&node.format, placeholder(cat, node)));
+        return Some(text(&node.format, placeholder(cat, builtins, node)));
     }
     None
 }

@@ -204,6 +204,28 @@ fn the_converter_keeps_build_and_editions_and_omits_inherited_ones() {
 }
 
 #[test]
+fn csp_versions_lists_only_the_csps_the_device_has() {
+    let get = [(
+        "Get",
+        "./Vendor/MSFT/DeviceManageability/Capabilities/CSPVersions",
+        None,
+    )];
+    // DeclaredConfiguration is `99.9.99999` in this DDF edition; PassportForWork is everywhere.
+    for p in [
+        DeviceProfile::random(),
+        DeviceProfile::windows10_19045_pro(),
+    ] {
+        let (got, reply) = run(p, &get);
+        assert_eq!(got, ["200"]);
+        assert!(reply.contains("./Vendor/MSFT/PassportForWork"), "{reply}");
+        assert!(
+            !reply.contains("./Vendor/MSFT/DeclaredConfiguration"),
+            "{reply}"
+        );
+    }
+}
+
+#[test]
 fn versions_and_edition_lists_parse() {
     assert_eq!(ddf::build_of("10.0.17763"), "17763");
     assert_eq!(ddf::build_of("10.0.22621.2352"), "22621.2352");
