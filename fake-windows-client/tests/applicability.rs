@@ -24,12 +24,12 @@ const ENTERPRISE_POLICY: &str =
 /// Personalization DDF: `99.9.99999`, not in any released build of that DDF edition.
 const UNRELEASED: &str = "./Vendor/MSFT/Personalization/CompanyName";
 
+/// A command: verb, LocURI and optional (format, data).
+type Cmd<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+
 /// Sends one message of commands to a fresh device with `profile` and returns the
 /// status of each command (CmdID `c0`, `c1`, ...) and the reply.
-fn run(
-    profile: DeviceProfile,
-    cmds: &[(&str, &str, Option<(&str, &str)>)],
-) -> (Vec<String>, String) {
+fn run(profile: DeviceProfile, cmds: &[Cmd]) -> (Vec<String>, String) {
     let b = profile.builtins(DEVICE_ID);
     let mut s = ManagementSession::new("9", ADDR, DEVICE_ID);
     s.first_message(&b, "user");
@@ -73,10 +73,7 @@ fn run(
 }
 
 /// Every verb on `uri` (Replace, Get, Delete, Exec) and the Get of its parent.
-fn all_verbs<'a>(
-    uri: &'a str,
-    value: (&'a str, &'a str),
-) -> Vec<(&'a str, &'a str, Option<(&'a str, &'a str)>)> {
+fn all_verbs<'a>(uri: &'a str, value: (&'a str, &'a str)) -> Vec<Cmd<'a>> {
     vec![
         ("Replace", uri, Some(value)),
         ("Get", uri, None),
