@@ -45,11 +45,54 @@ pub struct Node {
     pub dynamic: bool,
     /// Whether the DDF itself declares this node (interior nodes above a CSP root are implied).
     pub declared: bool,
+    /// Lowest OS (build, update revision) with this node (`MSFT:OsBuildVersion` of the node
+    /// or the nearest ancestor that declares one, the highest along the path).
+    pub min_build: Option<(u32, u32)>,
+    /// Editions with this node (`MSFT:EditionAllowList`, inherited like `min_build`).
+    pub editions: Option<Vec<u32>>,
+}
+
+/// The OS a device runs, as the catalogue's applicability compares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Platform {
+    /// (build, update revision), e.g. (22631, 2428) for `10.0.22631.2428`.
+    pub build: (u32, u32),
+    /// Edition number (`48` = Pro, `4` = Enterprise).
+    pub edition: Option<u32>,
+}
+
+impl Platform {
+    /// From a `10.0.<build>.<ubr>` version and a decimal edition number (the device
+    /// profile's `os_version` and `os_edition`); `None` when the version is not of that form.
+    pub fn parse(os_version: &str, os_edition: &str) -> Option<Platform> {
+        let build = parse_build(&crate::ddf::build_of(os_version))?;
+        Some(Platform {
+            build,
+            edition: os_edition.trim().parse().ok(),
+        })
+    }
+}
+
+/// `22631` → (22631, 0); `22621.2352` → (22621, 2352).
+fn parse_build(s: &str) -> Option<(u32, u32)> {
+    let (b, u) = s.split_once('.').unwrap_or((s, "0"));
+    Some((b.parse().ok()?, u.parse().ok()?))
 }
 
 impl Node {
     pub fn allows(&self, bit: u8) -> bool {
         self.access & bit != 0
+    }
+
+    /// Whether the node exists on `platform`: its minimum build is not above the device's
+    /// and its edition allow list (if any) names the device's edition.
+    pub fn applies_to(&self, platform: &Platform) -> bool {
+        let build_ok = self.min_build.is_none_or(|b| b <= platform.build);
+        let edition_ok = match (&self.editions, platform.edition) {
+            (Some(list), Some(e)) => list.contains(&e),
+            _ => true,
+        };
+        build_ok && edition_ok
     }
 
     pub fn is_interior(&self) -> bool {
@@ -144,6 +187,11 @@ fn parse_allowed(s: &str) -> Allowed {
     Allowed::Any
 }
 
+/// `4;48;121` → [4, 48, 121].
+fn parse_editions(s: &str) -> Vec<u32> {
+    s.split(';').filter_map(|e| e.trim().parse().ok()).collect()
+}
+
 fn access_bits(s: &str) -> u8 {
     s.chars()
         .map(|c| match c {
@@ -176,8 +224,17 @@ impl Catalogue {
             csp_version: None,
             dynamic: false,
             declared: false,
+            min_build: None,
+            editions: None,
         });
+        let mut edition_lists: HashMap<String, Vec<u32>> = HashMap::new();
         for l in text.lines() {
+            if let Some(h) = l.strip_prefix("#editions\t") {
+                if let Some((id, list)) = h.split_once('\t') {
+                    edition_lists.insert(id.to_string(), parse_editions(list));
+                }
+                continue;
+            }
             if let Some(h) = l.strip_prefix("#count\t") {
                 if let Some((csp, n)) = h.split_once('\t') {
                     if let Ok(n) = n.parse() {
@@ -207,6 +264,20 @@ impl Catalogue {
             n.allowed = parse_allowed(&ddf::unescape(col(5)));
             n.csp_version = (!col(6).is_empty()).then(|| col(6).to_string());
             n.declared = true;
+            // Own applicability narrows what the parent's allows.
+            if let Some(b) = parse_build(col(7)).filter(|_| !col(7).is_empty()) {
+                n.min_build = Some(n.min_build.map_or(b, |p| p.max(b)));
+            }
+            if !col(8).is_empty() {
+                let own = edition_lists
+                    .get(col(8))
+                    .cloned()
+                    .unwrap_or_else(|| parse_editions(col(8)));
+                n.editions = Some(match n.editions.take() {
+                    Some(p) => own.into_iter().filter(|e| p.contains(e)).collect(),
+                    None => own,
+                });
+            }
         }
         c
     }
@@ -232,6 +303,10 @@ impl Catalogue {
                 Some(i) => i,
                 None => {
                     let i = self.nodes.len();
+                    let (min_build, editions) = {
+                        let p = &self.nodes[cur];
+                        (p.min_build, p.editions.clone())
+                    };
                     self.nodes.push(Node {
                         path: so_far.clone(),
                         name: seg.to_string(),
@@ -243,6 +318,8 @@ impl Catalogue {
                         csp_version: None,
                         dynamic,
                         declared: false,
+                        min_build,
+                        editions,
                     });
                     if dynamic {
                         self.dynamic.insert(cur, i);

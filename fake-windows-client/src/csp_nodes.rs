@@ -5,8 +5,18 @@
 //! Values written live in the [`NodeStore`]; Get-only nodes nobody wrote answer the DDF
 //! default, the device profile's value, or a placeholder of the declared format.
 //! Dynamic nodes (`<name>` in the DDF) exist once added; Get of their parent lists them.
+//!
+//! Applicability: a node whose DDF `MSFT:Applicability` names a later OS build than the
+//! device's, or an edition allow list without the device's edition, is not in that device's
+//! tree, so every verb answers 404 and Get of its parent does not list it. Windows builds
+//! its DM tree from the CSPs and nodes the installed OS registers; a LocURI outside it gets
+//! "404 Not found" (OMA SyncML RepPro 1.2.2 §10, the codes [MS-MDM] §2.2.4.x Status uses)
+//! like any other node the tree lacks, not 405, which is for a verb the AccessType of an
+//! existing node lacks. No Microsoft page found states the code for this case separately.
+//! The device's build and edition come from its DevDetail `SwV` and DeviceStatus
+//! `OS/Edition` built-ins (the profile's `os_version` and `os_edition`).
 
-use crate::catalogue::{self, access, Catalogue, Node, Resolved};
+use crate::catalogue::{self, access, Catalogue, Node, Platform, Resolved};
 use crate::csp::{code, BuiltIns, GetResult, NodeStore, NodeValue};
 
 /// Whether a dynamic instance (or anything below it) is in the store or the built-ins.
@@ -16,9 +26,35 @@ fn instance_exists(store: &NodeStore, builtins: &BuiltIns, inst: &str) -> bool {
     store.nodes.keys().any(|k| under(k)) || builtins.iter().any(|(p, _, _)| under(p))
 }
 
-fn resolve<'c>(cat: &'c Catalogue, path: &str) -> Result<(Resolved, &'c Node), u16> {
+/// The device's build and edition, from the profile values among the built-ins.
+pub fn platform(builtins: &BuiltIns) -> Option<Platform> {
+    let value = |path: &str| {
+        builtins
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .map(|(_, _, v)| v.as_str())
+    };
+    Platform::parse(
+        value("./DevDetail/SwV")?,
+        value("./Vendor/MSFT/DeviceStatus/OS/Edition").unwrap_or(""),
+    )
+}
+
+/// Whether the node is in this device's tree (see the module doc on applicability).
+fn applies(builtins: &BuiltIns, node: &Node) -> bool {
+    platform(builtins).is_none_or(|p| node.applies_to(&p))
+}
+
+fn resolve<'c>(
+    cat: &'c Catalogue,
+    builtins: &BuiltIns,
+    path: &str,
+) -> Result<(Resolved, &'c Node), u16> {
     let r = cat.resolve(path).ok_or(code::NOT_FOUND)?;
     let node = &cat.nodes[r.node];
+    if !applies(builtins, node) {
+        return Err(code::NOT_FOUND);
+    }
     Ok((r, node))
 }
 
@@ -31,12 +67,12 @@ fn ancestors_exist(store: &NodeStore, builtins: &BuiltIns, r: &Resolved, path: &
 }
 
 /// A value of the declared format for a Get-only node nobody wrote.
-fn placeholder(cat: &Catalogue, node: &Node) -> String {
+fn placeholder(cat: &Catalogue, builtins: &BuiltIns, node: &Node) -> String {
     if node
         .path
         .ends_with("/DeviceManageability/Capabilities/CSPVersions")
     {
-        return csp_versions(cat);
+        return csp_versions(cat, builtins);
     }
     match node.format.as_str() {
         "int" => "0".into(),
@@ -48,12 +84,14 @@ fn placeholder(cat: &Catalogue, node: &Node) -> String {
     }
 }
 
-/// DeviceManageability CSP `Capabilities/CSPVersions`: the CSPs and their versions.
-fn csp_versions(cat: &Catalogue) -> String {
+/// DeviceManageability CSP `Capabilities/CSPVersions`: the CSPs this device has and their
+/// versions.
+fn csp_versions(cat: &Catalogue, builtins: &BuiltIns) -> String {
     let list: String = cat
         .nodes
         .iter()
         .filter(|n| n.declared && !n.path.starts_with("./User/"))
+        .filter(|n| applies(builtins, n))
         .filter_map(|n| {
             n.csp_version
                 .as_ref()
@@ -92,7 +130,7 @@ fn leaf_value(
         return Some(text(&node.format, d.clone()));
     }
     if !node.allows(access::ADD) && !node.allows(access::REPLACE) {
-        return Some(text(&node.format, placeholder(cat, node)));
+        return Some(text(&node.format, placeholder(cat, builtins, node)));
     }
     None
 }
@@ -116,7 +154,7 @@ fn stored_children(store: &NodeStore, builtins: &BuiltIns, path: &str) -> Vec<St
 /// Get: a leaf's value or an interior node's child list.
 pub fn get(store: &NodeStore, builtins: &BuiltIns, path: &str) -> Result<GetResult, u16> {
     let cat = catalogue::get();
-    let (r, node) = resolve(cat, path)?;
+    let (r, node) = resolve(cat, builtins, path)?;
     if !node.allows(access::GET) {
         return Err(code::NOT_ALLOWED);
     }
@@ -131,8 +169,9 @@ pub fn get(store: &NodeStore, builtins: &BuiltIns, path: &str) -> Result<GetResu
         return leaf_value(cat, store, builtins, node, path).ok_or(code::NOT_FOUND);
     }
     let mut kids: Vec<String> = Vec::new();
+    let platform = platform(builtins);
     for k in cat.children(r.node).iter().map(|i| &cat.nodes[*i]) {
-        if !k.dynamic {
+        if !k.dynamic && platform.is_none_or(|p| k.applies_to(&p)) {
             kids.push(k.name.clone());
         }
     }
@@ -166,7 +205,7 @@ fn check_value(node: &Node, value: &mut NodeValue) -> Result<(), u16> {
 /// Windows adds implicitly).
 pub fn add(store: &mut NodeStore, builtins: &BuiltIns, path: &str, mut value: NodeValue) -> u16 {
     let cat = catalogue::get();
-    let Ok((r, node)) = resolve(cat, path) else {
+    let Ok((r, node)) = resolve(cat, builtins, path) else {
         return code::NOT_FOUND;
     };
     let own_instance = r.instances.last().is_some_and(|i| i == path);
@@ -199,7 +238,7 @@ pub fn replace(
     mut value: NodeValue,
 ) -> u16 {
     let cat = catalogue::get();
-    let Ok((r, node)) = resolve(cat, path) else {
+    let Ok((r, node)) = resolve(cat, builtins, path) else {
         return code::NOT_FOUND;
     };
     if !node.allows(access::REPLACE) {
@@ -225,7 +264,7 @@ pub fn replace(
 /// Delete: removes what was written at and below the node.
 pub fn delete(store: &mut NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     let cat = catalogue::get();
-    let Ok((_, node)) = resolve(cat, path) else {
+    let Ok((_, node)) = resolve(cat, builtins, path) else {
         return code::NOT_FOUND;
     };
     if !node.allows(access::DELETE) {
@@ -237,7 +276,7 @@ pub fn delete(store: &mut NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
 /// Exec: accepted on a node whose AccessType has Exec and whose instances exist.
 pub fn exec(store: &NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     let cat = catalogue::get();
-    let Ok((r, node)) = resolve(cat, path) else {
+    let Ok((r, node)) = resolve(cat, builtins, path) else {
         return code::NOT_FOUND;
     };
     if !node.allows(access::EXEC) {

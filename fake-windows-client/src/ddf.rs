@@ -4,7 +4,10 @@
 //!
 //! One line per node, tab-separated: path, access (letters of Add Delete Exec Get Replace),
 //! DFFormat, Occurrence, default value, allowed values (`enum:a|b`, `range:[lo-hi]`, or empty),
-//! CSP version (CSP root nodes only). Paths are normalised the way the device addresses them:
+//! CSP version (CSP root nodes only), minimum OS build (`MSFT:OsBuildVersion` without the
+//! `10.0.` prefix: `17763`, or `22621.2352` with the update revision) and edition allow list
+//! (`MSFT:EditionAllowList` in decimal, `4;48;...`); the last two are written only where they
+//! differ from the parent node's, which they otherwise inherit. Paths are normalised the way the device addresses them:
 //! `./Device/Vendor/MSFT/X` becomes `./Vendor/MSFT/X`; `./User/...` keeps its prefix; a dynamic
 //! node is written `<Title>` (its DFTitle, or `<name>`). `\`, tab, CR and LF in values are escaped.
 
@@ -20,6 +23,34 @@ pub struct Entry {
     pub default: String,
     pub allowed: String,
     pub csp_version: String,
+    /// Minimum OS build, `build` or `build.ubr`; empty when inherited from the parent.
+    pub min_build: String,
+    /// Editions the node applies to, decimal, `;`-separated; empty when inherited.
+    pub editions: String,
+}
+
+/// `10.0.17763` → `17763`, `10.0.22621.2352` → `22621.2352`, `99.9.99999` (not yet
+/// released) → `99999`: the build and update revision that [`crate::catalogue`] compares.
+pub fn build_of(version: &str) -> String {
+    let parts: Vec<&str> = version.trim().split('.').collect();
+    match parts.as_slice() {
+        [_, _, build] => build.to_string(),
+        [_, _, build, ubr] => format!("{build}.{ubr}"),
+        _ => String::new(),
+    }
+}
+
+/// `0x4;0x1B;0x30;` → `4;27;48` (edition numbers as the device profile writes them).
+pub fn editions_of(list: &str) -> String {
+    list.split(';')
+        .filter_map(|e| {
+            let e = e.trim();
+            let hex = e.strip_prefix("0x").or_else(|| e.strip_prefix("0X"))?;
+            u32::from_str_radix(hex, 16).ok()
+        })
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Errors converting a DDF file.
@@ -136,7 +167,16 @@ fn allowed(props: roxmltree::Node) -> String {
     }
 }
 
-fn walk(node: roxmltree::Node, parent: &str, depth: usize, out: &mut Vec<Entry>) {
+/// Applicability inherited from the parent: (minimum build, editions).
+type Inherited = (String, String);
+
+fn walk(
+    node: roxmltree::Node,
+    parent: &str,
+    depth: usize,
+    inherited: &Inherited,
+    out: &mut Vec<Entry>,
+) {
     let name = text(child(node, "NodeName"));
     let props = child(node, "DFProperties");
     let seg = if name.is_empty() {
@@ -150,7 +190,23 @@ fn walk(node: roxmltree::Node, parent: &str, depth: usize, out: &mut Vec<Entry>)
         name
     };
     let path = format!("{parent}/{seg}");
+    let mut mine = inherited.clone();
     if let Some(p) = props {
+        let app = child(p, "Applicability");
+        let build = build_of(&text(app.and_then(|a| child(a, "OsBuildVersion"))));
+        let editions = editions_of(&text(app.and_then(|a| child(a, "EditionAllowList"))));
+        let min_build = if build.is_empty() || build == inherited.0 {
+            String::new()
+        } else {
+            mine.0 = build.clone();
+            build
+        };
+        let editions = if editions.is_empty() || editions == inherited.1 {
+            String::new()
+        } else {
+            mine.1 = editions.clone();
+            editions
+        };
         let access: String = child(p, "AccessType")
             .map(|a| {
                 let has = |v: &str| a.children().any(|c| c.tag_name().name() == v);
@@ -187,10 +243,12 @@ fn walk(node: roxmltree::Node, parent: &str, depth: usize, out: &mut Vec<Entry>)
                 .to_string(),
             allowed: allowed(p),
             csp_version,
+            min_build,
+            editions,
         });
     }
     for c in node.children().filter(|c| c.tag_name().name() == "Node") {
-        walk(c, &path, depth + 1, out);
+        walk(c, &path, depth + 1, &mine, out);
     }
 }
 
@@ -214,13 +272,20 @@ pub fn convert(xml: &str) -> Result<Vec<Entry>, DdfError> {
         } else {
             base
         };
-        walk(n, &base, 0, &mut out);
+        walk(n, &base, 0, &Inherited::default(), &mut out);
     }
     Ok(out)
 }
 
-/// One catalogue line (without newline).
+/// One catalogue line (without newline), the edition list written out.
 pub fn line(e: &Entry) -> String {
+    line_in(e, &BTreeMap::new())
+}
+
+/// One catalogue line with the edition list replaced by its name in `ids` (the
+/// `#editions` table of the header), if it has one.
+pub fn line_in(e: &Entry, ids: &BTreeMap<String, String>) -> String {
+    let editions = ids.get(&e.editions).unwrap_or(&e.editions);
     [
         e.path.as_str(),
         &e.access,
@@ -229,6 +294,8 @@ pub fn line(e: &Entry) -> String {
         &escape(&e.default),
         &escape(&e.allowed),
         &e.csp_version,
+        &e.min_build,
+        editions,
     ]
     .join("\t")
     .trim_end_matches('\t')
@@ -260,13 +327,25 @@ pub fn render(edition: &str, entries: &[Entry], counts: &BTreeMap<String, usize>
     out.push_str(&format!("# edition: {edition}\n"));
     out.push_str("# regenerate: cargo run -p fake-windows-client --example ddf-convert -- <ddf-dir> <this-file> <edition>\n");
     out.push_str(
-        "# columns: path access format occurrence default allowed csp-version (see src/ddf.rs)\n",
+        "# columns: path access format occurrence default allowed csp-version min-build editions (see src/ddf.rs)\n",
     );
     for (csp, n) in counts {
         out.push_str(&format!("#count\t{csp}\t{n}\n"));
     }
+    // Edition lists are long and few: each is written once and named `E<n>` on the lines.
+    let lists: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e.editions.as_str())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut ids = BTreeMap::new();
+    for (i, l) in lists.into_iter().enumerate() {
+        let id = format!("E{}", i + 1);
+        out.push_str(&format!("#editions\t{id}\t{l}\n"));
+        ids.insert(l.to_string(), id);
+    }
     for e in entries {
-        out.push_str(&line(e));
+        out.push_str(&line_in(e, &ids));
         out.push('\n');
     }
     out

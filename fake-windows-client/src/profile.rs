@@ -71,7 +71,36 @@ impl DeviceProfile {
         }
     }
 
-    /// OS platform name reported in DevDetail (edition 4 = Enterprise, 48 = Pro).
+    /// This machine running another OS build, e.g. `10.0.19045.3570` (the catalogue's
+    /// applicability compares its build and update revision, see [`crate::catalogue::Platform`]).
+    pub fn with_os_version(mut self, version: &str) -> Self {
+        self.os_version = version.to_string();
+        self
+    }
+
+    /// This machine running another edition, by its decimal number (`48` = Pro,
+    /// `4` = Enterprise, `121` = Education, `101` = Home).
+    pub fn with_edition(mut self, edition: &str) -> Self {
+        self.os_edition = edition.to_string();
+        self
+    }
+
+    /// A Windows 10 22H2 Pro machine (build 19045).
+    pub fn windows10_19045_pro() -> Self {
+        Self::random()
+            .with_os_version("10.0.19045.3570")
+            .with_edition("48")
+    }
+
+    /// A Windows 11 24H2 Enterprise machine (build 26100).
+    pub fn windows11_26100_enterprise() -> Self {
+        Self::random()
+            .with_os_version("10.0.26100.1742")
+            .with_edition("4")
+    }
+
+    /// OS platform name reported in DevDetail (edition 4 = Enterprise, 48 = Pro; builds
+    /// from 22000 on are Windows 11).
     pub fn os_platform(&self) -> String {
         let edition = match self.os_edition.as_str() {
             "4" => "Enterprise",
@@ -80,7 +109,10 @@ impl DeviceProfile {
             "121" => "Education",
             _ => "Pro",
         };
-        format!("Windows 11 {edition}")
+        let build = crate::catalogue::Platform::parse(&self.os_version, &self.os_edition)
+            .map_or(22000, |p| p.build.0);
+        let major = if build >= 22000 { 11 } else { 10 };
+        format!("Windows {major} {edition}")
     }
 
     /// The read-only DevInfo, DevDetail and DeviceStatus nodes (OMA-DM standard objects;

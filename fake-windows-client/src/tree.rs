@@ -37,7 +37,26 @@ fn unenroll_provider(path: &str) -> Option<&str> {
 }
 
 impl Tree<'_> {
+    /// Whether a Policy CSP path names a policy this device's build and edition have
+    /// (the catalogue's `MSFT:Applicability`; `Policy/Result/...` follows its
+    /// `Policy/Config/...` node). Windows answers 404 for a policy the OS lacks, as
+    /// [`csp_nodes`] does for other CSPs' nodes. Non-policy paths always pass here.
+    fn policy_applies(&self, path: &str) -> bool {
+        if !policy::is_policy_path(path) {
+            return true;
+        }
+        let cat = catalogue::get();
+        let config = path.replacen("/Policy/Result/", "/Policy/Config/", 1);
+        match (csp_nodes::platform(self.builtins), cat.resolve(&config)) {
+            (Some(p), Some(r)) => cat.nodes[r.node].applies_to(&p),
+            _ => true,
+        }
+    }
+
     pub fn get(&self, path: &str) -> Result<GetResult, u16> {
+        if !self.policy_applies(path) {
+            return Err(code::NOT_FOUND);
+        }
         if policy::is_policy_path(path) {
             return policy::get(self.store, path);
         }
@@ -65,6 +84,9 @@ impl Tree<'_> {
     /// Add or Replace. An absent `Meta/Format` is the node's own format (chr for the
     /// generic store).
     pub fn set(&mut self, path: &str, mut value: NodeValue, replace: bool) -> u16 {
+        if !self.policy_applies(path) {
+            return code::NOT_FOUND;
+        }
         if policy::is_policy_path(path) {
             if value.format.is_empty() {
                 if let Some(def) = policy_def(path) {
@@ -94,6 +116,9 @@ impl Tree<'_> {
     }
 
     pub fn delete(&mut self, path: &str) -> u16 {
+        if !self.policy_applies(path) {
+            return code::NOT_FOUND;
+        }
         if policy::is_policy_path(path) {
             return policy::delete(self.store, path);
         }
@@ -107,6 +132,9 @@ impl Tree<'_> {
     }
 
     pub fn exec(&mut self, path: &str) -> u16 {
+        if !self.policy_applies(path) {
+            return code::NOT_FOUND;
+        }
         if policy::is_policy_path(path) {
             return code::NOT_ALLOWED;
         }

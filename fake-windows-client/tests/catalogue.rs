@@ -39,6 +39,12 @@ fn header_counts_match_the_nodes_per_csp() {
 fn converter_output_on_fixtures_is_in_the_catalogue() {
     let c = catalogue::get();
     let data = catalogue::text();
+    // The header names each edition list once (`#editions\tE<n>\t<list>`).
+    let ids: std::collections::BTreeMap<String, String> = data
+        .lines()
+        .filter_map(|l| l.strip_prefix("#editions\t")?.split_once('\t'))
+        .map(|(id, list)| (list.to_string(), id.to_string()))
+        .collect();
     for (csp, xml) in [
         ("Reboot", fixture!("Reboot.xml")),
         ("DevInfo", fixture!("DevInfo.xml")),
@@ -50,7 +56,7 @@ fn converter_output_on_fixtures_is_in_the_catalogue() {
         assert_eq!(counted, Some(entries.len()), "{csp}");
         for e in &entries {
             assert_eq!(ddf::csp_of(&e.path), csp);
-            let l = ddf::line(e);
+            let l = ddf::line_in(e, &ids);
             assert!(data.lines().any(|x| x == l), "{csp}: {l:?} missing");
         }
     }
@@ -559,14 +565,14 @@ fn add_of_an_existing_node_answers_418_and_delete_removes_instances() {
         ("Add", "./DevDetail/SwV", Some("chr"), Some("1"), "418"),
         (
             "Add",
-            "./Vendor/MSFT/Personalization/CompanyName",
+            "./Vendor/MSFT/Personalization/LockScreenImageUrl",
             Some("chr"),
             Some("Contoso"),
             "200",
         ),
         (
             "Add",
-            "./Device/Vendor/MSFT/Personalization/CompanyName",
+            "./Device/Vendor/MSFT/Personalization/LockScreenImageUrl",
             Some("chr"),
             Some("Again"),
             "418",
@@ -588,30 +594,18 @@ fn add_of_an_existing_node_answers_418_and_delete_removes_instances() {
         ),
         (
             "Add",
-            "./Vendor/MSFT/DeclaredConfiguration/Host/Complete/Documents/D1/Document",
+            &format!("{FW}/FirewallRules/R9/Name"),
             Some("chr"),
-            Some("<a/>"),
+            Some("Nine"),
             "200",
         ),
-        (
-            "Get",
-            "./Vendor/MSFT/DeclaredConfiguration/Host/Complete/Documents",
-            None,
-            None,
-            "200",
-        ),
+        ("Get", &format!("{FW}/FirewallRules"), None, None, "200"),
         ("Delete", &rule, None, None, "200"),
         ("Get", &rule, None, None, "404"),
         ("Get", &format!("{FW}/FirewallRules"), None, None, "200"),
     ]);
-    let (_, reply) = h.send(&cmd(
-        "Get",
-        "g",
-        "./Vendor/MSFT/DeclaredConfiguration/Host/Complete/Documents",
-        None,
-        None,
-    ));
-    assert_eq!(result(&reply, "g").map(|r| r.1), Some("D1".into()));
+    let (_, reply) = h.send(&cmd("Get", "g", &format!("{FW}/FirewallRules"), None, None));
+    assert_eq!(result(&reply, "g").map(|r| r.1), Some("R9".into()));
 }
 
 #[test]
@@ -634,7 +628,7 @@ fn device_and_legacy_paths_are_one_node_and_user_scope_is_apart() {
         ),
         (
             "Add",
-            "./User/Vendor/MSFT/Personalization/CompanyName",
+            "./User/Vendor/MSFT/Personalization/LockScreenImageUrl",
             Some("chr"),
             Some("x"),
             "404",
