@@ -88,6 +88,18 @@ fn a_minimal_third_party_server_gets_no_false_failure() {
     assert_eq!(code, 0, "{out}");
     // What it does not offer (Orbit, admin API, restarts) is skipped, not passed.
     assert!(out.contains(" skipped"), "{out}");
+    // The CSP scenarios queue commands through the admin API: skipped, not failed.
+    for name in [
+        "csp-bitlocker-and-defender",
+        "csp-firewall-and-devicestatus",
+        "csp-policy-areas-and-admx",
+        "csp-dynamic-nodes",
+    ] {
+        assert!(
+            out.contains(&format!("SKIP {name} (")),
+            "{name} not skipped: {out}"
+        );
+    }
     // What it leaves out that Windows tolerates (SSLCLIENTCERTSEARCHCRITERIA, the RSTRC
     // Timestamp) is a warning in every report, never a failure.
     assert!(
