@@ -58,6 +58,29 @@ fn resolve<'c>(
     Ok((r, node))
 }
 
+/// The node at `path` when `verb` may act on it: 404 for a node (or an instance on its
+/// path) that is not there, 405 for a verb its AccessType lacks.
+fn permitted<'c>(
+    cat: &'c Catalogue,
+    store: &NodeStore,
+    builtins: &BuiltIns,
+    path: &str,
+    verb: u8,
+) -> Result<(Resolved, &'c Node), u16> {
+    let (r, node) = resolve(cat, builtins, path)?;
+    if !node.allows(verb) {
+        return Err(code::NOT_ALLOWED);
+    }
+    if !r
+        .instances
+        .iter()
+        .all(|i| instance_exists(store, builtins, i))
+    {
+        return Err(code::NOT_FOUND);
+    }
+    Ok((r, node))
+}
+
 /// Instances above the node itself (the node's own instance is checked by the verb).
 fn ancestors_exist(store: &NodeStore, builtins: &BuiltIns, r: &Resolved, path: &str) -> bool {
     r.instances
@@ -154,17 +177,7 @@ fn stored_children(store: &NodeStore, builtins: &BuiltIns, path: &str) -> Vec<St
 /// Get: a leaf's value or an interior node's child list.
 pub fn get(store: &NodeStore, builtins: &BuiltIns, path: &str) -> Result<GetResult, u16> {
     let cat = catalogue::get();
-    let (r, node) = resolve(cat, builtins, path)?;
-    if !node.allows(access::GET) {
-        return Err(code::NOT_ALLOWED);
-    }
-    if !r
-        .instances
-        .iter()
-        .all(|i| instance_exists(store, builtins, i))
-    {
-        return Err(code::NOT_FOUND);
-    }
+    let (r, node) = permitted(cat, store, builtins, path, access::GET)?;
     if !node.is_interior() {
         return leaf_value(cat, store, builtins, node, path).ok_or(code::NOT_FOUND);
     }
@@ -238,19 +251,10 @@ pub fn replace(
     mut value: NodeValue,
 ) -> u16 {
     let cat = catalogue::get();
-    let Ok((r, node)) = resolve(cat, builtins, path) else {
-        return code::NOT_FOUND;
+    let node = match permitted(cat, store, builtins, path, access::REPLACE) {
+        Ok((_, node)) => node,
+        Err(c) => return c,
     };
-    if !node.allows(access::REPLACE) {
-        return code::NOT_ALLOWED;
-    }
-    if !r
-        .instances
-        .iter()
-        .all(|i| instance_exists(store, builtins, i))
-    {
-        return code::NOT_FOUND;
-    }
     if let Err(c) = check_value(node, &mut value) {
         return c;
     }
@@ -276,18 +280,8 @@ pub fn delete(store: &mut NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
 /// Exec: accepted on a node whose AccessType has Exec and whose instances exist.
 pub fn exec(store: &NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     let cat = catalogue::get();
-    let Ok((r, node)) = resolve(cat, builtins, path) else {
-        return code::NOT_FOUND;
-    };
-    if !node.allows(access::EXEC) {
-        return code::NOT_ALLOWED;
+    match permitted(cat, store, builtins, path, access::EXEC) {
+        Ok(_) => code::OK,
+        Err(c) => c,
     }
-    if !r
-        .instances
-        .iter()
-        .all(|i| instance_exists(store, builtins, i))
-    {
-        return code::NOT_FOUND;
-    }
-    code::OK
 }
