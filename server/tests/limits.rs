@@ -236,16 +236,7 @@ const PKG1: &str = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
 
 /// Enrolls DEVICE and returns its certificate (DER).
 async fn enrolled(s: &TestServer) -> Vec<u8> {
-    let key = s.node_key().await;
-    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    let r = s
-        .soap(
-            "/api/mdm/microsoft/enroll",
-            rst_request(&key, &hand_csr(&rsa, b"d", false), DEVICE),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    client_cert(&r.body)
+    s.enroll_device(DEVICE).await.0
 }
 
 async fn post_syncml(s: &TestServer, body: String, cert: &[u8]) -> Reply {

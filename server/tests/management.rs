@@ -17,17 +17,7 @@ async fn enrolled(s: &TestServer) -> Vec<u8> {
 
 /// Enrolls DEVICE and returns its certificate and the host's node key.
 async fn enrolled_with_key(s: &TestServer) -> (Vec<u8>, String) {
-    let key = s.node_key().await;
-    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    let r = s
-        .soap(
-            "/api/mdm/microsoft/enroll",
-            rst_request(&key, &hand_csr(&rsa, b"d", false), DEVICE),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let cert = client_cert(&r.body);
-    (cert, key)
+    s.enroll_device(DEVICE).await
 }
 
 async fn config(s: &TestServer, node_key: &str) -> serde_json::Value {

@@ -98,6 +98,21 @@ impl TestServer {
         .await
     }
 
+    /// Enrolls `device_id` for a new Orbit host through the enroll endpoint; returns the
+    /// issued certificate (DER) and the host's node key.
+    pub async fn enroll_device(&self, device_id: &str) -> (Vec<u8>, String) {
+        let key = self.node_key().await;
+        let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let r = self
+            .soap(
+                "/api/mdm/microsoft/enroll",
+                rst_request(&key, &hand_csr(&rsa, b"d", false), device_id),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        (client_cert(&r.body), key)
+    }
+
     /// Enrolls a host through Orbit and returns its node key.
     pub async fn node_key(&self) -> String {
         self.node_key_for(&uuid::Uuid::new_v4().to_string()).await
