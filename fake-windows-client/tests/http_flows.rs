@@ -4,7 +4,7 @@
 mod common;
 
 use base64::Engine;
-use common::{enrolled_device, renewal_xml, TestCa};
+use common::{enrolled_device, renewal_xml, with_enrollment_service, TestCa};
 use fake_windows_client::{cms, verify, ClientError, Device, RegValue, TlsOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,18 +139,6 @@ fn rstrc(relates_to: &str, doc: &str) -> String {
 }
 
 const FAULT: &str = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>s:Authorization</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">no</s:Text></s:Reason><s:Detail><DeviceEnrollmentServiceError xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollment"><ErrorType>NotEligibleToRenew</ErrorType></DeviceEnrollmentServiceError></s:Detail></s:Fault></s:Body></s:Envelope>"#;
-
-/// Points the enrollment at `url` for renewals (as discovery would have).
-fn with_enrollment_service(d: Device, url: &str) -> Device {
-    let dir = tempfile::tempdir().expect("dir");
-    d.save(dir.path()).expect("save");
-    let path = dir.path().join(fake_windows_client::device::STATE_FILE);
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    v["enrollment"]["enrollment_service_url"] = serde_json::Value::String(url.to_string());
-    std::fs::write(&path, v.to_string()).expect("write");
-    Device::load(dir.path(), TlsOptions::default()).expect("load")
-}
 
 #[tokio::test]
 async fn renewal_round_trip_replaces_the_certificate() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{criteria, provisioning_xml, DocParams, TestCa};
+use common::{criteria, provisioning_xml, with_enrollment_service, DocParams, TestCa};
 use fake_windows_client::csp::NodeStore;
 use fake_windows_client::csr::{self, HashAlg};
 use fake_windows_client::profile::DeviceProfile;
@@ -849,18 +849,6 @@ async fn raw_server(raw: String) -> String {
     format!("http://{addr}")
 }
 
-/// The device with its renewals sent to `url` (as discovery would have set it).
-fn renewing_at(d: Device, url: &str) -> Device {
-    let dir = tempfile::tempdir().expect("dir");
-    d.save(dir.path()).expect("save");
-    let path = dir.path().join(fake_windows_client::device::STATE_FILE);
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    v["enrollment"]["enrollment_service_url"] = serde_json::Value::String(url.to_string());
-    std::fs::write(&path, v.to_string()).expect("write");
-    Device::load(dir.path(), TlsOptions::default()).expect("load")
-}
-
 #[tokio::test]
 async fn a_chunked_rstrc_is_refused() {
     let ca = TestCa::new();
@@ -873,7 +861,7 @@ async fn a_chunked_rstrc_is_refused() {
     let whole = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
     for (raw, is_chunked) in [(chunked, true), (whole, false)] {
         let url = raw_server(raw).await;
-        let mut d = renewing_at(
+        let mut d = with_enrollment_service(
             enrolled(&ca, "https://mdm.example.org"),
             &format!("{url}/enroll"),
         );

@@ -133,3 +133,19 @@ pub fn enrolled_device(ca: &TestCa) -> fake_windows_client::Device {
     .expect("applies");
     d
 }
+
+/// Points the enrollment at `url` for renewals (as discovery would have).
+pub fn with_enrollment_service(
+    d: fake_windows_client::Device,
+    url: &str,
+) -> fake_windows_client::Device {
+    let dir = tempfile::tempdir().expect("dir");
+    d.save(dir.path()).expect("save");
+    let path = dir.path().join(fake_windows_client::device::STATE_FILE);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    v["enrollment"]["enrollment_service_url"] = serde_json::Value::String(url.to_string());
+    std::fs::write(&path, v.to_string()).expect("write");
+    fake_windows_client::Device::load(dir.path(), fake_windows_client::TlsOptions::default())
+        .expect("load")
+}
