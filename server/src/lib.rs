@@ -40,27 +40,17 @@ pub use app::{start, RunningServer};
 pub use config::Config;
 pub use error::ServerError;
 
-/// The `main` of a binary serving with the command line's flags until Ctrl-C: logs at
-/// `default_log` unless `RUST_LOG` says otherwise (to stderr when `log_to_stderr`, for a
-/// parent that reads stdout), and exits non-zero, naming `name`, on failure.
-pub async fn main_with_flags(
-    name: &str,
-    default_log: &str,
-    log_to_stderr: bool,
-) -> std::process::ExitCode {
+/// The `main` of a binary serving with the command line's flags until Ctrl-C: logs to
+/// stdout at `default_log` unless `RUST_LOG` says otherwise, and exits non-zero, naming
+/// `name`, on failure. (`winmdm serve` logs through the harness's own subscriber.)
+pub async fn main_with_flags(name: &str, default_log: &str) -> std::process::ExitCode {
     use clap::Parser;
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
-    let writer = if log_to_stderr {
-        BoxMakeWriter::new(std::io::stderr)
-    } else {
-        BoxMakeWriter::new(std::io::stdout)
-    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_log)),
         )
-        .with_writer(writer)
+        .with_writer(std::io::stdout)
         .init();
     match serve_until_interrupted(Config::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

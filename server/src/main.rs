@@ -4,5 +4,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    winmdm_server::main_with_flags("winmdm-server", "info", false).await
+    winmdm_server::main_with_flags("winmdm-server", "info").await
 }
