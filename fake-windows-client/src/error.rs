@@ -111,32 +111,18 @@ impl ClientError {
         }
     }
 
-    /// The HTTP status carried by this error, if any.
-    /// The TLS alert that ended the connection, when the server refused it in the
-    /// handshake (a server that verifies client certificates itself, e.g. IIS or nginx
-    /// with `ssl_verify_client on`, refuses an unknown certificate that way rather than
-    /// with an HTTP status).
+    /// How the server refused the connection at the TLS layer, if it did (see
+    /// [`crate::http::refusal_in`]): a server that verifies client certificates itself,
+    /// e.g. IIS or nginx with `ssl_verify_client on`, refuses an unknown certificate that
+    /// way rather than with an HTTP status.
     pub fn tls_alert(&self) -> Option<String> {
         let ClientError::Transport { source, .. } = self else {
             return None;
         };
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
-        while let Some(e) = cause {
-            if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
-                return Some(format!("{alert:?}"));
-            }
-            if let Some(rustls::Error::AlertReceived(alert)) = e
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|i| i.downcast_ref::<rustls::Error>())
-            {
-                return Some(format!("{alert:?}"));
-            }
-            cause = e.source();
-        }
-        None
+        crate::http::refusal_in(source)
     }
 
+    /// The HTTP status carried by this error, if any.
     pub fn http_status(&self) -> Option<u16> {
         match self {
             ClientError::Http { status, .. } => Some(*status),

@@ -280,3 +280,40 @@ pub async fn send(
         chunked,
     })
 }
+
+/// How a server refused a connection at the TLS layer, from a request error's causes:
+/// the TLS alert it sent, or the connection closed under the request. With TLS 1.3 the
+/// client finishes its side of the handshake and sends its request before the server's
+/// verdict on the client certificate arrives, so a refused request may see the alert,
+/// a reset or an end of stream, depending on timing.
+pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        let rustls_error = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = rustls_error {
+            return Some(format!("{alert:?}"));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return Some(format!("connection closed: {io}"));
+            }
+        }
+        // hyper's IncompleteMessage: the server closed before answering.
+        if e.to_string()
+            .contains("connection closed before message completed")
+        {
+            return Some("connection closed before an answer".into());
+        }
+        cause = e.source();
+    }
+    None
+}

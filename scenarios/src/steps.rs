@@ -841,19 +841,6 @@ fn expect_answer(answer: Answer, expect: Option<u16>) -> StepResult {
     }
 }
 
-/// The TLS alert in a reqwest error's causes, if the server refused the handshake.
-fn alert_in(e: &reqwest::Error) -> Option<String> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if let Some(rest) = text.split("received fatal alert: ").nth(1) {
-            return Some(rest.to_string());
-        }
-        cause = c.source();
-    }
-    None
-}
-
 async fn stale_session(
     ctx: &mut Context<'_>,
     cert_pem: &str,
@@ -876,7 +863,7 @@ async fn stale_session(
         .await
     {
         Ok(r) => r,
-        Err(e) => match alert_in(&e) {
+        Err(e) => match fake_windows_client::http::refusal_in(&e) {
             Some(alert) => return Ok(Answer::Handshake(alert)),
             None => return Err(format!("management request: {e}")),
         },
