@@ -289,28 +289,31 @@ pub async fn send(
 pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause = Some(err);
     while let Some(e) = cause {
-        let rustls_error = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
+        // An io::Error's `source` skips the error it wraps: look inside each layer.
+        let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(i) = inner {
+            if let Some(rustls::Error::AlertReceived(alert)) = i.downcast_ref::<rustls::Error>() {
+                return Some(format!("{alert:?}"));
+            }
+            inner = i
+                .downcast_ref::<std::io::Error>()
                 .and_then(|io| io.get_ref())
-                .and_then(|i| i.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::AlertReceived(alert)) = rustls_error {
-            return Some(format!("{alert:?}"));
+                .map(|b| b as &(dyn std::error::Error + 'static));
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::UnexpectedEof
             ) {
                 return Some(format!("connection closed: {io}"));
             }
         }
-        // hyper's IncompleteMessage: the server closed before answering.
-        if e.to_string()
-            .contains("connection closed before message completed")
-        {
+        // hyper: the server closed before answering ("connection closed before message
+        // completed", or a request canceled because the connection closed).
+        if e.to_string().contains("connection closed") {
             return Some("connection closed before an answer".into());
         }
         cause = e.source();

@@ -216,8 +216,11 @@ impl Double {
         .allow_unauthenticated()
         .build()
         .expect("verifier");
+        // TLS 1.2: the client certificate is judged inside the handshake, so a refused
+        // client sees the alert before it sends a request (with TLS 1.3 the timing
+        // decides whether it sees the alert, a reset or an end of stream).
         let tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[&rustls::version::TLS12])
             .expect("protocols")
             .with_client_cert_verifier(verifier)
             .with_single_cert(
