@@ -20,3 +20,7 @@ ci:
 # Start a standalone server with a data dir in .winmdm/.
 server secret="change-me":
     cargo run --release -p winmdm-server -- --enroll-secret {{secret}} --admin-token admin
+
+# The benchmark figures of docs/performance.md.
+bench:
+    cargo run --release -p winmdm-load -- bench --json

@@ -39,7 +39,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub(crate) fn tls(&self) -> TlsOptions {
+    pub fn tls(&self) -> TlsOptions {
         TlsOptions {
             ca_pem: self.ca_pem.clone(),
             insecure: self.insecure,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use winmdm::load::{self, LoadOptions};
+use winmdm_load::load::{self, LoadOptions};
+use winmdm_load::{keypool, stats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_load_enrolls_and_checks_in_every_device() {
@@ -25,7 +26,7 @@ async fn small_load_enrolls_and_checks_in_every_device() {
     assert!(report.checkins >= 5, "{} check-ins", report.checkins);
     assert!(report.syncml_messages >= report.checkins);
     assert_eq!(report.keys_generated, 5);
-    for endpoint in load::stats::ENDPOINTS {
+    for endpoint in stats::ENDPOINTS {
         assert!(
             report
                 .stats
@@ -36,7 +37,7 @@ async fn small_load_enrolls_and_checks_in_every_device() {
         );
     }
     // The cached keys are reused.
-    let again = load::keypool::KeyPool::open(pool.path(), 5, &|_, _| {}).expect("pool");
+    let again = keypool::KeyPool::open(pool.path(), 5, &|_, _| {}).expect("pool");
     assert_eq!(again.generated, 0);
     assert_eq!(again.len(), 5);
 }
@@ -44,7 +45,7 @@ async fn small_load_enrolls_and_checks_in_every_device() {
 #[test]
 fn load_json_output_ends_with_the_figures() {
     let pool = tempfile::tempdir().expect("temp dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_winmdm"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_winmdm-load"))
         .args([
             "load",
             "--devices",
@@ -87,7 +88,7 @@ fn load_json_output_ends_with_the_figures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_runs_every_phase_and_stores_every_answer() {
     let pool = tempfile::tempdir().expect("temp dir");
-    let opts = winmdm::bench::BenchOptions {
+    let opts = winmdm_load::bench::BenchOptions {
         devices: 4,
         enroll_devices: 6,
         concurrency: 3,
@@ -97,7 +98,7 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
         key_pool_dir: pool.path().to_path_buf(),
         progress: false,
     };
-    let report = winmdm::bench::run(&opts).await.expect("bench");
+    let report = winmdm_load::bench::run(&opts).await.expect("bench");
     assert!(report.rsa2048_sign_per_s > 0.0);
     assert_eq!((report.enroll.enrolled, report.enroll.errors), (6, 0));
     assert_eq!(report.enroll_device_signing.enrolled, 6);

@@ -17,10 +17,10 @@ use fake_windows_client::http::TlsContext;
 use fake_windows_client::{CheckinState, ClientError, Device, DeviceProfile};
 use serde_json::json;
 
-use crate::load::keypool::{self, KeyPool};
-use crate::load::stats::{error_kind, Stats};
+use crate::keypool::{self, KeyPool};
 use crate::load::{self, LoadOptions, LoadReport};
-use crate::runner::Target;
+use crate::stats::{error_kind, Stats};
+use winmdm::runner::Target;
 
 /// Hard limit on any one phase.
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
@@ -453,7 +453,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         .await?,
     );
     server.stop().await;
-    if let Some(admin) = crate::embedded::postgres_admin_url() {
+    if let Some(admin) = winmdm::embedded::postgres_admin_url() {
         note(opts.progress, "(c) SyncML on Postgres");
         let pg = BenchServer::start(Some(&admin)).await?;
         let prepared = prepare(

@@ -7,9 +7,6 @@
 //! the enrollment queue. Requests without a client certificate share one keep-alive
 //! client; each check-in opens its own mTLS connection, as a device does.
 
-pub mod keypool;
-pub mod stats;
-
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,9 +17,9 @@ use fake_windows_client::http::TlsContext;
 use fake_windows_client::{CheckinState, ClientError, Device, DeviceProfile};
 use serde_json::json;
 
-use crate::runner::Target;
-use keypool::KeyPool;
-use stats::{error_kind, Stats};
+use crate::keypool::{self, KeyPool};
+use crate::stats::{self, error_kind, Stats};
+use winmdm::runner::Target;
 
 /// How long in-flight work may run past the end of the run before it is abandoned.
 const GRACE: Duration = Duration::from_secs(30);

@@ -1,0 +1,158 @@
+//! `winmdm-load`: the load simulator and the benchmark (docs/performance.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use winmdm::server_args::{target, ServerArgs};
+
+/// glibc's allocator was about a tenth of the CPU time in the benchmarks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Load simulator and benchmark for Windows MDM servers: many emulated Windows devices
+/// against the embedded reference server or any external one.
+#[derive(Parser)]
+#[command(name = "winmdm-load", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load test: enroll many emulated devices, then keep them checking in on their
+    /// (time-compressed) DMClient poll schedule; print throughput and latencies.
+    Load(Box<LoadArgs>),
+    /// Measure RSA signing, enrollment and SyncML throughput of this machine against
+    /// embedded servers, and their ratios.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Emulated devices to enroll.
+    #[arg(long)]
+    devices: usize,
+    /// Enrollments and check-ins in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Length of the run in seconds (enrollment always completes).
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Device seconds per real second for the poll schedule (1440: a day per minute).
+    #[arg(long, default_value_t = 1440.0)]
+    time_scale: f64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Directory of cached enrollment keys (load-test shortcut, see docs/performance.md).
+    #[arg(long, value_name = "DIR")]
+    key_pool: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Devices enrolled and checked in once in the last phase.
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    /// Devices enrolled in the timed enrollment phase.
+    #[arg(long, default_value_t = 1000)]
+    enroll_devices: usize,
+    /// Enrollments in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds of each timed SyncML phase.
+    #[arg(long, default_value_t = 8.0)]
+    syncml_seconds: f64,
+    /// Devices in sessions at once in the SyncML phase, each on its own connection.
+    #[arg(long, default_value_t = 128)]
+    syncml_devices: usize,
+    /// Directory of cached enrollment keys.
+    #[arg(long, value_name = "DIR")]
+    key_pool: Option<PathBuf>,
+}
+
+fn seconds(s: f64, what: &str) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(s).map_err(|_| format!("{what}: not a duration: {s}"))
+}
+
+async fn run_load(args: LoadArgs) -> Result<bool, String> {
+    let opts = winmdm_load::load::LoadOptions {
+        devices: args.devices,
+        concurrency: args.concurrency,
+        duration: seconds(args.duration, "--duration")?,
+        time_scale: args.time_scale,
+        key_pool_dir: args
+            .key_pool
+            .unwrap_or_else(winmdm_load::keypool::default_dir),
+        checkin_once: false,
+        progress: true,
+    };
+    let (target, embedded) = target(args.server, None).await?;
+    let report = winmdm_load::load::run(&target, &opts).await;
+    if let Some(e) = embedded {
+        e.control.shutdown().await;
+    }
+    let report = report.map_err(|e| e.to_string())?;
+    report
+        .print(&mut std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    Ok(report.stats.error_total() == 0)
+}
+
+async fn run_bench(args: BenchArgs) -> Result<bool, String> {
+    let opts = winmdm_load::bench::BenchOptions {
+        devices: args.devices,
+        enroll_devices: args.enroll_devices,
+        concurrency: args.concurrency,
+        syncml_time: seconds(args.syncml_seconds, "--syncml-seconds")?,
+        syncml_devices: args.syncml_devices.max(1),
+        key_pool_dir: args
+            .key_pool
+            .unwrap_or_else(winmdm_load::keypool::default_dir),
+        progress: true,
+        ..Default::default()
+    };
+    let report = winmdm_load::bench::run(&opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    report
+        .print(&mut std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    Ok(true)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Load(a) => run_load(*a).await,
+        Command::Bench(a) => run_bench(a).await,
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("winmdm-load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
