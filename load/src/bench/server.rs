@@ -1,0 +1,124 @@
+//! The server of one phase, on a runtime of its own, and the CPU time of its threads.
+
+use super::*;
+
+/// A server started for one phase, on a runtime of its own: its threads (and its
+/// database threads) are told apart from the emulated devices' to measure its CPU time.
+pub struct BenchServer {
+    pub target: Target,
+    store: winmdm_server::db::Store,
+    server: Option<winmdm_server::RunningServer>,
+    runtime: ServerRuntime,
+    _dir: tempfile::TempDir,
+}
+
+/// Name prefix of the server runtime's threads.
+const SERVER_THREAD: &str = "winmdm-srv";
+
+impl BenchServer {
+    /// An in-process server on SQLite, or on a fresh Postgres database created through
+    /// `postgres_admin_url`.
+    pub async fn start(postgres_admin_url: Option<&str>) -> Result<Self, BenchError> {
+        let dir = tempfile::tempdir()?;
+        let hex = || uuid::Uuid::new_v4().simple().to_string();
+        let mut config = winmdm_server::Config::for_data_dir(
+            dir.path().to_path_buf(),
+            &format!("secret-{}", hex()),
+        );
+        config.admin_token = Some(format!("admin-{}", hex()));
+        config.enroll_rate_per_client = 0;
+        if let Some(admin) = postgres_admin_url {
+            config.database_url =
+                Some(winmdm_server::db::create_scratch_postgres_database(admin).await?);
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name(SERVER_THREAD)
+            .enable_all()
+            .build()?;
+        // Started from a blocking thread so that every task it spawns lands on `rt`.
+        let handle = rt.handle().clone();
+        let runtime = ServerRuntime(Some(rt));
+        let cfg = config.clone();
+        let server =
+            tokio::task::spawn_blocking(move || handle.block_on(winmdm_server::start(cfg)))
+                .await
+                .map_err(|e| BenchError::Failed(e.to_string()))??;
+        let ca_pem = std::fs::read(&server.tls_cert_path)?;
+        let target = Target {
+            server_url: format!("https://{}", server.addr),
+            enroll_secret: config.enroll_secret.clone(),
+            admin_token: config.admin_token.clone(),
+            ca_pem: Some(ca_pem),
+            insecure: false,
+            control: None,
+            serve_exe: None,
+            token: None,
+            discovery_url: None,
+            auth_policy: None,
+            credentials: None,
+            lacking: Default::default(),
+        };
+        Ok(BenchServer {
+            target,
+            store: server.state.store.clone(),
+            server: Some(server),
+            runtime,
+            _dir: dir,
+        })
+    }
+
+    pub fn store(&self) -> &winmdm_server::db::Store {
+        &self.store
+    }
+
+    pub async fn stop(mut self) {
+        if let (Some(rt), Some(server)) = (self.runtime.0.take(), self.server.take()) {
+            let _ = rt.spawn(server.shutdown()).await;
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The server's runtime. Dropped in async code (a phase that fails returns early) it
+/// is shut down in the background, as dropping a runtime the usual way there panics.
+struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// CPU time so far of this process's server threads: the server runtime's workers and
+/// blocking threads, the SQLite writer and sqlx's SQLite workers
+/// (`/proc/self/task/*/schedstat`, nanoseconds on CPU). Zero where /proc is missing.
+pub fn server_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        let server = comm.starts_with(SERVER_THREAD)
+            || comm == "sqlite-writer"
+            || comm.starts_with("sqlx-sqlite");
+        if !server {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
+}
