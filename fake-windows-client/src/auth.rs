@@ -9,55 +9,10 @@ use crate::device::Device;
 use crate::discovery::DiscoverResult;
 use crate::error::ClientError;
 
-/// WS-Security UsernameToken password type.
-pub const PASSWORD_TEXT: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText";
+pub use crate::credential::{Credential, EnrollmentAuth, PASSWORD_TEXT};
 
 /// The `appru` Windows passes to the authentication page (its enrollment app).
 const APPRU: &str = "ms-app://windows.immersivecontrolpanel";
-
-/// What the device authenticates with in GetPolicies and RequestSecurityToken.
-#[derive(Debug, Clone, Copy)]
-pub enum Credential<'a> {
-    Token(&'a str),
-    UsernamePassword {
-        username: &'a str,
-        password: &'a str,
-    },
-}
-
-/// The device's enrollment authentication settings.
-#[derive(Debug, Clone, Default)]
-pub struct EnrollmentAuth {
-    /// Policies offered in Discover; empty means OnPremise and Federated, as Windows.
-    pub policies: Vec<String>,
-    /// User name and password, for OnPremise UsernameToken or the federated login form.
-    pub username_password: Option<(String, String)>,
-}
-
-impl EnrollmentAuth {
-    /// The AuthPolicies the Discover request offers.
-    pub fn advertised(&self) -> Vec<&str> {
-        if self.policies.is_empty() {
-            vec!["OnPremise", "Federated"]
-        } else {
-            self.policies.iter().map(String::as_str).collect()
-        }
-    }
-
-    /// The credential for a request: the user name and password when configured for
-    /// OnPremise, else the token.
-    pub fn credential<'a>(&'a self, token: &'a str) -> Credential<'a> {
-        let on_premise_password = self.policies.iter().any(|p| p == "OnPremise")
-            && !self.policies.iter().any(|p| p == "Federated");
-        match &self.username_password {
-            Some((username, password)) if on_premise_password => {
-                Credential::UsernamePassword { username, password }
-            }
-            _ => Credential::Token(token),
-        }
-    }
-}
 
 /// The `wresult` hidden field of an authentication page's form, HTML entities decoded.
 pub fn wresult_from_page(html: &str) -> Option<String> {

@@ -36,6 +36,19 @@ pub struct CheckinReport {
     pub commands: usize,
 }
 
+impl crate::device::Device {
+    /// The compact state a load test keeps per enrolled device: DeviceID, client
+    /// certificate and session counter.
+    pub fn checkin_state(&self) -> Option<CheckinState> {
+        let e = self.state.enrollment.as_ref()?;
+        Some(CheckinState {
+            device_id: self.state.device_id.clone().into_boxed_str(),
+            cert_der: e.client_cert_der.clone().into_boxed_slice(),
+            session_counter: u32::try_from(self.state.session_counter).unwrap_or(u32::MAX),
+        })
+    }
+}
+
 impl CheckinState {
     /// Heap and inline bytes this state occupies.
     pub fn footprint(&self) -> usize {
@@ -61,11 +74,7 @@ impl CheckinState {
     ) -> Result<CheckinReport, ClientError> {
         self.session_counter = self.session_counter.saturating_add(1);
         let session_id = self.session_counter.to_string();
-        let url = if management_url.contains('?') {
-            format!("{management_url}&{}", crate::manage::QUERY)
-        } else {
-            format!("{management_url}?{}", crate::manage::QUERY)
-        };
+        let url = syncml::with_management_query(management_url);
         let builtins = profile.builtins(&self.device_id);
         let mut nodes = NodeStore::default();
         let mut session = ManagementSession::new(&session_id, management_url, &self.device_id);

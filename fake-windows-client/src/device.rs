@@ -131,7 +131,7 @@ pub struct Device {
     /// A client shared with other devices for requests without a client certificate.
     pub(crate) shared_client: Option<reqwest::Client>,
     /// How the device authenticates at enrollment (see [`crate::auth`]).
-    pub(crate) auth: crate::auth::EnrollmentAuth,
+    pub(crate) auth: crate::credential::EnrollmentAuth,
     /// Tolerated deviations in server responses, oldest first (not saved).
     pub(crate) warnings: Vec<crate::Warning>,
 }
@@ -397,17 +397,6 @@ impl Device {
     /// The client must trust the server as this device's [`TlsOptions`] would.
     pub fn set_http_client(&mut self, client: reqwest::Client) {
         self.shared_client = Some(client);
-    }
-
-    /// The compact state a load test keeps per enrolled device: DeviceID, client
-    /// certificate and session counter.
-    pub fn checkin_state(&self) -> Option<crate::checkin::CheckinState> {
-        let e = self.state.enrollment.as_ref()?;
-        Some(crate::checkin::CheckinState {
-            device_id: self.state.device_id.clone().into_boxed_str(),
-            cert_der: e.client_cert_der.clone().into_boxed_slice(),
-            session_counter: u32::try_from(self.state.session_counter).unwrap_or(u32::MAX),
-        })
     }
 
     /// Number of RebootNow Execs the device accepted.

@@ -1,7 +1,8 @@
 //! MS-MDE2 discovery: the Discover request and DiscoverResponse ([MS-MDE2] §3.1).
 
 use crate::error::ClientError;
-use crate::soap::{self, esc};
+use crate::soap;
+use crate::xml::esc;
 
 pub const NS_ENROLLMENT: &str =
     "http://schemas.microsoft.com/windows/management/2012/01/enrollment";

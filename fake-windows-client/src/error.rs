@@ -112,14 +112,14 @@ impl ClientError {
     }
 
     /// How the server refused the connection at the TLS layer, if it did (see
-    /// [`crate::http::refusal_in`]): a server that verifies client certificates itself,
+    /// [`refusal_in`]): a server that verifies client certificates itself,
     /// e.g. IIS or nginx with `ssl_verify_client on`, refuses an unknown certificate that
     /// way rather than with an HTTP status.
     pub fn tls_alert(&self) -> Option<String> {
         let ClientError::Transport { source, .. } = self else {
             return None;
         };
-        crate::http::refusal_in(source)
+        refusal_in(source)
     }
 
     /// The HTTP status carried by this error, if any.
@@ -131,6 +131,46 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// How a server refused a connection at the TLS layer, from a request error's causes:
+/// the TLS alert it sent, or the connection closed under the request. With TLS 1.3 the
+/// client finishes its side of the handshake and sends its request before the server's
+/// verdict on the client certificate arrives, so a refused request may see the alert,
+/// a reset or an end of stream, depending on timing.
+pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        // An io::Error's `source` skips the error it wraps: look inside each layer.
+        let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(i) = inner {
+            if let Some(rustls::Error::AlertReceived(alert)) = i.downcast_ref::<rustls::Error>() {
+                return Some(format!("{alert:?}"));
+            }
+            inner = i
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|b| b as &(dyn std::error::Error + 'static));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return Some(format!("connection closed: {io}"));
+            }
+        }
+        // hyper: the server closed before answering ("connection closed before message
+        // completed", or a request canceled because the connection closed).
+        if e.to_string().contains("connection closed") {
+            return Some("connection closed before an answer".into());
+        }
+        cause = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

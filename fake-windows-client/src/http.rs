@@ -1,6 +1,7 @@
 //! HTTPS transport: a rustls configuration built here (ring provider, HTTP/1.1) and a
 //! request helper that records every exchange.
 
+pub use crate::error::refusal_in;
 use crate::error::ClientError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -281,42 +282,13 @@ pub async fn send(
     })
 }
 
-/// How a server refused a connection at the TLS layer, from a request error's causes:
-/// the TLS alert it sent, or the connection closed under the request. With TLS 1.3 the
-/// client finishes its side of the handshake and sends its request before the server's
-/// verdict on the client certificate arrives, so a refused request may see the alert,
-/// a reset or an end of stream, depending on timing.
-pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cause = Some(err);
-    while let Some(e) = cause {
-        // An io::Error's `source` skips the error it wraps: look inside each layer.
-        let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(i) = inner {
-            if let Some(rustls::Error::AlertReceived(alert)) = i.downcast_ref::<rustls::Error>() {
-                return Some(format!("{alert:?}"));
-            }
-            inner = i
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .map(|b| b as &(dyn std::error::Error + 'static));
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            ) {
-                return Some(format!("connection closed: {io}"));
-            }
-        }
-        // hyper: the server closed before answering ("connection closed before message
-        // completed", or a request canceled because the connection closed).
-        if e.to_string().contains("connection closed") {
-            return Some("connection closed before an answer".into());
-        }
-        cause = e.source();
-    }
-    None
+/// The media type of a Content-Type value: lowercased, without parameters (`charset`)
+/// or surrounding whitespace (RFC 9110 §8.3.1: type and subtype are case-insensitive).
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }

@@ -14,6 +14,7 @@ pub mod catalogue;
 pub mod checkin;
 pub mod clock;
 pub mod cms;
+pub mod credential;
 pub mod csp;
 pub mod csp_nodes;
 pub mod csr;

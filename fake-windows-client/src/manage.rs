@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 
 const STEP: &str = "sync";
 const MAX_ROUND_TRIPS: usize = 64;
-/// Query Windows appends to the management URL (seen in published captures of Windows 10/11).
-pub(crate) const QUERY: &str = "mode=Maintenance&Platform=WoA";
 
 /// The result of one management session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,14 +21,6 @@ pub struct SyncReport {
     /// The session ended with the enrollment removed (DMClient Unenroll or Alert 1226).
     #[serde(default)]
     pub unenrolled: bool,
-}
-
-fn with_query(addr: &str) -> String {
-    if addr.contains('?') {
-        format!("{addr}&{QUERY}")
-    } else {
-        format!("{addr}?{QUERY}")
-    }
 }
 
 impl Device {
@@ -51,7 +41,7 @@ impl Device {
         let client = http::client(&self.tls, identity.as_ref())?;
         self.state.session_counter += 1;
         let session_id = self.state.session_counter.to_string();
-        let url = with_query(&enrollment.management_url);
+        let url = syncml::with_management_query(&enrollment.management_url);
         let builtins = self.state.profile.builtins(&self.state.device_id);
         let mut session = ManagementSession::new(
             &session_id,

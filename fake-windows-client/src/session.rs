@@ -168,7 +168,7 @@ impl ManagementSession {
         let a2 = out.next_id();
         out.push(format!(
             r#"<Alert><CmdID>{a2}</CmdID><Data>1224</Data><Item><Meta><Type xmlns="{ns}">com.microsoft/MDM/LoginStatus</Type><Format xmlns="{ns}">chr</Format></Meta><Data>{}</Data></Item></Alert>"#,
-            crate::soap::esc(login_status),
+            crate::xml::esc(login_status),
         ));
         self.awaiting = vec![
             (a1.to_string(), "Alert".into()),
@@ -192,8 +192,8 @@ impl ManagementSession {
                     .map(|(p, _, v)| {
                         format!(
                             "<Item><Source><LocURI>{}</LocURI></Source><Data>{}</Data></Item>",
-                            crate::soap::esc(p),
-                            crate::soap::esc(v)
+                            crate::xml::esc(p),
+                            crate::xml::esc(v)
                         )
                     })
             })

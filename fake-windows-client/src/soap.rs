@@ -2,7 +2,9 @@
 //! ([MS-MDE2] §2.2, [MS-XCEP] §2.2, [MS-WSTEP] §2.2).
 
 use crate::error::{ClientError, SoapFault};
+use crate::http::media_type;
 use crate::warning::{warn, Warning};
+use crate::xml::esc;
 use roxmltree::{Document, Node};
 
 pub const NS_SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -21,11 +23,6 @@ pub const BASE64_ENCODING_TYPE: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
 pub const CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
 pub const USER_AGENT: &str = "ENROLLClient";
-
-/// XML-escapes text for element content and attribute values.
-pub fn esc(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
-}
 
 /// A fresh WS-Addressing MessageID.
 pub fn new_message_id() -> String {
@@ -55,18 +52,18 @@ pub fn envelope(
 /// The `wsse:Security` header for the enrollment credential: the DeviceEnrollmentUserToken
 /// as a base64 BinarySecurityToken, or an OnPremise UsernameToken with a PasswordText
 /// password ([MS-MDE2] §2.2.9.1 / WS-Security UsernameToken Profile 1.0).
-pub fn security_header(credential: &crate::auth::Credential<'_>) -> String {
+pub fn security_header(credential: &crate::credential::Credential<'_>) -> String {
     use base64::Engine;
     match credential {
-        crate::auth::Credential::Token(t) => format!(
+        crate::credential::Credential::Token(t) => format!(
             r#"<wsse:Security s:mustUnderstand="1"><wsse:BinarySecurityToken ValueType="{USER_TOKEN_VALUE_TYPE}" EncodingType="{BASE64_ENCODING_TYPE}">{}</wsse:BinarySecurityToken></wsse:Security>"#,
             base64::engine::general_purpose::STANDARD.encode(t.as_bytes())
         ),
-        crate::auth::Credential::UsernamePassword { username, password } => format!(
+        crate::credential::Credential::UsernamePassword { username, password } => format!(
             r#"<wsse:Security s:mustUnderstand="1"><wsse:UsernameToken u:Id="uuid-{}-1"><wsse:Username>{}</wsse:Username><wsse:Password wsse:Type="{}">{}</wsse:Password></wsse:UsernameToken></wsse:Security>"#,
             uuid::Uuid::new_v4(),
             esc(username),
-            crate::auth::PASSWORD_TEXT,
+            crate::credential::PASSWORD_TEXT,
             esc(password)
         ),
     }
@@ -178,17 +175,6 @@ pub struct HttpReply<'a> {
     pub content_type: Option<&'a str>,
     pub retry_after: Option<&'a str>,
     pub body: &'a str,
-}
-
-/// The media type of a Content-Type value: lowercased, without parameters (`charset`)
-/// or surrounding whitespace (RFC 9110 §8.3.1: type and subtype are case-insensitive).
-pub fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
 }
 
 /// [`check_reply_with`], dropping warnings.

@@ -2,8 +2,8 @@
 //! (OMA-DM 1.2 Representation Protocol, [MS-MDM] §2.2).
 
 use crate::error::ClientError;
-use crate::soap::esc;
 use crate::warning::{warn, Warning};
+use crate::xml::esc;
 use roxmltree::Node;
 
 pub const NS_SYNCML: &str = "SYNCML:SYNCML1.2";
@@ -139,7 +139,7 @@ pub fn parse_server_message(xml: &str) -> Result<ServerMessage, ClientError> {
 
 /// The media type of a SyncML reply's Content-Type, compared without parameters or case.
 pub fn is_syncml_xml(content_type: &str) -> bool {
-    crate::soap::media_type(content_type) == CONTENT_TYPE
+    crate::http::media_type(content_type) == CONTENT_TYPE
 }
 
 /// Parses a server message: SyncML 1.2 namespace, VerDTD 1.2, VerProto DM/1.2, MsgID
@@ -435,5 +435,17 @@ impl OutMessage {
             body = self.parts.concat(),
             fin = if self.is_final { "<Final/>" } else { "" }
         )
+    }
+}
+/// Query Windows appends to the management URL (seen in published captures of Windows 10/11).
+const MANAGEMENT_QUERY: &str = "mode=Maintenance&Platform=WoA";
+
+/// The management URL as Windows requests it: the provisioned ADDR with
+/// [`MANAGEMENT_QUERY`] appended.
+pub fn with_management_query(addr: &str) -> String {
+    if addr.contains('?') {
+        format!("{addr}&{MANAGEMENT_QUERY}")
+    } else {
+        format!("{addr}?{MANAGEMENT_QUERY}")
     }
 }

@@ -2,7 +2,8 @@
 //! ([MS-WSTEP] §3.1.4.1, [MS-MDE2] §3.3).
 
 use crate::error::ClientError;
-use crate::soap::{self, esc, NS_WSSE, NS_WST, NS_WSU};
+use crate::soap::{self, NS_WSSE, NS_WST, NS_WSU};
+use crate::xml::esc;
 use base64::Engine;
 
 pub const ACTION_RST: &str =
@@ -44,7 +45,7 @@ pub fn build_request(
     build_request_as(
         message_id,
         to,
-        &crate::auth::Credential::Token(token),
+        &crate::credential::Credential::Token(token),
         csr_der,
         context,
     )
@@ -54,7 +55,7 @@ pub fn build_request(
 pub fn build_request_as(
     message_id: &str,
     to: &str,
-    credential: &crate::auth::Credential<'_>,
+    credential: &crate::credential::Credential<'_>,
     csr_der: &[u8],
     context: &[(&str, String)],
 ) -> String {

@@ -30,14 +30,14 @@ pub struct EnrollmentPolicy {
 
 /// The GetPolicies request with the DeviceEnrollmentUserToken in the security header.
 pub fn build_request(message_id: &str, to: &str, token: &str) -> String {
-    build_request_as(message_id, to, &crate::auth::Credential::Token(token))
+    build_request_as(message_id, to, &crate::credential::Credential::Token(token))
 }
 
 /// The GetPolicies request authenticated with `credential`.
 pub fn build_request_as(
     message_id: &str,
     to: &str,
-    credential: &crate::auth::Credential<'_>,
+    credential: &crate::credential::Credential<'_>,
 ) -> String {
     let body = format!(
         concat!(

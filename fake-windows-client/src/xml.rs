@@ -100,6 +100,11 @@ pub fn parse<'i>(step: &'static str, text: &'i str) -> Result<Document<'i>, Clie
     Document::parse_with_options(text, options).map_err(|source| ClientError::Xml { step, source })
 }
 
+/// XML-escapes text for element content and attribute values.
+pub fn esc(s: &str) -> String {
+    quick_xml::escape::escape(s).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
