@@ -4,7 +4,7 @@
 //! [`load`] enrolls many emulated devices and keeps them checking in on a compressed
 //! poll schedule; [`bench`] measures signing, enrollment and SyncML throughput of this
 //! machine against embedded servers. Both reach servers through the harness's
-//! [`winmdm::runner::Target`].
+//! [`winmdm::target::Target`].
 
 pub mod bench;
 pub mod keypool;

@@ -1,9 +1,9 @@
 //! winmdm: the conformance harness. Loads scenario files and runs them with emulated
 //! Windows devices against the embedded reference server or any external one.
 
-pub mod attacks;
 pub mod capability;
 pub mod checks;
+mod context;
 pub mod embedded;
 pub mod har;
 pub mod html;
@@ -13,5 +13,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod server_args;
+pub mod server_control;
 pub mod snapshot;
 mod steps;
+pub mod target;

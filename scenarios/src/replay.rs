@@ -20,7 +20,7 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::har::{Entry, Har};
 use crate::report::canon::{self, Difference, Origins};
-use crate::runner::Target;
+use crate::target::Target;
 
 /// Errors that stop a replay.
 #[derive(Debug, thiserror::Error)]

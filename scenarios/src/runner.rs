@@ -2,50 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use fake_windows_client::{DeviceProfile, DiscoverResult, EnrollmentPolicy, TlsOptions};
+use fake_windows_client::DeviceProfile;
 
 use serde::Deserialize;
 
-use crate::capability::{Capability, Lacking};
+use crate::capability::Capability;
+use crate::context::Context;
 use crate::scenario::{Scenario, Step};
-
-/// The server under test and how to reach it.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub server_url: String,
-    pub enroll_secret: String,
-    /// Bearer token of the admin API (needed by queue_command / check_command_result).
-    pub admin_token: Option<String>,
-    pub ca_pem: Option<Vec<u8>>,
-    pub insecure: bool,
-    /// The embedded server's controls (restart, kill), absent for external servers.
-    pub control: Option<std::sync::Arc<crate::embedded::Control>>,
-    /// The `winmdm` executable (run as `winmdm serve`), for scenarios that need the
-    /// embedded server as a process.
-    pub serve_exe: Option<std::path::PathBuf>,
-    /// A DeviceEnrollmentUserToken to enroll with: the Orbit steps are skipped (servers
-    /// that are not Orbit-driven).
-    pub token: Option<String>,
-    /// The discovery URL, when it is not `<server>/EnrollmentServer/Discovery.svc` (used
-    /// when no Orbit notification announces one).
-    pub discovery_url: Option<String>,
-    /// The only AuthPolicy the devices offer (`OnPremise` or `Federated`); None offers
-    /// both, as Windows does.
-    pub auth_policy: Option<String>,
-    /// User name and password for OnPremise UsernameToken or the federated login page.
-    pub credentials: Option<(String, String)>,
-    /// The capabilities the target lacks (declared or detected), shared by the run.
-    pub lacking: Lacking,
-}
-
-impl Target {
-    pub fn tls(&self) -> TlsOptions {
-        TlsOptions {
-            ca_pem: self.ca_pem.clone(),
-            insecure: self.insecure,
-        }
-    }
-}
+pub use crate::target::Target;
 
 /// How a step or a scenario ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,43 +79,6 @@ impl ScenarioOutcome {
     pub fn failed(&self) -> bool {
         self.verdict() == Verdict::Failed
     }
-}
-
-/// A step skipped because the target lacks `capability`; `blocking` when the rest of
-/// the scenario cannot run without it.
-#[derive(Debug, Clone)]
-pub(crate) struct Skip {
-    pub(crate) capability: Capability,
-    pub(crate) why: String,
-    pub(crate) blocking: bool,
-}
-
-/// What the steps of one scenario share.
-pub(crate) struct Context<'a> {
-    pub(crate) target: &'a Target,
-    pub(crate) device: fake_windows_client::Device,
-    pub(crate) discovery_endpoint: Option<String>,
-    pub(crate) upn: String,
-    pub(crate) token: Option<String>,
-    pub(crate) discover: Option<DiscoverResult>,
-    pub(crate) policy: Option<EnrollmentPolicy>,
-    pub(crate) last_command: Option<String>,
-    /// Named commands: name → command id.
-    pub(crate) commands: std::collections::HashMap<String, String>,
-    /// Thumbprint of the client certificate presented in the current step.
-    pub(crate) presented_cert: Option<String>,
-    /// The management URL of the device's latest enrollment.
-    pub(crate) management_url: Option<String>,
-    /// Admin API exchanges of the current step.
-    pub(crate) admin_exchanges: Vec<fake_windows_client::Exchange>,
-    /// Set by a step that was skipped (read and cleared by the runner).
-    pub(crate) skip: Option<Skip>,
-    /// The capabilities for which a step of this scenario was skipped so far: later
-    /// steps leave out what depended on them.
-    pub(crate) skipped: std::collections::BTreeSet<Capability>,
-    /// Every exchange of the scenario so far, with the name of its step.
-    pub(crate) history: Vec<(&'static str, fake_windows_client::Exchange)>,
-    pub(crate) http: reqwest::Client,
 }
 
 /// Runs one scenario; stops at the first failing step. A scenario that wants its own

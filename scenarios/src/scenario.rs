@@ -264,7 +264,7 @@ pub enum Step {
     /// that lets it through fails with a security finding. `max_wait_secs` bounds the
     /// `slow_request` attack.
     Attack {
-        kind: crate::attacks::Attack,
+        kind: Attack,
         #[serde(default = "default_attack_wait")]
         max_wait_secs: u64,
     },
@@ -277,6 +277,24 @@ pub enum Step {
         #[serde(default = "default_max_results")]
         max_results: usize,
     },
+}
+
+/// The attacks of step `attack` (`kind = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attack {
+    /// A second host enrolls with the victim's DeviceID.
+    DeviceIdTakeover,
+    /// Another enrolled device's certificate with the victim's DeviceID in the SyncHdr.
+    ForeignDeviceId,
+    /// The victim's captured management package, sent with another device's certificate.
+    ReplayByOtherDevice,
+    /// The victim's enrollment token used again for a second device.
+    TokenReuse,
+    /// The federated login page asked to post its token to an `appru` outside `ms-app://`.
+    FederatedAppru,
+    /// A request whose headers never end.
+    SlowRequest,
 }
 
 fn default_true() -> bool {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::capability::{Capability, Lacking};
 use crate::embedded;
-use crate::runner::Target;
+use crate::target::Target;
 
 /// How to reach a server (embedded when `--server` is absent).
 #[derive(clap::Args, Default, Clone)]

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::keypool::{self, KeyPool};
 use crate::load::{self, LoadOptions, LoadReport};
 use crate::stats::{error_kind, Stats};
-use winmdm::runner::Target;
+use winmdm::target::Target;
 
 mod phases;
 mod report;

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::keypool::{self, KeyPool};
 use crate::stats::{self, error_kind, Stats};
-use winmdm::runner::Target;
+use winmdm::target::Target;
 
 mod report;
 

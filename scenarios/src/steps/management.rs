@@ -257,7 +257,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, step: &Step) -> StepResult {
 
 /// An HTTPS client presenting this PEM certificate and key.
 pub(crate) fn mtls_client(
-    target: &crate::runner::Target,
+    target: &crate::target::Target,
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<reqwest::Client, String> {

@@ -8,11 +8,12 @@ use fake_windows_client::{ClientError, IdentityOverride};
 use serde_json::Value;
 
 use crate::capability::Capability;
-use crate::runner::{Context, Skip};
+use crate::context::{Context, Skip};
 use crate::scenario::{AgentAction, Identity, Step};
 use admin_api::{admin, delivery, strip_nulls};
 
 mod admin_api;
+mod attacks;
 mod device_checks;
 mod enrollment;
 mod management;
@@ -135,7 +136,7 @@ pub(crate) async fn run_step(ctx: &mut Context<'_>, step: &Step) -> StepResult {
 /// `--discovery-url`, else the path Windows itself derives from a user's address
 /// (`/EnrollmentServer/Discovery.svc`, MS-MDE2 §3.1.5), which every server a user can
 /// enroll in through "Access work or school" answers.
-fn discovery_url(target: &crate::runner::Target) -> String {
+fn discovery_url(target: &crate::target::Target) -> String {
     target
         .discovery_url
         .clone()

@@ -45,7 +45,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, step: &Step) -> StepResult {
         Step::Attack {
             kind,
             max_wait_secs,
-        } => crate::attacks::run(ctx, *kind, *max_wait_secs).await,
+        } => attacks::run(ctx, *kind, *max_wait_secs).await,
         Step::Wait { ms } => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             Ok(format!("waited {ms} ms"))

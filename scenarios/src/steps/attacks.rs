@@ -7,31 +7,13 @@
 use std::time::{Duration, Instant};
 
 use fake_windows_client::{Device, DeviceProfile};
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use fake_windows_client::auth::form_encode;
 
 use crate::capability::Capability;
-use crate::runner::Context;
-
-/// The attacks of step `attack` (`kind = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Attack {
-    /// A second host enrolls with the victim's DeviceID.
-    DeviceIdTakeover,
-    /// Another enrolled device's certificate with the victim's DeviceID in the SyncHdr.
-    ForeignDeviceId,
-    /// The victim's captured management package, sent with another device's certificate.
-    ReplayByOtherDevice,
-    /// The victim's enrollment token used again for a second device.
-    TokenReuse,
-    /// The federated login page asked to post its token to an `appru` outside `ms-app://`.
-    FederatedAppru,
-    /// A request whose headers never end.
-    SlowRequest,
-}
+use crate::context::Context;
+use crate::scenario::Attack;
 
 type StepResult = Result<String, String>;
 
