@@ -168,6 +168,7 @@ impl Device {
                 .get("SSLCLIENTCERTSEARCHCRITERIA")
                 .cloned()
                 .unwrap_or_default(),
+            digest: crate::digest::DigestAuth::from_app_auth(&doc.app_auth),
         });
         Ok(())
     }

@@ -50,6 +50,10 @@ pub struct EnrollmentInfo {
     /// Device clock (Unix seconds) when the enrollment was applied.
     #[serde(default)]
     pub enrolled_at: i64,
+    /// OMA-DM digest credentials toward the server (w7 APPAUTH, AAUTHLEVEL APPSRV) with
+    /// the latest nonce the server sent.
+    #[serde(default)]
+    pub digest: Option<crate::digest::DigestAuth>,
 }
 
 /// A certificate the device replaced (kept for negative tests).
@@ -78,6 +82,19 @@ pub enum IdentityOverride {
     NoCertificate,
     /// Present this certificate and key instead.
     Foreign { cert_pem: String, key_pem: String },
+}
+
+/// How the device authenticates its management sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagementAuth {
+    /// Present the enrollment certificate (SSLCLIENTCERTSEARCHCRITERIA); answer digest
+    /// challenges too when digest credentials were provisioned.
+    #[default]
+    Certificate,
+    /// Present no certificate: OMA-DM digest only, from the provisioned credentials,
+    /// package 1 sent without them and challenges answered (fleetdm/fleet#14662).
+    Digest,
 }
 
 /// Everything persisted in `device.json`.
@@ -111,6 +128,8 @@ pub(crate) struct DeviceState {
     /// Device clock (Unix seconds) of the last completed management session.
     #[serde(default)]
     pub last_session_at: Option<i64>,
+    #[serde(default)]
+    pub management_auth: ManagementAuth,
 }
 
 /// One emulated Windows machine.
@@ -170,6 +189,7 @@ impl Device {
             previous_identity: None,
             reboots: Vec::new(),
             last_session_at: None,
+            management_auth: ManagementAuth::Certificate,
         };
         Ok(Device::with_state(state, tls, None))
     }
@@ -298,6 +318,14 @@ impl Device {
     pub fn public_key_der(&self) -> Option<Vec<u8>> {
         self.key.as_ref().and_then(|k| crate::csr::spki_der(k).ok())
     }
+    pub fn set_management_auth(&mut self, auth: ManagementAuth) {
+        self.state.management_auth = auth;
+    }
+
+    pub fn management_auth(&self) -> ManagementAuth {
+        self.state.management_auth
+    }
+
     pub fn set_identity_override(&mut self, o: IdentityOverride) {
         self.identity_override = o;
     }
@@ -414,6 +442,9 @@ impl Device {
     pub(crate) fn session_identity(&self) -> Result<Option<ClientIdentity>, ClientError> {
         match &self.identity_override {
             IdentityOverride::NoCertificate => Ok(None),
+            IdentityOverride::None if self.state.management_auth == ManagementAuth::Digest => {
+                Ok(None)
+            }
             IdentityOverride::Foreign { cert_pem, key_pem } => {
                 let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
                     .map_err(|e| ClientError::Tls(format!("foreign certificate PEM: {e}")))?;

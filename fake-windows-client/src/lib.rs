@@ -21,6 +21,7 @@ pub mod csr;
 pub mod ddf;
 pub mod der;
 pub mod device;
+pub mod digest;
 pub mod discovery;
 mod enroll;
 pub mod error;
@@ -49,7 +50,9 @@ pub mod xml;
 
 pub use checkin::{CheckinReport, CheckinState};
 pub use clock::Clock;
-pub use device::{Device, EnrollmentInfo, IdentityOverride, PreviousIdentity, RebootRecord};
+pub use device::{
+    Device, EnrollmentInfo, IdentityOverride, ManagementAuth, PreviousIdentity, RebootRecord,
+};
 pub use discovery::DiscoverResult;
 pub use error::{ClientError, SoapFault};
 pub use http::{Exchange, TlsOptions};

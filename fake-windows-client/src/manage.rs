@@ -43,11 +43,19 @@ impl Device {
         let session_id = self.state.session_counter.to_string();
         let url = syncml::with_management_query(&enrollment.management_url);
         let builtins = self.state.profile.builtins(&self.state.device_id);
+        if self.state.management_auth == crate::device::ManagementAuth::Digest
+            && enrollment.digest.is_none()
+        {
+            return Err(ClientError::State(
+                "digest authentication: the provisioning document had no APPSRV digest credentials (w7 APPAUTH)".into(),
+            ));
+        }
         let mut session = ManagementSession::new(
             &session_id,
             &enrollment.management_url,
             &self.state.device_id,
-        );
+        )
+        .with_digest(enrollment.digest.clone());
         let mut report = SyncReport {
             session_id: session_id.clone(),
             ..SyncReport::default()
@@ -127,6 +135,10 @@ impl Device {
             }
         };
         report.server_commands = std::mem::take(&mut session.records);
+        // The latest nonce is kept for the next session, as Windows keeps it (DMAcc).
+        if let (Some(e), Some(d)) = (self.state.enrollment.as_mut(), session.digest()) {
+            e.digest = Some(d.clone());
+        }
         self.warnings.append(&mut session.take_warnings());
         let effects = session.effects.clone();
         let now = self.state.clock.now_rfc3339();

@@ -41,6 +41,9 @@ pub struct StatusCmd {
     pub cmd_ref: Option<String>,
     pub cmd: Option<String>,
     pub code: Option<String>,
+    /// `Chal/Meta/NextNonce`: the nonce the server wants the next credentials hashed
+    /// with (OMA-DM 1.2 Security, syncml:auth-md5), as sent (base64).
+    pub next_nonce: Option<String>,
 }
 
 /// A parsed server message.
@@ -227,6 +230,9 @@ pub fn parse_server_message_with(
                 cmd_ref: el_text(c, "CmdRef"),
                 cmd: el_text(c, "Cmd"),
                 code: el_text(c, "Data"),
+                next_nonce: el(c, "Chal")
+                    .and_then(|ch| el(ch, "Meta"))
+                    .and_then(|m| el_text(m, "NextNonce")),
             }),
             "Final" => msg.is_final = true,
             _ => msg.commands.push(parse_command(c)),
@@ -277,6 +283,8 @@ pub struct OutMessage {
     pub source: String,
     /// Whether the message ends its package (`Final`); false while sending chunks.
     pub is_final: bool,
+    /// `SyncHdr/Cred` markup (digest authentication), placed after `Source`.
+    pub cred: Option<String>,
     next: u32,
     parts: Vec<String>,
 }
@@ -328,6 +336,7 @@ impl OutMessage {
             target: target.to_string(),
             source: source.to_string(),
             is_final: true,
+            cred: None,
             next: first_cmd_id,
             parts: Vec::new(),
         }
@@ -425,13 +434,14 @@ impl OutMessage {
             concat!(
                 r#"<SyncML xmlns="{ns}"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>"#,
                 "<SessionID>{sid}</SessionID><MsgID>{mid}</MsgID><Target><LocURI>{t}</LocURI></Target>",
-                "<Source><LocURI>{s}</LocURI></Source></SyncHdr><SyncBody>{body}{fin}</SyncBody></SyncML>"
+                "<Source><LocURI>{s}</LocURI></Source>{cred}</SyncHdr><SyncBody>{body}{fin}</SyncBody></SyncML>"
             ),
             ns = NS_SYNCML,
             sid = esc(&self.session_id),
             mid = self.msg_id,
             t = esc(&self.target),
             s = esc(&self.source),
+            cred = self.cred.as_deref().unwrap_or(""),
             body = self.parts.concat(),
             fin = if self.is_final { "<Final/>" } else { "" }
         )

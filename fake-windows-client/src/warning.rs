@@ -125,6 +125,10 @@ pub const CHECKS: &[(&str, Level)] = &[
     ("syncml.empty_body", Level::Fail),
     ("syncml.max_msg_size", Level::Fail),
     ("syncml.round_trips", Level::Fail),
+    // OMA-DM digest authentication (digest.rs, session/challenge.rs).
+    ("syncml.next_nonce", Level::Warn),
+    ("syncml.digest_refused", Level::Fail),
+    ("syncml.challenge_nonce", Level::Fail),
 ];
 
 /// The level of `check`, if it is a known check.

@@ -14,6 +14,9 @@ use crate::warning::{warn, Warning};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
+mod challenge;
+mod statuses;
+
 const STEP: &str = "sync";
 /// Alert codes (OMA-DM 1.2 Representation Protocol §7).
 pub const ALERT_CLIENT_INITIATED: u16 = 1201;
@@ -78,6 +81,14 @@ pub struct ManagementSession {
     finished: bool,
     /// Tolerated deviations in the server's messages.
     warnings: Vec<Warning>,
+    /// Digest credentials toward the server, when provisioned (see [`crate::digest`]).
+    digest: Option<crate::digest::DigestAuth>,
+    /// Whether our messages carry `Cred`: from the first digest challenge on.
+    send_cred: bool,
+    /// Whether our last message carried `Cred`.
+    last_had_cred: bool,
+    /// Package 1's login status and unenroll flag, to send it again after a challenge.
+    first: Option<(String, bool)>,
 }
 
 fn escaped_len(c: char) -> usize {
@@ -116,7 +127,34 @@ impl ManagementSession {
             effects: Effects::default(),
             finished: false,
             warnings: Vec::new(),
+            digest: None,
+            send_cred: false,
+            last_had_cred: false,
+            first: None,
         }
+    }
+
+    /// Answers digest challenges with these credentials (see [`crate::digest`]).
+    pub fn with_digest(mut self, digest: Option<crate::digest::DigestAuth>) -> Self {
+        self.digest = digest;
+        self
+    }
+
+    /// The digest credentials with the latest nonce the server sent, to keep for the
+    /// next session.
+    pub fn digest(&self) -> Option<&crate::digest::DigestAuth> {
+        self.digest.as_ref()
+    }
+
+    /// `Cred` for the next message, once the server asked for credentials.
+    fn cred(&mut self) -> Option<String> {
+        let cred = self
+            .digest
+            .as_ref()
+            .filter(|_| self.send_cred)
+            .map(crate::digest::DigestAuth::cred_xml);
+        self.last_had_cred = cred.is_some();
+        cred
     }
 
     /// Warnings recorded so far (see [`crate::warning`]).
@@ -152,7 +190,9 @@ impl ManagementSession {
     }
 
     fn package_one(&mut self, builtins: &BuiltIns, login_status: &str, unenroll: bool) -> String {
-        self.msg_id = 1;
+        // MsgID 1, or the next one when package 1 goes again after a digest challenge.
+        self.msg_id += 1;
+        self.first = Some((login_status.to_string(), unenroll));
         let ns = syncml::NS_METINF;
         let mut out = OutMessage::new(
             &self.session_id,
@@ -161,6 +201,7 @@ impl ManagementSession {
             &self.device_id,
             2,
         );
+        out.cred = self.cred();
         let a1 = out.next_id();
         out.push(format!(
             "<Alert><CmdID>{a1}</CmdID><Data>{ALERT_CLIENT_INITIATED}</Data></Alert>"
@@ -212,6 +253,9 @@ impl ManagementSession {
         builtins: &BuiltIns,
     ) -> Result<Option<String>, ClientError> {
         let msg = syncml::parse_server_message_with(xml, &mut self.warnings)?;
+        if let Some(again) = self.answer_challenge(&msg, builtins)? {
+            return Ok(Some(again));
+        }
         self.check_statuses(&msg)?;
         if let Some(m) = msg.max_msg_size {
             self.max_msg_size = Some(m);
@@ -237,6 +281,7 @@ impl ManagementSession {
             &self.device_id,
             1,
         );
+        out.cred = self.cred();
         out.status(&msg.msg_id, Some("0"), "SyncHdr", &[], code::OK);
         for r in replies {
             match r {
@@ -361,88 +406,6 @@ impl ManagementSession {
                 "SyncML message (empty response body)",
             ))
         }
-    }
-
-    fn check_statuses(&mut self, msg: &ServerMessage) -> Result<(), ClientError> {
-        let mut warnings = Vec::new();
-        // syncml.session_id (warn): the server should echo our SessionID (OMA-DM 1.2
-        // Representation, SessionID); the reply arrives on our own HTTP exchange, so the
-        // device can still tell which session it belongs to.
-        if msg.session_id != self.session_id {
-            warn(
-                &mut warnings,
-                "syncml.session_id",
-                format!(
-                    "SessionID is {:?}, expected ours {:?}",
-                    msg.session_id, self.session_id
-                ),
-            );
-        }
-        let ours = self.msg_id.to_string();
-        // syncml.synchdr_status_missing (fail): the Status for our SyncHdr carries the
-        // server's authentication result (OMA-DM 1.2 Protocol §8.3, §9; 212 or 200 when
-        // the device is authenticated); without it the session has no outcome.
-        let hdr = msg
-            .synchdr_status()
-            .ok_or_else(|| ClientError::missing(STEP, "Status for our SyncHdr"))?;
-        // syncml.synchdr_status_refs (warn): it should reference CmdRef 0 and our MsgID;
-        // there is only one SyncHdr it can answer.
-        if hdr.cmd_ref.as_deref() != Some("0") || hdr.msg_ref.as_deref() != Some(ours.as_str()) {
-            warn(
-                &mut warnings,
-                "syncml.synchdr_status_refs",
-                format!(
-                    "SyncHdr Status has CmdRef {:?} MsgRef {:?}, expected 0 and {ours}",
-                    hdr.cmd_ref, hdr.msg_ref
-                ),
-            );
-        }
-        // syncml.synchdr_status_code (fail): 200 or 212 accept the device; 401/407 ask for
-        // credentials the device does not have, other codes refuse the message (OMA-DM 1.2
-        // Representation §7 status codes; "OMA DM protocol support": the client
-        // authenticates with its certificate only).
-        match hdr.code.as_deref() {
-            Some("200") | Some("212") => {}
-            other => {
-                return Err(ClientError::invalid(
-                    STEP,
-                    format!("server answered our SyncHdr with status {other:?}"),
-                ))
-            }
-        }
-        let status_of = |id: &str| {
-            msg.statuses.iter().find(|s| {
-                s.cmd_ref.as_deref() == Some(id) && s.msg_ref.as_deref() == Some(ours.as_str())
-            })
-        };
-        // syncml.command_status_missing (warn): OMA-DM 1.2 Representation asks for a Status
-        // per command, but the device acts on none of them: a reply holding only the
-        // SyncHdr Status is a normal end of session. Fleet's server (fleetdm/fleet
-        // server/service/microsoft_mdm.go, getManagementResponse) answers every message
-        // but the session-opening one, the unenrollment Alert 1226 included, that way.
-        for (id, verb) in &self.awaiting {
-            if status_of(id).is_none() {
-                warn(
-                    &mut warnings,
-                    "syncml.command_status_missing",
-                    format!("no Status for our {verb} CmdID {id}"),
-                );
-            }
-        }
-        // syncml.chunk_status (fail): a large object goes on only after 213 (or 200 for its
-        // last chunk); another code refuses the object (OMA-DM 1.2 Protocol §7).
-        if let Some(id) = &self.chunk_sent {
-            if let Some(s) = status_of(id) {
-                if !matches!(s.code.as_deref(), Some("200") | Some("213")) {
-                    return Err(ClientError::invalid(
-                        STEP,
-                        format!("server refused our Results chunk with status {:?}", s.code),
-                    ));
-                }
-            }
-        }
-        self.warnings.append(&mut warnings);
-        Ok(())
     }
 
     fn record(records: &mut Vec<ServerCommandRecord>, cmd: &Command, status: u16) {
