@@ -7,6 +7,8 @@
 //! [`winmdm::target::Target`].
 
 pub mod bench;
+pub mod chart;
 pub mod keypool;
 pub mod load;
 pub mod stats;
+pub mod timeline;

@@ -48,6 +48,10 @@ struct LoadArgs {
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Write a self-contained HTML page with charts over time (throughput, latency
+    /// percentiles per endpoint, errors, memory per device).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Directory of cached enrollment keys (load-test shortcut, see docs/performance.md).
     #[arg(long, value_name = "DIR")]
     key_pool: Option<PathBuf>,
@@ -58,6 +62,10 @@ struct BenchArgs {
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Write a self-contained HTML page with charts over time (throughput, latency
+    /// percentiles per endpoint, errors, memory per device).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Devices enrolled and checked in once in the last phase.
     #[arg(long, default_value_t = 2000)]
     devices: usize,
@@ -93,6 +101,7 @@ async fn run_load(args: LoadArgs) -> Result<bool, String> {
             .unwrap_or_else(winmdm_load::keypool::default_dir),
         checkin_once: false,
         progress: true,
+        timeline: args.html.is_some(),
     };
     let (target, embedded) = target(args.server, None).await?;
     let report = winmdm_load::load::run(&target, &opts).await;
@@ -105,6 +114,9 @@ async fn run_load(args: LoadArgs) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", report.to_json());
+    }
+    if let Some(f) = &args.html {
+        write_html(f, &winmdm_load::chart::load_page(&report))?;
     }
     Ok(report.stats.error_total() == 0)
 }
@@ -120,6 +132,7 @@ async fn run_bench(args: BenchArgs) -> Result<bool, String> {
             .key_pool
             .unwrap_or_else(winmdm_load::keypool::default_dir),
         progress: true,
+        timeline: args.html.is_some(),
         ..Default::default()
     };
     let report = winmdm_load::bench::run(&opts)
@@ -131,7 +144,16 @@ async fn run_bench(args: BenchArgs) -> Result<bool, String> {
     if args.json {
         println!("{}", report.to_json());
     }
+    if let Some(f) = &args.html {
+        write_html(f, &winmdm_load::chart::bench_page(&report))?;
+    }
     Ok(true)
+}
+
+fn write_html(path: &std::path::Path, html: &str) -> Result<(), String> {
+    std::fs::write(path, html).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("charts written to {}", path.display());
+    Ok(())
 }
 
 #[tokio::main]

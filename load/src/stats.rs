@@ -111,15 +111,31 @@ pub struct Stats {
     pub checkins: u64,
     pub syncml_messages: u64,
     pub commands: u64,
+    /// Where each latency and error is also recorded per interval (for charts).
+    pub timeline: Option<std::sync::Arc<crate::timeline::Timeline>>,
 }
 
 impl Stats {
+    /// Stats that also record into `timeline`.
+    pub fn with_timeline(timeline: Option<std::sync::Arc<crate::timeline::Timeline>>) -> Stats {
+        Stats {
+            timeline,
+            ..Stats::default()
+        }
+    }
+
     pub fn time(&mut self, endpoint: &'static str, d: Duration) {
         self.latency.entry(endpoint).or_default().record(d);
+        if let Some(t) = &self.timeline {
+            t.record(endpoint, d);
+        }
     }
 
     pub fn error(&mut self, kind: impl Into<String>) {
         *self.errors.entry(kind.into()).or_default() += 1;
+        if let Some(t) = &self.timeline {
+            t.error();
+        }
     }
 
     pub fn merge(&mut self, o: &Stats) {

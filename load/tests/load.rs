@@ -17,6 +17,7 @@ async fn small_load_enrolls_and_checks_in_every_device() {
         key_pool_dir: pool.path().to_path_buf(),
         checkin_once: false,
         progress: false,
+        timeline: false,
     };
     let report = load::run(&e.target, &opts).await.expect("load run");
     e.control.shutdown().await;
@@ -97,8 +98,20 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
         syncml_time: Duration::from_millis(500),
         key_pool_dir: pool.path().to_path_buf(),
         progress: false,
+        timeline: true,
     };
     let report = winmdm_load::bench::run(&opts).await.expect("bench");
+    // `--html`: phase (d)'s charts, each with data points.
+    let page = winmdm_load::chart::bench_page(&report);
+    assert!(page.contains("Phase (d): 4 devices"), "{page}");
+    for id in ["throughput", "latency-management", "errors", "memory"] {
+        let chart = page
+            .split(&format!(r#"id="{id}""#))
+            .nth(1)
+            .and_then(|c| c.split("</figure>").next())
+            .unwrap_or_else(|| panic!("no chart {id}"));
+        assert!(chart.contains(r#"class="point""#), "{id} has no data points");
+    }
     assert!(report.rsa2048_sign_per_s > 0.0);
     assert_eq!((report.enroll.enrolled, report.enroll.errors), (6, 0));
     assert_eq!(report.enroll_device_signing.enrolled, 6);

@@ -67,6 +67,8 @@ pub struct BenchOptions {
     pub syncml_time: Duration,
     pub key_pool_dir: std::path::PathBuf,
     pub progress: bool,
+    /// Keep per-interval figures of phase (d) for the charts of `--html`.
+    pub timeline: bool,
 }
 
 impl Default for BenchOptions {
@@ -80,6 +82,7 @@ impl Default for BenchOptions {
             syncml_time: Duration::from_secs(8),
             key_pool_dir: keypool::default_dir(),
             progress: false,
+            timeline: false,
         }
     }
 }
@@ -183,6 +186,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             key_pool_dir: opts.key_pool_dir.clone(),
             checkin_once: true,
             progress: opts.progress,
+            timeline: opts.timeline,
         },
     )
     .await?;

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::keypool::{self, KeyPool};
 use crate::stats::{self, error_kind, Stats};
+use crate::timeline::Timeline;
 use winmdm::target::Target;
 
 mod report;
@@ -58,6 +59,8 @@ pub struct LoadOptions {
     pub checkin_once: bool,
     /// Draw progress bars on stderr.
     pub progress: bool,
+    /// Record figures per interval for the charts of `--html` (see [`Timeline`]).
+    pub timeline: bool,
 }
 
 impl Default for LoadOptions {
@@ -70,6 +73,7 @@ impl Default for LoadOptions {
             key_pool_dir: keypool::default_dir(),
             checkin_once: false,
             progress: false,
+            timeline: false,
         }
     }
 }
@@ -120,6 +124,7 @@ struct Shared {
     checked_in: Mutex<Vec<bool>>,
     started: Instant,
     deadline: Instant,
+    timeline: Option<Arc<Timeline>>,
 }
 
 impl Shared {
@@ -175,6 +180,18 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
         checked_in: Mutex::new(vec![false; opts.devices]),
         started,
         deadline: started + opts.duration,
+        timeline: opts
+            .timeline
+            .then(|| Arc::new(Timeline::new(Timeline::interval_for(opts.duration)))),
+    });
+    let sampler = shared.timeline.clone().map(|t| {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                t.sample_memory(s.enrolled.load(Ordering::Relaxed));
+                tokio::time::sleep(t.interval() / 2).await;
+            }
+        })
     });
     let bar = progress_bar(opts, &shared);
     let mut workers = tokio::task::JoinSet::new();
@@ -208,6 +225,12 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
     }
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if let Some(t) = sampler {
+        t.abort();
+    }
+    if let Some(t) = &shared.timeline {
+        t.sample_memory(shared.enrolled.load(Ordering::Relaxed));
     }
     let elapsed = started.elapsed();
     // Enrollment stopped at its time limit before every device was done.
@@ -250,6 +273,7 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
         state_bytes_per_device,
         keys_generated: shared.pool.generated,
         key_generation,
+        timeline: shared.timeline.as_ref().map(|t| (t.interval(), t.slots())),
     })
 }
 
@@ -317,7 +341,7 @@ struct WorkerResult {
 }
 
 async fn worker(s: Arc<Shared>) -> WorkerResult {
-    let mut stats = Stats::default();
+    let mut stats = Stats::with_timeline(s.timeline.clone());
     let mut enroll_elapsed = Duration::ZERO;
     let mut rss_enrolled = 0;
     let enroll_stop = s.deadline + Duration::from_secs(600);

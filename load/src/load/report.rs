@@ -22,6 +22,8 @@ pub struct LoadReport {
     pub state_bytes_per_device: u64,
     pub keys_generated: usize,
     pub key_generation: Duration,
+    /// The interval and per-interval figures, when the run kept a timeline.
+    pub timeline: Option<(Duration, Vec<crate::timeline::Slot>)>,
 }
 
 impl LoadReport {
