@@ -63,6 +63,10 @@ enum Command {
         state_dir: PathBuf,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Authenticate with OMA-DM MD5 digest (the provisioned w7 APPAUTH credentials)
+        /// and present no client certificate; kept for later sessions.
+        #[arg(long)]
+        digest: bool,
     },
     /// Device-initiated unenrollment: Alert 1226 in a session, then local removal.
     Unenroll {
@@ -83,6 +87,10 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Inspect the device's CSP tree: DDF access types, format and current value.
     Csp {
         #[command(subcommand)]
@@ -214,8 +222,11 @@ async fn enroll(
     Ok(())
 }
 
-async fn sync(state_dir: &Path, tls: TlsOptions) -> Result<(), ClientError> {
+async fn sync(state_dir: &Path, tls: TlsOptions, digest: bool) -> Result<(), ClientError> {
     let mut device = Device::load(state_dir, tls)?;
+    if digest {
+        device.set_management_auth(fake_windows_client::ManagementAuth::Digest);
+    }
     let result = device.sync().await;
     device.save(state_dir)?;
     let report = result?;
@@ -334,6 +345,20 @@ fn show(state_dir: &Path) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Writes generated text (completions, man page) to stdout; a closed pipe is an error,
+/// not a panic (the text is generated into memory first).
+fn print_bytes(b: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(b).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fake-windows-client: stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -382,8 +407,12 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Sync { state_dir, tls } => match tls_options(&tls) {
-            Ok(t) => sync(&state_dir, t).await,
+        Command::Sync {
+            state_dir,
+            tls,
+            digest,
+        } => match tls_options(&tls) {
+            Ok(t) => sync(&state_dir, t, digest).await,
             Err(e) => Err(e),
         },
         Command::Unenroll { state_dir, tls } => match tls_options(&tls) {
@@ -395,6 +424,21 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Show { state_dir } => show(&state_dir),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "fake-windows-client", &mut text);
+            return print_bytes(&text);
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            let cmd = <Cli as clap::CommandFactory>::command();
+            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut text) {
+                eprintln!("fake-windows-client: {e}");
+                return ExitCode::FAILURE;
+            }
+            return print_bytes(&text);
+        }
         Command::Csp { action, state_dir } => {
             if let Err(e) = csp(&action, state_dir.as_deref()) {
                 eprintln!("fake-windows-client: {e}");

@@ -27,6 +27,10 @@ enum Command {
     /// Measure RSA signing, enrollment and SyncML throughput of this machine against
     /// embedded servers, and their ratios.
     Bench(BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(clap::Args)]
@@ -150,6 +154,17 @@ async fn run_bench(args: BenchArgs) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Writes generated text to stdout (generated into memory first: clap_complete panics
+/// on a failed write).
+fn print_bytes(b: &[u8]) -> Result<bool, String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("stdout: {e}"))?;
+    Ok(true)
+}
+
 fn write_html(path: &std::path::Path, html: &str) -> Result<(), String> {
     std::fs::write(path, html).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("charts written to {}", path.display());
@@ -168,6 +183,19 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Load(a) => run_load(*a).await,
         Command::Bench(a) => run_bench(a).await,
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "winmdm-load", &mut text);
+            print_bytes(&text)
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut text)
+                .map_err(|e| e.to_string())
+                .and_then(|()| print_bytes(&text))
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

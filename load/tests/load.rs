@@ -110,7 +110,10 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
             .nth(1)
             .and_then(|c| c.split("</figure>").next())
             .unwrap_or_else(|| panic!("no chart {id}"));
-        assert!(chart.contains(r#"class="point""#), "{id} has no data points");
+        assert!(
+            chart.contains(r#"class="point""#),
+            "{id} has no data points"
+        );
     }
     assert!(report.rsa2048_sign_per_s > 0.0);
     assert_eq!((report.enroll.enrolled, report.enroll.errors), (6, 0));
@@ -135,4 +138,22 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
     ] {
         assert!(json.get(key).is_some_and(|v| v.is_number()), "{key}");
     }
+}
+
+#[test]
+fn completions_and_man_page() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_winmdm-load"))
+            .args(args)
+            .output()
+            .expect("run winmdm-load");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("_winmdm__load()") && bash.contains("bench"),
+        "{bash}"
+    );
+    assert!(run(&["man"]).contains(".TH winmdm-load 1"));
 }

@@ -36,6 +36,54 @@ enum Command {
     /// Run the reference server (same flags as `winmdm-server`, logs on stderr) until
     /// interrupted: what the harness starts for scenarios that kill or replicate it.
     Serve(winmdm_server::Config),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) for winmdm
+    /// or winmdm-server.
+    Completions {
+        shell: clap_complete::Shell,
+        #[arg(long, default_value = "winmdm", value_parser = ["winmdm", "winmdm-server"])]
+        bin: String,
+    },
+    /// Print the man page (roff) of winmdm or winmdm-server.
+    Man {
+        #[arg(long, default_value = "winmdm", value_parser = ["winmdm", "winmdm-server"])]
+        bin: String,
+    },
+}
+
+/// The clap definition of `bin`: this harness, or the server (whose flags `serve` shares).
+fn command_of(bin: &str) -> clap::Command {
+    use clap::{Args, CommandFactory};
+    match bin {
+        "winmdm-server" => winmdm_server::Config::augment_args(
+            clap::Command::new("winmdm-server")
+                .about("Windows MDM server: MS-MDE2 enrollment and OMA-DM management"),
+        ),
+        _ => Cli::command(),
+    }
+}
+
+/// Generated into memory first: clap_complete panics on a failed write (a closed pipe).
+fn completions(shell: clap_complete::Shell, bin: &str) -> Result<bool, String> {
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut command_of(bin), bin, &mut text);
+    print_bytes(&text)
+}
+
+fn man(bin: &str) -> Result<bool, String> {
+    let mut text = Vec::new();
+    clap_mangen::Man::new(command_of(bin))
+        .render(&mut text)
+        .map_err(|e| e.to_string())?;
+    print_bytes(&text)
+}
+
+fn print_bytes(b: &[u8]) -> Result<bool, String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("stdout: {e}"))?;
+    Ok(true)
 }
 
 /// Arguments passed on untouched to `winmdm-load`.
@@ -244,6 +292,8 @@ async fn main() -> ExitCode {
         Some(Command::Run(a)) => run(a).await,
         Some(Command::Replay(a)) => run_replay(a).await,
         Some(Command::ImportRaw(a)) => import_raw(a),
+        Some(Command::Completions { shell, bin }) => completions(shell, &bin),
+        Some(Command::Man { bin }) => man(&bin),
         Some(Command::Load(a)) => forward("load", a),
         Some(Command::Bench(a)) => forward("bench", a),
         Some(Command::Serve(config)) => winmdm_server::serve_until_interrupted(config)
