@@ -314,6 +314,11 @@ impl Device {
     pub fn exchanges(&self) -> &[Exchange] {
         &self.exchanges
     }
+
+    /// The recorded exchanges, leaving the record empty (long-running devices).
+    pub fn take_exchanges(&mut self) -> Vec<Exchange> {
+        std::mem::take(&mut self.exchanges)
+    }
     /// DER SubjectPublicKeyInfo of the enrollment key, once generated.
     pub fn public_key_der(&self) -> Option<Vec<u8>> {
         self.key.as_ref().and_then(|k| crate::csr::spki_der(k).ok())

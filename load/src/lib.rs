@@ -7,6 +7,7 @@
 //! [`winmdm::target::Target`].
 
 pub mod bench;
+pub mod chaos;
 pub mod chart;
 pub mod keypool;
 pub mod load;

@@ -27,6 +27,12 @@ enum Command {
     /// Measure RSA signing, enrollment and SyncML throughput of this machine against
     /// embedded servers, and their ratios.
     Bench(BenchArgs),
+    /// Crash consistency: devices and an admin client at work while the server (a child
+    /// process) is killed with SIGKILL and restarted; then a checker compares the
+    /// history with what the server stored (docs/reliability.md).
+    Chaos(ChaosArgs),
+    /// Run the reference server (winmdm-server's flags): the child process of `chaos`.
+    Serve(Box<winmdm_server::Config>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -59,6 +65,27 @@ struct LoadArgs {
     /// Directory of cached enrollment keys (load-test shortcut, see docs/performance.md).
     #[arg(long, value_name = "DIR")]
     key_pool: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ChaosArgs {
+    /// Emulated devices enrolling and syncing throughout.
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// SIGKILLs of the server.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Seed of the fault schedule and of the workload's choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Shortest and longest time between kills, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    min_gap_ms: u64,
+    #[arg(long, default_value_t = 1500)]
+    max_gap_ms: u64,
+    /// Longest wait, in seconds, for the command queue to drain after the last kill.
+    #[arg(long, default_value_t = 120)]
+    quiet_secs: u64,
 }
 
 #[derive(clap::Args)]
@@ -154,6 +181,29 @@ async fn run_bench(args: BenchArgs) -> Result<bool, String> {
     Ok(true)
 }
 
+async fn run_chaos(a: ChaosArgs) -> Result<bool, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+    let opts = winmdm_load::chaos::ChaosOptions {
+        devices: a.devices,
+        kills: a.kills,
+        seed: a.seed,
+        kill_gap: (
+            std::time::Duration::from_millis(a.min_gap_ms),
+            std::time::Duration::from_millis(a.max_gap_ms),
+        ),
+        quiet: std::time::Duration::from_secs(a.quiet_secs),
+        serve_exe: exe,
+        progress: true,
+    };
+    let report = winmdm_load::chaos::run(&opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    report
+        .print(&mut std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    Ok(report.violations.is_empty())
+}
+
 /// Writes generated text to stdout (generated into memory first: clap_complete panics
 /// on a failed write).
 fn print_bytes(b: &[u8]) -> Result<bool, String> {
@@ -183,6 +233,11 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Load(a) => run_load(*a).await,
         Command::Bench(a) => run_bench(a).await,
+        Command::Chaos(a) => run_chaos(a).await,
+        Command::Serve(config) => winmdm_server::serve_until_interrupted(*config)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
         Command::Completions { shell } => {
             let mut text = Vec::new();
             let mut cmd = <Cli as clap::CommandFactory>::command();
