@@ -5,6 +5,7 @@ pub mod attacks;
 pub mod bench;
 pub mod capability;
 pub mod checks;
+pub mod dump;
 pub mod embedded;
 pub mod har;
 pub mod html;
