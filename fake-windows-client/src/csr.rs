@@ -137,3 +137,38 @@ pub fn rebuild(
         der::bit_string(&signature),
     ]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TLVs of CertificationRequestInfo: version, subject, SPKI, attributes.
+    fn info_parts(csr: &[u8]) -> Vec<Vec<u8>> {
+        let (outer, _) = der::read_tlv(csr).unwrap();
+        let parts = der::read_all(outer.content).unwrap();
+        der::read_all(parts[0].content)
+            .unwrap()
+            .iter()
+            .map(|t| t.encoded.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_rebuilt_csr_keeps_subject_and_attributes_over_the_new_key() {
+        let mut rng = rand::thread_rng();
+        let old_key = RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let new_key = RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let cn = windows_subject_cn("DEVICE-1");
+        let original = build(&old_key, &cn, "DEVICE-1", HashAlg::Sha1).unwrap();
+        let rebuilt = rebuild(&original, &new_key, HashAlg::Sha256).unwrap();
+        let (a, b) = (info_parts(&original), info_parts(&rebuilt));
+        assert_eq!(a.len(), 4);
+        // Subject (PrintableString CN with its NUL) and attributes byte for byte.
+        assert_eq!(a[1], b[1]);
+        assert_eq!(a[3], b[3]);
+        assert_eq!(b[2], spki_der(&new_key).unwrap());
+        assert_eq!(hash_of(&original), Some(HashAlg::Sha1));
+        assert_eq!(hash_of(&rebuilt), Some(HashAlg::Sha256));
+        assert!(rebuild(b"not DER", &new_key, HashAlg::Sha1).is_err());
+    }
+}
