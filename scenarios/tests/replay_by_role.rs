@@ -411,3 +411,77 @@ fn a_defect_of_the_target_is_named_at_the_exchange_that_meets_it() {
         );
     }
 }
+
+/// The capture as a server's Go log of `httputil.DumpRequest` / `DumpResponse`, with
+/// the Discover body re-indented by the logger (longer than its Content-Length).
+fn go_log(har: &Har) -> String {
+    let mut out = String::new();
+    for (i, e) in har.log.entries.iter().enumerate() {
+        let path = e.request.url.trim_start_matches(SERVER_A);
+        let body = e
+            .request
+            .post_data
+            .as_ref()
+            .map(|p| p.text.clone())
+            .unwrap_or_default();
+        let declared = if i == 1 {
+            let compact: String = body.lines().map(str::trim).collect();
+            compact.len()
+        } else {
+            body.len()
+        };
+        out.push_str(&format!(
+            "2024/05/01 10:00:0{} {} {path} HTTP/1.1\r\n",
+            i % 10,
+            e.request.method
+        ));
+        for h in e
+            .request
+            .headers
+            .iter()
+            .filter(|h| !h.name.starts_with(':'))
+        {
+            out.push_str(&format!("{}: {}\r\n", h.name, h.value));
+        }
+        out.push_str(&format!("Content-Length: {declared}\r\n\r\n{body}\n"));
+        out.push_str("2024/05/01 10:00:01 dumped the response:\n");
+        let resp = &e.response.content.text;
+        out.push_str(&format!(
+            "2024/05/01 10:00:01 HTTP/1.1 {} OK\r\nContent-Length: {}\r\n\r\n{resp}\n",
+            e.response.status,
+            resp.len()
+        ));
+    }
+    out
+}
+
+#[test]
+fn a_go_log_of_the_exchanges_replays_like_the_har() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("server-a.log");
+    std::fs::write(&file, go_log(&capture())).expect("write log");
+    let d = double::Double::start(double::Options::default());
+    let (code, out) = replay(
+        &file,
+        &d.url,
+        &d.ca_file,
+        &["--token", double::TOKEN, "--without", "renewal"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("replay by role: 8 exchange(s), 0 failed"),
+        "{out}"
+    );
+    let warning = out
+        .lines()
+        .find(|l| l.starts_with("warning:"))
+        .unwrap_or_default();
+    assert!(
+        warning.contains("POST /mdm/discovery HTTP/1.1") && warning.contains("reformatted"),
+        "{out}"
+    );
+    assert!(
+        exchange(&out, 2).contains("recorded: HTTP 200, SOAP DiscoverResponse"),
+        "{out}"
+    );
+}
