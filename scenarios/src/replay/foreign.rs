@@ -189,7 +189,21 @@ impl Foreign<'_> {
         r.url = url.to_string();
         let method = reqwest::Method::from_bytes(e.request.method.as_bytes())
             .map_err(|_| format!("invalid method {:?}", e.request.method))?;
-        let headers = headers_of(e);
+        let mut headers = headers_of(e);
+        // A dump may leave Content-Type out; the target needs the one Windows sends.
+        if let Some(b) = &body {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                let ct = match b.trim_start().chars().next() {
+                    Some('{') => "application/json",
+                    _ if b.contains("<SyncML") => fake_windows_client::syncml::CONTENT_TYPE,
+                    _ => soap::CONTENT_TYPE,
+                };
+                headers.push(("Content-Type".into(), ct.into()));
+            }
+        }
         let refs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
