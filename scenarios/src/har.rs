@@ -466,3 +466,24 @@ pub fn merge(hars: Vec<Har>) -> Har {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_browser_har_with_base64_content_and_missing_fields_reads() {
+        let text = r#"{"log":{"version":"1.2","creator":{"name":"Firefox","version":"128"},"entries":[
+            {"startedDateTime":"2024-05-01T10:00:00Z","request":{"method":"POST","url":"https://a.example/d",
+              "headers":[{"name":":authority","value":"a.example"}],"postData":{"mimeType":"application/soap+xml","text":"<x/>"}},
+             "response":{"status":200,"content":{"mimeType":"application/soap+xml","encoding":"base64","text":"PHkvPg=="}}}]}}"#;
+        let h = parse(Path::new("browser.har"), text).unwrap();
+        let e = &h.log.entries[0];
+        assert_eq!(e.response.content.text, "<y/>");
+        assert_eq!(e.response.content.encoding, None);
+        assert_eq!(e.request.post_data.as_ref().unwrap().text, "<x/>");
+        let bad = text.replace("PHkvPg==", "not base64!");
+        let err = parse(Path::new("browser.har"), &bad).unwrap_err();
+        assert!(err.to_string().contains("entry 0"), "{err}");
+    }
+}

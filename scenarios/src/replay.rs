@@ -150,6 +150,10 @@ impl ReplayReport {
     }
 
     fn print_by_role(&self, out: &mut impl Write) {
+        let _ = writeln!(
+            out,
+            "replaying by role: each response is judged by the emulated client's checks; the recorded one is shown for information"
+        );
         for r in &self.results {
             let mark = if r.skipped.is_some() {
                 "skip"
