@@ -89,3 +89,86 @@ pub fn build(
         der::bit_string(&signature),
     ]))
 }
+
+/// The hash a CSR was signed with, from its signatureAlgorithm (OIW sha1WithRSA or
+/// sha256WithRSA); `None` for anything else or a malformed request.
+pub fn hash_of(csr_der: &[u8]) -> Option<HashAlg> {
+    let (outer, _) = der::read_tlv(csr_der)?;
+    let parts = der::read_all(outer.content)?;
+    let alg = der::read_all(parts.get(1)?.content)?;
+    match der::oid_string(alg.first()?.content).as_str() {
+        oid::SHA1_WITH_RSA_OIW => Some(HashAlg::Sha1),
+        oid::SHA256_WITH_RSA => Some(HashAlg::Sha256),
+        _ => None,
+    }
+}
+
+/// A CSR over `key` with the subject and attributes of `original` copied as encoded
+/// (a real device's CSR keeps its PrintableString CN with the trailing NUL and its
+/// DeviceID extension request byte for byte), signed with `hash`.
+pub fn rebuild(
+    original: &[u8],
+    key: &RsaPrivateKey,
+    hash: HashAlg,
+) -> Result<Vec<u8>, ClientError> {
+    let bad = || ClientError::Crypto("the original CSR is not a DER PKCS#10 request".into());
+    let (outer, _) = der::read_tlv(original).ok_or_else(bad)?;
+    let parts = der::read_all(outer.content).ok_or_else(bad)?;
+    let info = der::read_all(parts.first().ok_or_else(bad)?.content).ok_or_else(bad)?;
+    // version, subject, subjectPKInfo, [0] attributes (RFC 2986 §4.1).
+    let (version, subject) = match info.as_slice() {
+        [v, s, _, ..] => (v, s),
+        _ => return Err(bad()),
+    };
+    let attributes = info.iter().skip(3).find(|t| t.tag == 0xa0);
+    let mut fields = vec![
+        version.encoded.to_vec(),
+        subject.encoded.to_vec(),
+        spki_der(key)?,
+    ];
+    if let Some(a) = attributes {
+        fields.push(a.encoded.to_vec());
+    }
+    let info = der::sequence(&fields);
+    let signature = sign(key, hash, &info)?;
+    Ok(der::sequence(&[
+        info,
+        der::algorithm(hash.signature_oid()),
+        der::bit_string(&signature),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TLVs of CertificationRequestInfo: version, subject, SPKI, attributes.
+    fn info_parts(csr: &[u8]) -> Vec<Vec<u8>> {
+        let (outer, _) = der::read_tlv(csr).unwrap();
+        let parts = der::read_all(outer.content).unwrap();
+        der::read_all(parts[0].content)
+            .unwrap()
+            .iter()
+            .map(|t| t.encoded.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_rebuilt_csr_keeps_subject_and_attributes_over_the_new_key() {
+        let mut rng = rand::thread_rng();
+        let old_key = RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let new_key = RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let cn = windows_subject_cn("DEVICE-1");
+        let original = build(&old_key, &cn, "DEVICE-1", HashAlg::Sha1).unwrap();
+        let rebuilt = rebuild(&original, &new_key, HashAlg::Sha256).unwrap();
+        let (a, b) = (info_parts(&original), info_parts(&rebuilt));
+        assert_eq!(a.len(), 4);
+        // Subject (PrintableString CN with its NUL) and attributes byte for byte.
+        assert_eq!(a[1], b[1]);
+        assert_eq!(a[3], b[3]);
+        assert_eq!(b[2], spki_der(&new_key).unwrap());
+        assert_eq!(hash_of(&original), Some(HashAlg::Sha1));
+        assert_eq!(hash_of(&rebuilt), Some(HashAlg::Sha256));
+        assert!(rebuild(b"not DER", &new_key, HashAlg::Sha1).is_err());
+    }
+}

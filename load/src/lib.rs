@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod chart;
+pub mod histogram;
 pub mod keypool;
 pub mod load;
 pub mod stats;

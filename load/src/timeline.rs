@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::stats::Histogram;
+use crate::histogram::Histogram;
 
 /// Intervals a timeline keeps at most; later records land in the last one.
 const MAX_SLOTS: usize = 600;
@@ -70,9 +70,8 @@ impl Timeline {
         self.with_slot(|s| s.errors += 1);
     }
 
-    /// Samples the process RSS with the number of devices enrolled so far.
-    pub fn sample_memory(&self, enrolled: u64) {
-        let rss = crate::stats::rss_bytes();
+    /// Records the process RSS (when known) with the number of devices enrolled so far.
+    pub fn sample_memory(&self, rss: Option<u64>, enrolled: u64) {
         self.with_slot(|s| {
             s.rss = rss.or(s.rss);
             s.enrolled = enrolled;
@@ -95,7 +94,7 @@ mod tests {
         t.record("management", Duration::from_millis(5));
         t.record("management", Duration::from_millis(7));
         t.error();
-        t.sample_memory(2);
+        t.sample_memory(Some(1 << 20), 2);
         let slots = t.slots();
         assert_eq!(slots.len(), 1);
         assert_eq!(slots[0].latency["management"].count(), 2);

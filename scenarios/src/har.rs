@@ -1,5 +1,7 @@
-//! HAR 1.2 capture of a run (every HTTP exchange the emulated devices made) and import
-//! of raw HTTP dumps (`*.http`) into the same format.
+//! HAR 1.2 capture of a run (every HTTP exchange the emulated devices made), and reading
+//! HAR files written by others (browser developer tools, mitmproxy, Fiddler, Charles):
+//! fields they leave out take HAR's defaults, base64 `content.encoding` is decoded.
+//! Raw dumps are imported by [`crate::dump`].
 //!
 //! Entries carry the scenario and step in the custom fields `_scenario` and `_step` and
 //! the TLS client certificate in `comment` (`client-certificate: <thumbprint>`).
@@ -48,7 +50,9 @@ pub struct Page {
 pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pageref: Option<String>,
+    #[serde(default)]
     pub started_date_time: String,
+    #[serde(default)]
     pub time: f64,
     pub request: Request,
     pub response: Response,
@@ -85,6 +89,7 @@ pub struct NameValue {
 pub struct Request {
     pub method: String,
     pub url: String,
+    #[serde(default)]
     pub http_version: String,
     #[serde(default)]
     pub cookies: Vec<serde_json::Value>,
@@ -121,6 +126,7 @@ pub struct Response {
     pub cookies: Vec<serde_json::Value>,
     #[serde(default)]
     pub headers: Vec<NameValue>,
+    #[serde(default)]
     pub content: Content,
     #[serde(rename = "redirectURL", default)]
     pub redirect_url: String,
@@ -130,17 +136,23 @@ pub struct Response {
     pub body_size: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Content {
+    #[serde(default)]
     pub size: i64,
     #[serde(default)]
     pub mime_type: String,
     #[serde(default)]
     pub text: String,
+    /// `base64` when `text` is encoded (HAR 1.2 §content; browsers and mitmproxy do so
+    /// for bodies they consider binary). [`read`] decodes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Timings {
     pub blocked: f64,
     pub dns: f64,
@@ -186,9 +198,15 @@ pub enum HarError {
     Raw { path: String, message: String },
     #[error("{path}: truncated body: {message}")]
     Truncated { path: String, message: String },
+    #[error("{path}: entry {index}: content.encoding {encoding:?} is not base64 of UTF-8 text")]
+    Encoding {
+        path: String,
+        index: usize,
+        encoding: String,
+    },
 }
 
-fn header(headers: &[NameValue], name: &str) -> Option<String> {
+pub(crate) fn header(headers: &[NameValue], name: &str) -> Option<String> {
     headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(name))
@@ -222,7 +240,7 @@ pub fn query_of(url: &str) -> Vec<NameValue> {
         .collect()
 }
 
-fn status_text(status: u16) -> String {
+pub(crate) fn status_text(status: u16) -> String {
     reqwest::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -230,7 +248,7 @@ fn status_text(status: u16) -> String {
         .to_string()
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -303,6 +321,7 @@ fn entry_from_exchange(
                 size: ex.response_body.len() as i64,
                 mime_type: header(&resp_headers, "content-type").unwrap_or_default(),
                 text: ex.response_body.clone(),
+                encoding: None,
             },
             headers: resp_headers,
             redirect_url: String::new(),
@@ -387,243 +406,45 @@ pub fn read(path: &Path) -> Result<Har, HarError> {
         path: path.display().to_string(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| HarError::Json {
+    parse(path, &text)
+}
+
+/// Parses HAR text (`path` names it in errors); base64 response contents are decoded.
+pub fn parse(path: &Path, text: &str) -> Result<Har, HarError> {
+    use base64::Engine;
+    let mut har: Har = serde_json::from_str(text).map_err(|source| HarError::Json {
         path: path.display().to_string(),
         source,
-    })
-}
-
-/// Windows' ETW HTTP traces cut bodies at 64 KiB.
-pub const ETW_BODY_LIMIT: usize = 64 * 1024;
-
-/// A parsed raw HTTP message (request or response).
-#[derive(Debug, Clone)]
-pub struct RawMessage {
-    /// Request line or status line.
-    pub start_line: String,
-    pub headers: Vec<NameValue>,
-    pub body: String,
-}
-
-/// Parses a raw HTTP message; refuses bodies shorter than their Content-Length or cut
-/// at exactly 64 KiB, naming the file.
-pub fn parse_raw(path: &Path, bytes: &[u8]) -> Result<RawMessage, HarError> {
-    let p = path.display().to_string();
-    let raw = |message: String| HarError::Raw {
-        path: p.clone(),
-        message,
-    };
-    // Header block ends at the first empty line (CRLF or LF).
-    let (head, body): (&[u8], &[u8]) = match find(bytes, b"\r\n\r\n") {
-        Some(i) => (&bytes[..i], &bytes[i + 4..]),
-        None => match find(bytes, b"\n\n") {
-            Some(i) => (&bytes[..i], &bytes[i + 2..]),
-            None => (bytes, &[]),
-        },
-    };
-    let head = std::str::from_utf8(head).map_err(|_| raw("header block is not UTF-8".into()))?;
-    let mut lines = head.lines().map(|l| l.trim_end_matches('\r'));
-    let start_line = lines
-        .next()
-        .filter(|l| !l.trim().is_empty())
-        .ok_or_else(|| raw("empty file: no request or status line".into()))?
-        .trim()
-        .to_string();
-    let mut headers = Vec::new();
-    for l in lines.filter(|l| !l.trim().is_empty()) {
-        let (n, v) = l
-            .split_once(':')
-            .ok_or_else(|| raw(format!("header line without a colon: {l:?}")))?;
-        headers.push(NameValue {
-            name: n.trim().to_string(),
-            value: v.trim().to_string(),
-        });
-    }
-    let mut body = body.to_vec();
-    if let Some(cl) = header(&headers, "content-length") {
-        let want: usize = cl
-            .trim()
-            .parse()
-            .map_err(|_| raw(format!("Content-Length {cl:?} is not a number")))?;
-        if body.len() < want {
-            return Err(HarError::Truncated {
-                path: p,
-                message: format!(
-                    "Content-Length is {want} bytes but the file holds only {} body bytes",
-                    body.len()
-                ),
+    })?;
+    for (index, e) in har.log.entries.iter_mut().enumerate() {
+        let c = &mut e.response.content;
+        let Some(encoding) = c.encoding.take() else {
+            continue;
+        };
+        if !encoding.eq_ignore_ascii_case("base64") {
+            return Err(HarError::Encoding {
+                path: path.display().to_string(),
+                index,
+                encoding,
             });
         }
-        // Extra trailing bytes are the dump's final newline(s).
-        if body[want..].iter().all(|b| b.is_ascii_whitespace()) {
-            body.truncate(want);
-        }
+        let compact: String = c.text.chars().filter(|ch| !ch.is_whitespace()).collect();
+        c.text = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| HarError::Encoding {
+                path: path.display().to_string(),
+                index,
+                encoding,
+            })?;
     }
-    if body.len() == ETW_BODY_LIMIT {
-        return Err(HarError::Truncated {
-            path: p,
-            message: format!(
-                "the body is exactly {ETW_BODY_LIMIT} bytes, the limit at which Windows' ETW traces cut bodies; capture it another way"
-            ),
-        });
-    }
-    let body = String::from_utf8(body).map_err(|_| raw("body is not UTF-8".into()))?;
-    Ok(RawMessage {
-        start_line,
-        headers,
-        body,
-    })
+    Ok(har)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The step a request belongs to, guessed from its method and path.
-pub fn step_for(method: &str, url: &str) -> &'static str {
-    let path = url.to_ascii_lowercase();
-    if path.contains("/orbit/enroll") {
-        "orbit_enroll"
-    } else if path.contains("/orbit/config") {
-        "orbit_config"
-    } else if path.contains("discovery") {
-        if method.eq_ignore_ascii_case("GET") {
-            "discovery_probe"
-        } else {
-            "discover"
-        }
-    } else if path.contains("policy") || path.contains("enrollmentpolicy") {
-        "get_policies"
-    } else if path.contains("management") || path.contains("omadm") {
-        "management_session"
-    } else if path.contains("enroll") {
-        "request_security_token"
-    } else {
-        "raw"
-    }
-}
-
-/// Builds a one-entry HAR from a raw request dump and, optionally, its recorded response.
-pub fn import_raw(request: &Path, response: Option<&Path>) -> Result<Har, HarError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| HarError::Io {
-            path: p.display().to_string(),
-            source,
-        })
-    };
-    let req = parse_raw(request, &read(request)?)?;
-    let mut parts = req.start_line.split_whitespace();
-    let (method, target) = match (parts.next(), parts.next()) {
-        (Some(m), Some(t)) => (m.to_string(), t.to_string()),
-        _ => {
-            return Err(HarError::Raw {
-                path: request.display().to_string(),
-                message: format!("not a request line: {:?}", req.start_line),
-            })
-        }
-    };
-    let url = if target.starts_with("http://") || target.starts_with("https://") {
-        target
-    } else {
-        let host = header(&req.headers, "host").unwrap_or_else(|| "localhost".into());
-        format!("https://{host}{target}")
-    };
-    let resp = match response {
-        Some(p) => Some(parse_raw(p, &read(p)?)?),
-        None => None,
-    };
-    let (status, resp_headers, resp_body) = match &resp {
-        Some(r) => {
-            let status = r
-                .start_line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| HarError::Raw {
-                    path: response
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    message: format!("not a status line: {:?}", r.start_line),
-                })?;
-            (status, r.headers.clone(), r.body.clone())
-        }
-        None => (0, Vec::new(), String::new()),
-    };
-    let step = step_for(&method, &url);
-    let entry = Entry {
-        pageref: None,
-        started_date_time: rfc3339(time::OffsetDateTime::now_utc()),
-        time: 0.0,
-        request: Request {
-            query_string: query_of(&url),
-            method: method.clone(),
-            url,
-            http_version: "HTTP/1.1".into(),
-            cookies: Vec::new(),
-            post_data: (!req.body.is_empty()).then(|| PostData {
-                mime_type: header(&req.headers, "content-type").unwrap_or_default(),
-                text: req.body.clone(),
-            }),
-            headers: req.headers,
-            headers_size: -1,
-            body_size: req.body.len() as i64,
-        },
-        response: Response {
-            status,
-            status_text: status_text(status),
-            http_version: if resp.is_some() {
-                "HTTP/1.1".into()
-            } else {
-                String::new()
-            },
-            cookies: Vec::new(),
-            content: Content {
-                size: resp_body.len() as i64,
-                mime_type: header(&resp_headers, "content-type").unwrap_or_default(),
-                text: resp_body,
-            },
-            headers: resp_headers,
-            redirect_url: String::new(),
-            headers_size: -1,
-            body_size: -1,
-        },
-        cache: serde_json::json!({}),
-        timings: Timings::default(),
-        comment: Some(format!("imported from {}", request.display())),
-        scenario: None,
-        step: Some(step.to_string()),
-        client_certificate: None,
-        error: resp
-            .is_none()
-            .then(|| "no recorded response (request only)".to_string()),
-    };
-    Ok(Har {
-        log: Log {
-            version: "1.2".into(),
-            creator: Creator {
-                name: "winmdm".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
-            pages: Vec::new(),
-            entries: vec![entry],
-        },
-    })
-}
-
-/// The response dump next to a request dump: `x-request.http` → `x-response.http`.
-pub fn sibling_response(request: &Path) -> Option<std::path::PathBuf> {
-    let name = request.file_name()?.to_str()?;
-    let other = name.replace("request", "response");
-    if other == name {
-        return None;
-    }
-    let p = request.with_file_name(other);
-    p.is_file().then_some(p)
-}
-
-/// Concatenates several HARs' entries into one.
-pub fn merge(hars: Vec<Har>) -> Har {
-    let mut out = Har {
+/// An empty HAR written by this harness.
+pub fn empty() -> Har {
+    Har {
         log: Log {
             version: "1.2".into(),
             creator: Creator {
@@ -633,7 +454,12 @@ pub fn merge(hars: Vec<Har>) -> Har {
             pages: Vec::new(),
             entries: Vec::new(),
         },
-    };
+    }
+}
+
+/// Concatenates several HARs' entries into one.
+pub fn merge(hars: Vec<Har>) -> Har {
+    let mut out = empty();
     for h in hars {
         out.log.pages.extend(h.log.pages);
         out.log.entries.extend(h.log.entries);
@@ -646,31 +472,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn raw_vector_parses() {
-        let p = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../testdata/vectors/mde2-discover-get-request.http"
-        ));
-        let h = import_raw(p, sibling_response(p).as_deref()).unwrap();
+    fn a_browser_har_with_base64_content_and_missing_fields_reads() {
+        let text = r#"{"log":{"version":"1.2","creator":{"name":"Firefox","version":"128"},"entries":[
+            {"startedDateTime":"2024-05-01T10:00:00Z","request":{"method":"POST","url":"https://a.example/d",
+              "headers":[{"name":":authority","value":"a.example"}],"postData":{"mimeType":"application/soap+xml","text":"<x/>"}},
+             "response":{"status":200,"content":{"mimeType":"application/soap+xml","encoding":"base64","text":"PHkvPg=="}}}]}}"#;
+        let h = parse(Path::new("browser.har"), text).unwrap();
         let e = &h.log.entries[0];
-        assert_eq!(e.request.method, "GET");
-        assert_eq!(
-            e.request.url,
-            "https://EnterpriseEnrollment.contoso.com/EnrollmentServer/Discovery.svc"
-        );
-        assert_eq!(e.response.status, 200);
-        assert_eq!(e.step.as_deref(), Some("discovery_probe"));
-    }
-
-    #[test]
-    fn truncated_bodies_are_named() {
-        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc";
-        let e = parse_raw(Path::new("x.http"), short).unwrap_err();
-        assert!(matches!(e, HarError::Truncated { .. }), "{e}");
-        assert!(e.to_string().contains("Content-Length is 100"), "{e}");
-        let mut cut = b"POST /x HTTP/1.1\n\n".to_vec();
-        cut.extend(vec![b'a'; ETW_BODY_LIMIT]);
-        let e = parse_raw(Path::new("y.http"), &cut).unwrap_err();
-        assert!(e.to_string().contains("65536"), "{e}");
+        assert_eq!(e.response.content.text, "<y/>");
+        assert_eq!(e.response.content.encoding, None);
+        assert_eq!(e.request.post_data.as_ref().unwrap().text, "<x/>");
+        let bad = text.replace("PHkvPg==", "not base64!");
+        let err = parse(Path::new("browser.har"), &bad).unwrap_err();
+        assert!(err.to_string().contains("entry 0"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 pub mod capability;
 pub mod checks;
 mod context;
+pub mod dump;
 pub mod embedded;
 pub mod har;
 pub mod html;

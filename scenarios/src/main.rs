@@ -6,7 +6,7 @@ use winmdm::report::canon::Origins;
 use winmdm::report::Ran;
 use winmdm::runner::run_scenario;
 use winmdm::server_args::{target, ServerArgs};
-use winmdm::{embedded, har, html, junit, replay, report, scenario, snapshot};
+use winmdm::{dump, embedded, har, html, junit, replay, report, scenario, snapshot};
 
 /// Conformance harness for Windows MDM servers: walks emulated Windows devices through
 /// scripted scenarios against the embedded reference server or any external one.
@@ -21,10 +21,12 @@ struct Cli {
 enum Command {
     /// Run scenario files (default: the bundled suite) and report each step.
     Run(RunArgs),
-    /// Re-send the requests of a HAR capture (or raw HTTP dumps) against a fresh server
-    /// and compare the responses with the recorded ones.
+    /// Replay a capture (HAR, raw HTTP dumps, logs of exchanges) against a server: this
+    /// harness's own captures are compared with the recorded responses; any other
+    /// capture is sent by role and each response judged by the client's checks.
     Replay(ReplayArgs),
-    /// Turn raw HTTP dumps (`*.http`: a request, optionally with its response) into a HAR.
+    /// Turn HTTP dumps (`*.http` requests and responses, logs of several exchanges, HAR
+    /// files of other tools) into one HAR.
     ImportRaw(ImportArgs),
     /// Load test: runs `winmdm-load load` (a separate binary of this workspace, built
     /// with `cargo build --release -p winmdm-load`) with the same arguments.
@@ -95,13 +97,18 @@ struct Forwarded {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// HAR file(s), or raw `*.http` request dumps with `--import-raw`.
+    /// HAR files, raw `*.http` dumps (a lone request's response is read from the file
+    /// named like it with `request` replaced by `response`) or logs of exchanges.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// The files are raw HTTP request dumps; each one's response is read from the file
-    /// named like it with `request` replaced by `response`, when present.
-    #[arg(long)]
+    /// Accepted for compatibility: dumps are recognised by their content.
+    #[arg(long, hide = true)]
     import_raw: bool,
+    /// `compare` responses with the recorded ones (same-server captures), send by
+    /// `role` and judge with the client's checks (captures from other servers), or
+    /// `auto`: compare this harness's own captures, judge the others.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: replay::Mode,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -216,23 +223,26 @@ async fn run(args: RunArgs) -> Result<bool, String> {
     Ok(!ran.iter().any(|r| r.outcome.failed()))
 }
 
-fn load_capture(files: &[PathBuf], raw: bool) -> Result<har::Har, String> {
+/// Reads captures: HAR files and, whatever their name, raw dumps and logs (see
+/// [`dump`]); import warnings go to stderr.
+fn load_capture(files: &[PathBuf]) -> Result<har::Har, String> {
     let mut hars = Vec::new();
     for f in files {
-        let h = if raw {
-            har::import_raw(f, har::sibling_response(f).as_deref())
-        } else {
-            har::read(f)
-        };
-        hars.push(h.map_err(|e| e.to_string())?);
+        let imported = dump::import_file(f, dump::sibling_response(f).as_deref())
+            .map_err(|e| e.to_string())?;
+        for w in &imported.warnings {
+            eprintln!("warning: {w}");
+        }
+        hars.push(imported.har);
     }
     Ok(har::merge(hars))
 }
 
 async fn run_replay(args: ReplayArgs) -> Result<bool, String> {
-    let capture = load_capture(&args.files, args.import_raw)?;
+    let _ = args.import_raw;
+    let capture = load_capture(&args.files)?;
     let (target, embedded) = target(args.server, embedded::own_exe()).await?;
-    let report = replay::replay(&capture, &target)
+    let report = replay::replay_with(&capture, &target, args.mode)
         .await
         .map_err(|e| e.to_string())?;
     report.print(&mut std::io::stdout());
@@ -248,8 +258,12 @@ fn import_raw(args: ImportArgs) -> Result<bool, String> {
     }
     let mut hars = Vec::new();
     for f in &args.requests {
-        let resp = args.response.clone().or_else(|| har::sibling_response(f));
-        hars.push(har::import_raw(f, resp.as_deref()).map_err(|e| e.to_string())?);
+        let resp = args.response.clone().or_else(|| dump::sibling_response(f));
+        let imported = dump::import_file(f, resp.as_deref()).map_err(|e| e.to_string())?;
+        for w in &imported.warnings {
+            eprintln!("warning: {w}");
+        }
+        hars.push(imported.har);
     }
     let h = har::merge(hars);
     har::write(&args.output, &h).map_err(|e| e.to_string())?;

@@ -5,6 +5,31 @@
 use super::*;
 
 impl ManagementSession {
+    /// Judges the server's reply to a device message this session did not build (a
+    /// real device's, replayed from a capture) with the checks of [`Self::handle`]:
+    /// the message itself ([`syncml::parse_server_message_with`]) and the Statuses for
+    /// our SyncHdr and for `awaiting` (CmdID, verb) of that message. `our_msg_id` is the
+    /// device message's MsgID; an empty `xml` is judged as [`Self::handle_empty`] does.
+    pub fn judge_reply(
+        xml: &str,
+        session_id: &str,
+        our_msg_id: u32,
+        awaiting: Vec<(String, String)>,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<ServerMessage>, ClientError> {
+        let mut s = ManagementSession::new(session_id, "", "");
+        s.msg_id = our_msg_id;
+        s.awaiting = awaiting;
+        let result = if xml.trim().is_empty() {
+            s.handle_empty().map(|()| None)
+        } else {
+            syncml::parse_server_message_with(xml, &mut s.warnings)
+                .and_then(|msg| s.check_statuses(&msg).map(|()| Some(msg)))
+        };
+        warnings.append(&mut s.warnings);
+        result
+    }
+
     pub(super) fn check_statuses(&mut self, msg: &ServerMessage) -> Result<(), ClientError> {
         let mut warnings = Vec::new();
         // syncml.session_id (warn): the server should echo our SessionID (OMA-DM 1.2

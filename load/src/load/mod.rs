@@ -188,7 +188,7 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
         let s = shared.clone();
         tokio::spawn(async move {
             loop {
-                t.sample_memory(s.enrolled.load(Ordering::Relaxed));
+                t.sample_memory(stats::rss_bytes(), s.enrolled.load(Ordering::Relaxed));
                 tokio::time::sleep(t.interval() / 2).await;
             }
         })
@@ -230,7 +230,7 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
         t.abort();
     }
     if let Some(t) = &shared.timeline {
-        t.sample_memory(shared.enrolled.load(Ordering::Relaxed));
+        t.sample_memory(stats::rss_bytes(), shared.enrolled.load(Ordering::Relaxed));
     }
     let elapsed = started.elapsed();
     // Enrollment stopped at its time limit before every device was done.
