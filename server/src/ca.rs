@@ -178,7 +178,7 @@ impl IdentityCa {
     /// (lowercase hex) and thumbprint. Which enrollment it belongs to is the caller's check.
     pub fn verify_issued(&self, der: &[u8]) -> Result<(String, String), CertRejection> {
         let issued = self.verify_issuer(der)?;
-        issued.check_validity(crate::db::unix_now())?;
+        issued.check_validity(crate::clock::unix_now())?;
         Ok((issued.serial, issued.thumbprint))
     }
 

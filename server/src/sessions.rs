@@ -1,6 +1,6 @@
 //! In-memory per-session state of OMA-DM sessions: the last answered message (so a
 //! message resent after a dropped connection gets the same answer instead of being
-//! processed twice) and large objects being reassembled ([`crate::reassembly`]).
+//! processed twice) and large objects being reassembled ([`crate::protocol::reassembly`]).
 
 use std::collections::HashMap;
 
@@ -29,7 +29,7 @@ pub struct Sessions {
     /// The last message of each session.
     last: Mutex<Generations>,
     /// Large objects being reassembled.
-    pub chunks: crate::reassembly::Reassembly,
+    pub chunks: crate::protocol::reassembly::Reassembly,
 }
 
 /// A session's last answered message.
