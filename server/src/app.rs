@@ -126,7 +126,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
 }
 
-/// The listener's limits on connections ([`crate::conn`]).
+/// The listener's limits on connections ([`crate::http::conn`]).
 struct ConnLimits {
     deadlines: crate::http::conn::Deadlines,
     /// One permit per open connection (`--max-connections`); None: no cap.

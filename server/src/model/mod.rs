@@ -15,7 +15,7 @@ pub use profile::{
 pub use records::{
     AnsweredCommand, CertEnrollment, CertIdentity, CommandResult, CommandView, DeviceCommand,
     EnrollClaim, EnrollConflict, Enrollment, Host, HostRegistration, NewCommand, NewEnrollment,
-    QueuedCommand, RenewedCert, SentCommand,
+    QueuedCommand, RenewedCert, SentCommand, SignedCert,
 };
 pub use states::{
     AssignmentState, CertState, CommandState, EnrollmentState, ProfilePhase, ResponseKind,

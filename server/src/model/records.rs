@@ -42,6 +42,16 @@ pub struct NewEnrollment {
     pub public_key_sha256: String,
 }
 
+/// A certificate the identity CA signed, as recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedCert<'a> {
+    /// Serial number, lowercase hex.
+    pub serial: &'a str,
+    pub thumbprint: &'a str,
+    /// notAfter, RFC 3339.
+    pub not_after: &'a str,
+}
+
 /// A renewed certificate to record.
 #[derive(Debug, Clone, Copy)]
 pub struct RenewedCert<'a> {

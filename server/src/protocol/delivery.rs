@@ -145,7 +145,10 @@ mod tests {
             verb: Verb::Exec,
             target: "./Vendor/MSFT/DMClient/Provider/P/Unenroll".into(),
         });
-        assert!(acknowledges_unenroll(&work(status("200")), std::slice::from_ref(&exec)));
+        assert!(acknowledges_unenroll(
+            &work(status("200")),
+            std::slice::from_ref(&exec)
+        ));
         assert!(!acknowledges_unenroll(&work(status("500")), &[exec]));
         let get = Some(AnsweredCommand {
             verb: Verb::Get,

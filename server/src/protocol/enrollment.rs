@@ -2,12 +2,10 @@
 //! Issue and Renew requests go on, what the one-device rules are asked, what a refusal
 //! tells Windows, and what an enrollment records.
 
-use time::format_description::well_known::Rfc3339;
-
-use crate::ca::IssuedCert;
 use crate::csr::Csr;
 use crate::model::{
     CertEnrollment, EnrollClaim, EnrollConflict, Enrollment, EnrollmentState, Host, NewEnrollment,
+    SignedCert,
 };
 use crate::soap::{Fault, FaultSubcode};
 use crate::wstep::{RstRequest, REQUEST_TYPE_ISSUE, VALUE_TYPE_PKCS10};
@@ -130,7 +128,7 @@ pub fn new_enrollment(
     rst: &RstRequest,
     host: &Host,
     device_id: &str,
-    issued: &IssuedCert,
+    issued: SignedCert<'_>,
     csr: &Csr,
 ) -> NewEnrollment {
     NewEnrollment {
@@ -142,16 +140,11 @@ pub fn new_enrollment(
         enrollment_type: rst.context("EnrollmentType").unwrap_or("").to_string(),
         // The UPN the device enrolled with, when it sent one; else empty.
         upn: rst.context("UPN").unwrap_or("").to_string(),
-        cert_serial: issued.serial.clone(),
-        cert_thumbprint: issued.thumbprint.clone(),
-        cert_not_after: not_after(issued),
+        cert_serial: issued.serial.to_string(),
+        cert_thumbprint: issued.thumbprint.to_string(),
+        cert_not_after: issued.not_after.to_string(),
         public_key_sha256: csr.key_fingerprint(),
     }
-}
-
-/// A signed certificate's notAfter as stored (RFC 3339).
-pub fn not_after(issued: &IssuedCert) -> String {
-    issued.not_after.format(&Rfc3339).unwrap_or_default()
 }
 
 /// The certificate that authenticates a renewal: the TLS client certificate, or the

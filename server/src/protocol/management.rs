@@ -41,7 +41,7 @@ pub enum Read<'c> {
     /// The command is answered.
     Done,
     /// A first large-object chunk: read it again with the command this UUID names, if
-    /// it was sent to the device ([`crate::store::Store::sent_command`]).
+    /// it was sent to the device (the store's `sent_command`).
     NeedsSentCommand(&'c str),
 }
 

@@ -4,8 +4,10 @@
 //! [`crate::protocol::enrollment`]; the answer is the RSTRC envelope or a fault.
 
 use crate::error::ServerError;
-use crate::model::RenewedCert;
+use crate::model::{RenewedCert, SignedCert};
 use crate::paths::MANAGEMENT_PATH;
+use time::format_description::well_known::Rfc3339;
+
 use crate::protocol::enrollment as decide;
 use crate::soap::{Fault, FaultSubcode, Request};
 use crate::state::AppState;
@@ -54,7 +56,13 @@ pub async fn issue(
             Fault::new(FaultSubcode::EnrollmentServer, "certificate signing failed")
                 .relating_to(mid)
         })?;
-    let record = decide::new_enrollment(rst, &host, &device_id, &issued, &csr);
+    let not_after = issued.not_after.format(&Rfc3339).unwrap_or_default();
+    let signed = SignedCert {
+        serial: &issued.serial,
+        thumbprint: &issued.thumbprint,
+        not_after: &not_after,
+    };
+    let record = decide::new_enrollment(rst, &host, &device_id, signed, &csr);
     let (device_name, upn) = (record.device_name.clone(), record.upn.clone());
     match state.store.record_enrollment(record, claim).await {
         Ok(None) => {}
@@ -159,7 +167,7 @@ pub async fn renew(
                 "certificate signing failed".into(),
             )
         })?;
-    let not_after = decide::not_after(&issued);
+    let not_after = issued.not_after.format(&Rfc3339).unwrap_or_default();
     let recorded = state
         .store
         .renew_certificate(

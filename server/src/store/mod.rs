@@ -34,6 +34,12 @@ pub use crate::clock::{now, unix_now};
 pub use crate::model::{CommandResult, DeviceCommand};
 pub use postgres::create_scratch_postgres_database;
 
+impl From<sqlx::Error> for ServerError {
+    fn from(e: sqlx::Error) -> Self {
+        ServerError::Db(Box::new(e))
+    }
+}
+
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
