@@ -8,8 +8,12 @@ use axum::body::Bytes;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// (DeviceID, SessionID).
-pub type SessionKey = (String, String);
+/// An OMA-DM session: the device and its SessionID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub device_id: String,
+    pub session_id: String,
+}
 
 /// Sessions idle longer than this are forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(3600);
@@ -130,7 +134,10 @@ mod tests {
     use super::*;
 
     fn key(i: usize) -> SessionKey {
-        (format!("device-{i}"), "1".to_string())
+        SessionKey {
+            device_id: format!("device-{i}"),
+            session_id: "1".to_string(),
+        }
     }
 
     #[test]

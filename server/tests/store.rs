@@ -6,7 +6,7 @@ use winmdm_server::config::SqliteSynchronous;
 use winmdm_server::model::{
     AssignmentState, CommandState, Delivery, EnrollClaim, EnrollConflict, EnrollmentState,
     HostRegistration, ItemCommand, MessageWork, NewCommand, NewEnrollment, ProfileItem,
-    ProfilePhase, RenewedCert, ResponseKind, ResponseRecord, Verb,
+    ProfilePhase, ReadBack, RenewedCert, ResponseKind, ResponseRecord, Verb,
 };
 use winmdm_server::store::{Backend, Store};
 
@@ -500,7 +500,14 @@ async fn a_profile_assignment_moves_through_its_states(store: Store) {
         body_xml: get("./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera"),
     };
     store
-        .verify_assignment("cam", DEVICE, &[(0, get)])
+        .verify_assignment(
+            "cam",
+            DEVICE,
+            &[ReadBack {
+                item: 0,
+                command: get,
+            }],
+        )
         .await
         .expect("verify");
     let open = store.open_assignments(DEVICE).await.expect("open");

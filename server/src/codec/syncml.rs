@@ -276,8 +276,10 @@ fn assign_cmd_ids(doc: &roxmltree::Document<'_>, cmd: roxmltree::Node<'_, '_>) -
             let name = c.tag_name().name();
             if name == "CmdID" {
                 edits.push((c.range().start, c.range().len(), String::new()));
-            } else if matches!(node.tag_name().name(), "Atomic" | "Sequence")
-                && name.parse::<Verb>().is_ok_and(Verb::nestable)
+            } else if matches!(
+                node.tag_name().name().parse(),
+                Ok(Verb::Atomic | Verb::Sequence)
+            ) && name.parse::<Verb>().is_ok_and(Verb::nestable)
             {
                 nested += 1;
                 stack.push((c, format!("{CMD_ID_PLACEHOLDER}.{nested}")));

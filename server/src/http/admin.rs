@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::respond::{json_error, parse_json};
-use crate::model::{EnrollmentState, NewCommand};
+use crate::model::{EnrollmentState, NewCommand, Verb};
 use crate::secret::constant_time_eq;
 use crate::service::profiles::{AssignOutcome, SaveOutcome};
 use crate::state::AppState;
@@ -212,7 +212,7 @@ pub async fn unenroll_device(
         state.config.provider_id
     );
     let built = crate::syncml::build_command(
-        "Exec",
+        Verb::Exec.as_str(),
         &target,
         Some("chr"),
         Some("text/plain"),

@@ -19,7 +19,7 @@ use crate::error::ServerError;
 use crate::model::EnrollmentState;
 use crate::paths::MANAGEMENT_PATH;
 use crate::protocol::management::{check_header, Exchange, Next, Read, Refusal};
-use crate::sessions::Replay;
+use crate::sessions::{Replay, SessionKey};
 use crate::state::{AppState, PeerCertificate};
 use crate::syncml;
 
@@ -68,7 +68,10 @@ pub async fn session(
     let device_id = &identity.device_id;
     // A message resent after a dropped connection gets the answer it got the first
     // time; it is not processed twice.
-    let session_key = (device_id.clone(), msg.hdr.session_id.clone());
+    let session_key = SessionKey {
+        device_id: device_id.clone(),
+        session_id: msg.hdr.session_id.clone(),
+    };
     let digest: [u8; 32] = Sha256::digest(body.as_bytes()).into();
     match state
         .sessions

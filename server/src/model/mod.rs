@@ -10,7 +10,7 @@ mod verb;
 pub use message::{Delivery, MessageOutcome, MessageWork, ResponseRecord};
 pub use profile::{
     AssignmentStep, AssignmentView, ItemCommand, OpenAssignment, ProfileItem, ProfileView,
-    TrackedCommand,
+    ReadBack, TrackedCommand,
 };
 pub use records::{
     AnsweredCommand, CertEnrollment, CertIdentity, CommandResult, CommandView, DeviceCommand,

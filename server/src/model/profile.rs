@@ -77,14 +77,21 @@ pub struct TrackedCommand {
     pub results: Option<String>,
 }
 
+/// A read-back Get of an assignment and the item it reads.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    /// Index of the item in the profile.
+    pub item: usize,
+    pub command: ItemCommand,
+}
+
 /// The next step of an open assignment, decided by `core::profiles::advance`.
 #[derive(Debug, Clone)]
 pub enum AssignmentStep {
     /// Nothing to do yet: commands are still unanswered.
     Wait,
-    /// Every apply command succeeded: queue these read-back Gets (item index, command)
-    /// and move to `verifying`.
-    Verify(Vec<(usize, ItemCommand)>),
+    /// Every apply command succeeded: queue these read-back Gets and move to `verifying`.
+    Verify(Vec<ReadBack>),
     /// Done: `verified`, or `failed` with what went wrong.
     Finish(AssignmentState, String),
 }

@@ -5,7 +5,7 @@
 
 use quick_xml::escape::escape;
 
-use super::reassembly::{self, ChunkOp, Pending, Reassembly};
+use super::reassembly::{self, ChunkKey, ChunkOp, Pending, Reassembly};
 use crate::model::{
     Delivery, MessageOutcome, MessageWork, QueuedCommand, ResponseKind, ResponseRecord,
     SentCommand, Verb,
@@ -192,7 +192,7 @@ impl<'m> Exchange<'m> {
 }
 
 fn response_record(cmd_ref: &str, cmd: &ClientCommand) -> ResponseRecord {
-    let kind = if cmd.verb == "Status" {
+    let kind = if cmd.kind() == Some(Verb::Status) {
         ResponseKind::Status
     } else {
         ResponseKind::Results
@@ -294,13 +294,7 @@ fn results<'c>(
         return Ok((200, None));
     };
     let items = cmd.result_items();
-    let key = |item: &ResultItem| {
-        (
-            device_id.to_string(),
-            cmd_ref.to_string(),
-            item.loc_uri.clone(),
-        )
-    };
+    let key = |item: &ResultItem| ChunkKey::new(device_id, cmd_ref, item.loc_uri.as_str());
     if let Some(item) = items.iter().find(|i| i.more_data) {
         // Keys are charged against the bounds, but refused outright when long: a
         // CmdRef we send is short (a command's ID, `.n` added when nested), so a longer one answers nothing we

@@ -7,7 +7,7 @@
 
 use crate::model::{
     AssignmentState, AssignmentStep, CommandState, ItemCommand, OpenAssignment, ProfileItem,
-    ProfilePhase, Verb,
+    ProfilePhase, ReadBack, Verb,
 };
 use crate::syncml;
 
@@ -51,7 +51,13 @@ pub fn item_command(item: &ProfileItem) -> Result<ItemCommand, String> {
 
 /// The Get that reads an item's applied value back.
 pub fn readback_command(item: &ProfileItem) -> Result<ItemCommand, String> {
-    let raw = syncml::build_command("Get", &item.readback_target(), None, None, None)?;
+    let raw = syncml::build_command(
+        Verb::Get.as_str(),
+        &item.readback_target(),
+        None,
+        None,
+        None,
+    )?;
     let (verb, target, body_xml) = syncml::normalise_command(&raw)?;
     Ok(ItemCommand {
         verb,
@@ -111,7 +117,12 @@ pub fn advance(a: &OpenAssignment) -> Result<AssignmentStep, String> {
             .items
             .iter()
             .enumerate()
-            .map(|(i, item)| Ok((i, readback_command(item)?)))
+            .map(|(i, item)| {
+                Ok(ReadBack {
+                    item: i,
+                    command: readback_command(item)?,
+                })
+            })
             .collect::<Result<_, String>>()?;
         return Ok(AssignmentStep::Verify(gets));
     }
@@ -202,9 +213,9 @@ mod tests {
         match advance(&assignment(Pending, vec![ok.clone()])) {
             Ok(AssignmentStep::Verify(gets)) => {
                 assert_eq!(gets.len(), 1);
-                assert_eq!(gets[0].1.verb, Verb::Get);
+                assert_eq!(gets[0].command.verb, Verb::Get);
                 assert_eq!(
-                    gets[0].1.target,
+                    gets[0].command.target,
                     "./Device/Vendor/MSFT/Policy/Result/Camera/AllowCamera"
                 );
             }

@@ -13,8 +13,28 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A large object being reassembled: (DeviceID, CmdRef, LocURI).
-pub type ChunkKey = (String, String, String);
+/// A large object being reassembled: the device, the command its Results answer, and
+/// the node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChunkKey {
+    pub device_id: String,
+    pub cmd_ref: String,
+    pub loc_uri: String,
+}
+
+impl ChunkKey {
+    pub fn new(
+        device_id: impl Into<String>,
+        cmd_ref: impl Into<String>,
+        loc_uri: impl Into<String>,
+    ) -> Self {
+        ChunkKey {
+            device_id: device_id.into(),
+            cmd_ref: cmd_ref.into(),
+            loc_uri: loc_uri.into(),
+        }
+    }
+}
 
 /// Largest large object reassembled from chunks, in bytes.
 pub const MAX_LARGE_OBJECT: usize = 16 * 1024 * 1024;
@@ -37,12 +57,12 @@ const MAX_TOMBSTONES: usize = 65_536;
 
 /// Whether the CmdRef and LocURI of `key` are short enough to be buffered.
 pub fn key_acceptable(key: &ChunkKey) -> bool {
-    key.1.len() <= MAX_KEY_PART && key.2.len() <= MAX_KEY_PART
+    key.cmd_ref.len() <= MAX_KEY_PART && key.loc_uri.len() <= MAX_KEY_PART
 }
 
 /// Bytes charged for holding `key` (a buffer's or a tombstone's), data not included.
 fn key_cost(key: &ChunkKey) -> usize {
-    key.0.len() + key.1.len() + key.2.len() + OVERHEAD
+    key.device_id.len() + key.cmd_ref.len() + key.loc_uri.len() + OVERHEAD
 }
 
 /// The bounds of [`Reassembly`].
@@ -125,13 +145,13 @@ impl State {
 
     fn remove(&mut self, key: &ChunkKey) -> Option<Buffer> {
         let b = self.buffers.remove(key)?;
-        self.uncharge(&key.0, key_cost(key) + b.data.len());
+        self.uncharge(&key.device_id, key_cost(key) + b.data.len());
         Some(b)
     }
 
     fn forget_tombstone(&mut self, key: &ChunkKey) {
         if self.tombstones.remove(key).is_some() {
-            self.uncharge(&key.0, key_cost(key));
+            self.uncharge(&key.device_id, key_cost(key));
         }
     }
 
@@ -143,12 +163,12 @@ impl State {
         if self.tombstones.contains_key(&key)
             || !key_acceptable(&key)
             || self.tombstones.len() >= MAX_TOMBSTONES
-            || self.device(&key.0) + cost > l.device
+            || self.device(&key.device_id) + cost > l.device
             || self.total + cost > l.total
         {
             return;
         }
-        self.charge(&key.0, cost);
+        self.charge(&key.device_id, cost);
         self.tombstones.insert(key, now);
     }
 
@@ -186,12 +206,12 @@ impl State {
             return;
         }
         if !key_acceptable(&key) {
-            tracing::info!(device_id = %key.0, "large object refused: CmdRef or LocURI too long");
+            tracing::info!(device_id = %key.device_id, "large object refused: CmdRef or LocURI too long");
             return;
         }
         let (added, held) = self.added(&key, data.len());
-        if held > l.object || self.device(&key.0) + added > l.device || added > l.total {
-            tracing::info!(device_id = %key.0, cmd_ref = %key.1, "large object refused: over the reassembly limits");
+        if held > l.object || self.device(&key.device_id) + added > l.device || added > l.total {
+            tracing::info!(device_id = %key.device_id, cmd_ref = %key.cmd_ref, "large object refused: over the reassembly limits");
             self.tombstone(key, now, l);
             return;
         }
@@ -203,17 +223,17 @@ impl State {
                 .map(|(k, _)| k.clone())
             else {
                 // Only tombstones left: refuse the new object rather than exceed.
-                tracing::warn!(device_id = %key.0, cmd_ref = %key.1, "large object refused: reassembly memory full");
+                tracing::warn!(device_id = %key.device_id, cmd_ref = %key.cmd_ref, "large object refused: reassembly memory full");
                 self.tombstone(key, now, l);
                 return;
             };
-            tracing::warn!(device_id = %oldest.0, cmd_ref = %oldest.1, "large object evicted: reassembly memory full");
+            tracing::warn!(device_id = %oldest.device_id, cmd_ref = %oldest.cmd_ref, "large object evicted: reassembly memory full");
             self.tombstone(oldest.clone(), now, l);
             if oldest == key {
                 return;
             }
         }
-        self.charge(&key.0, added);
+        self.charge(&key.device_id, added);
         let buffer = self.buffers.entry(key).or_insert(Buffer {
             updated: now,
             data: String::new(),
@@ -282,7 +302,7 @@ impl Reassembly {
         let (added, held) = s.added(key, len);
         key_acceptable(key)
             && held <= self.limits.object
-            && s.device(&key.0) + added <= self.limits.device
+            && s.device(&key.device_id) + added <= self.limits.device
             && added <= self.limits.total
     }
 
@@ -327,7 +347,7 @@ mod tests {
     use super::*;
 
     fn key(device: &str, cmd: &str) -> ChunkKey {
-        (device.into(), cmd.into(), "./Vendor/MSFT/Big".into())
+        ChunkKey::new(device, cmd, "./Vendor/MSFT/Big")
     }
 
     fn small() -> Reassembly {
@@ -432,8 +452,8 @@ mod tests {
             ..Limits::default()
         });
         let long = |n: u32| -> ChunkKey {
-            (
-                "a".into(),
+            ChunkKey::new(
+                "a",
                 n.to_string(),
                 format!("./Vendor/MSFT/Big/{n}/{}", "p".repeat(900)),
             )
@@ -455,8 +475,8 @@ mod tests {
     #[test]
     fn an_over_long_cmd_ref_or_loc_uri_opens_no_buffer() {
         let r = Reassembly::default();
-        let loc = ("a".into(), "1".into(), "L".repeat(MAX_KEY_PART + 1));
-        let cmd = ("a".into(), "C".repeat(MAX_KEY_PART + 1), "./Big".into());
+        let loc = ChunkKey::new("a", "1", "L".repeat(MAX_KEY_PART + 1));
+        let cmd = ChunkKey::new("a", "C".repeat(MAX_KEY_PART + 1), "./Big");
         for k in [loc, cmd] {
             assert!(!key_acceptable(&k));
             assert!(!r.fits(&k, 1));
@@ -465,8 +485,8 @@ mod tests {
             assert_eq!(r.pending(&k), Pending::None);
             assert_eq!(r.held("a"), (0, 0));
         }
-        assert!(key_acceptable(&(
-            "a".into(),
+        assert!(key_acceptable(&ChunkKey::new(
+            "a",
             "C".repeat(MAX_KEY_PART),
             "L".repeat(MAX_KEY_PART)
         )));

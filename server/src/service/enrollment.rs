@@ -117,13 +117,13 @@ pub async fn renew(
         .and_then(|s| s.certificates.first())
         .map(Vec::as_slice);
     let cert = decide::renewal_signer(presented, carried, mid)?;
-    let (serial, _) = state
+    let signer = state
         .ca
         .verify_issued(cert)
         .map_err(|e| fault(FaultSubcode::Authentication, e.to_string()))?;
     let found = state
         .store
-        .enrollment_by_cert_serial(&serial)
+        .enrollment_by_cert_serial(&signer.serial)
         .await
         .map_err(storage_fault("renewal", mid))?;
     let enrollment = decide::renewable(found, mid)?;

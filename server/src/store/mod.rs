@@ -26,7 +26,7 @@ use crate::model::{
     AssignmentState, CertEnrollment, CertIdentity, CommandView, Delivery, EnrollClaim,
     EnrollConflict, Enrollment, EnrollmentState, Host, HostRegistration, ItemCommand,
     MessageOutcome, MessageWork, NewCommand, NewEnrollment, OpenAssignment, ProfileItem,
-    ProfileView, QueuedCommand, RenewedCert, SentCommand,
+    ProfileView, QueuedCommand, ReadBack, RenewedCert, SentCommand,
 };
 
 pub use crate::clock::{now, unix_now};
@@ -435,13 +435,13 @@ impl Store {
         portable::profiles::open(&self.pool, device_id).await
     }
 
-    /// Queues the read-back Gets of an assignment (item index, command) and moves it to
+    /// Queues the read-back Gets of an assignment and moves it to
     /// `verifying`, in one transaction.
     pub async fn verify_assignment(
         &self,
         name: &str,
         device_id: &str,
-        gets: &[(usize, ItemCommand)],
+        gets: &[ReadBack],
     ) -> Result<(), ServerError> {
         let mut tx = self.begin_write().await?;
         portable::profiles::queue_verification(&mut tx, name, device_id, gets).await?;

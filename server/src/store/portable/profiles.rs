@@ -9,7 +9,7 @@ use crate::clock::now;
 use crate::error::ServerError;
 use crate::model::{
     AssignmentState, AssignmentView, ItemCommand, NewCommand, OpenAssignment, ProfileItem,
-    ProfilePhase, ProfileView, TrackedCommand,
+    ProfilePhase, ProfileView, ReadBack, TrackedCommand,
 };
 
 pub async fn save(pool: &AnyPool, name: &str, items: &[ProfileItem]) -> Result<(), ServerError> {
@@ -92,10 +92,18 @@ pub async fn queue_verification(
     conn: &mut AnyConnection,
     name: &str,
     device_id: &str,
-    gets: &[(usize, ItemCommand)],
+    gets: &[ReadBack],
 ) -> Result<(), ServerError> {
-    for (i, c) in gets {
-        queue(conn, name, device_id, ProfilePhase::Verify, *i, c).await?;
+    for g in gets {
+        queue(
+            conn,
+            name,
+            device_id,
+            ProfilePhase::Verify,
+            g.item,
+            &g.command,
+        )
+        .await?;
     }
     set_state(conn, name, device_id, AssignmentState::Verifying, "").await
 }
