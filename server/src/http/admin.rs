@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::respond::{json_error, parse_json};
-use crate::model::{EnrollmentState, NewCommand, Verb};
+use crate::model::{EnrollmentState, NewCommand};
 use crate::secret::constant_time_eq;
 use crate::service::profiles::{AssignOutcome, SaveOutcome};
 use crate::state::AppState;
@@ -207,22 +207,11 @@ pub async fn unenroll_device(
         Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no device {device_id:?}")),
         Err(e) => return storage_error(e),
     }
-    let target = format!(
-        "./Vendor/MSFT/DMClient/Provider/{}/Unenroll",
-        state.config.provider_id
-    );
-    let built = crate::syncml::build_command(
-        Verb::Exec.as_str(),
-        &target,
-        Some("chr"),
-        Some("text/plain"),
-        Some(&state.config.provider_id),
-    )
-    .and_then(|raw| crate::syncml::normalise_command(&raw));
-    let (verb, target, xml) = match built {
-        Ok(v) => v,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+    let (verb, target, xml) =
+        match crate::protocol::delivery::unenroll_command(&state.config.provider_id) {
+            Ok(v) => v,
+            Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
     let queued = state
         .store
         .request_unenroll(

@@ -29,6 +29,21 @@ pub fn is_unenroll_exec(verb: Verb, target: &str) -> bool {
     verb == Verb::Exec && target.contains("/DMClient/Provider/") && target.ends_with("/Unenroll")
 }
 
+/// The server's unenrollment command for provider `provider_id`, ready to queue:
+/// (verb, target, XML). An `Exec` on `./Vendor/MSFT/DMClient/Provider/<ProviderID>/Unenroll`
+/// with the ProviderID as data (DMClient CSP).
+pub fn unenroll_command(provider_id: &str) -> Result<(Verb, String, String), String> {
+    let target = format!("./Vendor/MSFT/DMClient/Provider/{provider_id}/Unenroll");
+    let raw = crate::syncml::build_command(
+        Verb::Exec.as_str(),
+        &target,
+        Some("chr"),
+        Some("text/plain"),
+        Some(provider_id),
+    )?;
+    crate::syncml::normalise_command(&raw)
+}
+
 /// Whether the message's answers include a 200 Status for the server's Unenroll Exec.
 pub fn acknowledges_unenroll(w: &MessageWork, answered: &[Option<AnsweredCommand>]) -> bool {
     w.responses.iter().zip(answered).any(|(r, known)| {
@@ -111,6 +126,18 @@ mod tests {
             fitting(&many, d(0, usize::MAX)).len(),
             MAX_COMMANDS_PER_MESSAGE
         );
+    }
+
+    #[test]
+    fn the_unenroll_command_is_recognised_as_ours() {
+        let (verb, target, xml) = unenroll_command("winmdm").expect("command");
+        assert!(is_unenroll_exec(verb, &target));
+        assert!(xml.contains("<Data>winmdm</Data>"), "{xml}");
+        assert!(!is_unenroll_exec(Verb::Get, &target));
+        assert!(!is_unenroll_exec(
+            verb,
+            "./Vendor/MSFT/DMClient/Provider/winmdm/Other"
+        ));
     }
 
     #[test]
