@@ -1,12 +1,11 @@
-//! Shared state, the router, and the HTTPS accept loop.
+//! The server: storage and key material opened, the router built, and the HTTPS accept
+//! loop with its connection limits.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -16,253 +15,13 @@ use tower::Service;
 
 use crate::ca::IdentityCa;
 use crate::config::Config;
-use crate::db::{Host, Store};
 use crate::error::ServerError;
 use crate::sessions::Sessions;
-use crate::soap::{Fault, FaultSubcode, Request};
+use crate::store::Store;
 
-pub const ORBIT_ENROLL_PATH: &str = "/api/fleet/orbit/enroll";
-pub const ORBIT_CONFIG_PATH: &str = "/api/fleet/orbit/config";
-pub const DISCOVERY_PATH: &str = "/api/mdm/microsoft/discovery";
-pub const POLICY_PATH: &str = "/api/mdm/microsoft/policy";
-pub const ENROLL_PATH: &str = "/api/mdm/microsoft/enroll";
-pub const MANAGEMENT_PATH: &str = "/api/mdm/microsoft/management";
-pub const AUTH_PATH: &str = "/api/mdm/microsoft/auth";
-
-/// Largest request body accepted on any route.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// The peer's IP address, for per-client rate limits.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub std::net::IpAddr);
-
-/// The client certificate presented on this connection (DER), if any.
-#[derive(Debug, Clone, Default)]
-pub struct PeerCertificate(pub Option<Arc<Vec<u8>>>, pub PeerVerification);
-
-/// The identity CA's verdict on a connection's client certificate, reached once per
-/// connection (the signature check is the costly part) and shared by its requests.
-#[derive(Debug, Clone, Default)]
-pub struct PeerVerification(
-    Arc<std::sync::OnceLock<Result<crate::ca::ClientCert, crate::ca::CertRejection>>>,
-);
-
-impl PeerCertificate {
-    /// The client certificate a connection presented (DER), not verified yet.
-    pub fn new(der: Option<Vec<u8>>) -> Self {
-        PeerCertificate(der.map(Arc::new), PeerVerification::default())
-    }
-
-    /// Verifies the certificate against `ca`: issuer, signature and EKU once per
-    /// connection, the validity period on every call.
-    pub fn verify(
-        &self,
-        ca: &IdentityCa,
-    ) -> Option<Result<&crate::ca::ClientCert, crate::ca::CertRejection>> {
-        let der = self.0.as_deref()?;
-        let issued = self.1 .0.get_or_init(|| ca.verify_issuer(der));
-        Some(issued.as_ref().map_err(|e| *e).and_then(|c| {
-            c.check_validity(crate::db::unix_now())?;
-            Ok(c)
-        }))
-    }
-}
-
-/// State shared by every handler.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
-    pub ca: IdentityCa,
-    pub public_url: String,
-    pub sessions: Sessions,
-    pub rate_limiter: crate::guards::RateLimiter,
-}
-
-impl AppState {
-    /// Absolute URL of a path on this server, as devices reach it.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.public_url)
-    }
-
-    /// Whether the host's node key has outlived `--node-key-ttl-secs`.
-    pub fn node_key_expired(&self, host: &Host) -> bool {
-        let ttl = self.config.node_key_ttl_secs;
-        ttl > 0 && crate::db::unix_now().saturating_sub(host.node_key_issued_unix) > ttl as i64
-    }
-
-    /// Whether `username`/`password` is one of the `--enroll-user` accounts.
-    pub fn user_password_ok(&self, username: &str, password: &str) -> bool {
-        let presented = format!("{username}:{password}");
-        self.config.enroll_users.iter().fold(false, |ok, u| {
-            crate::orbit::constant_time_eq(u.as_bytes(), presented.as_bytes()) | ok
-        })
-    }
-
-    /// The host standing for an enrollment user (no Orbit agent): created on first use,
-    /// with a fresh node key, which is returned (the federated page hands it out).
-    pub async fn user_host(
-        &self,
-        username: &str,
-    ) -> Result<(Host, String), crate::error::ServerError> {
-        let node_key = hex::encode(rand::random::<[u8; 24]>());
-        let hash = crate::orbit::hash_node_key(&node_key);
-        self.store
-            .upsert_host(
-                &format!("{}{username}", crate::enroll::USER_HOST_PREFIX),
-                "",
-                username,
-                "user",
-                &hash,
-            )
-            .await?;
-        let host = self
-            .store
-            .host_by_node_key_hash(&hash)
-            .await?
-            .ok_or_else(|| crate::error::ServerError::Config("user host vanished".into()))?;
-        Ok((host, node_key))
-    }
-
-    /// Resolves the DeviceEnrollmentUserToken of a policy or enroll request to the host
-    /// whose node key it is (MS-MDE2 §3.2.4.1); anything else is an Authentication fault.
-    pub async fn authenticate_token(&self, req: &Request<'_, '_>) -> Result<Host, Fault> {
-        let mid = req.message_id.as_deref();
-        if let Some((username, password)) = crate::soap::username_token(req) {
-            if self.config.enroll_users.is_empty() {
-                return Err(Fault::new(
-                    FaultSubcode::Authentication,
-                    "UsernameToken authentication is not offered by this server; use the DeviceEnrollmentUserToken",
-                )
-                .relating_to(mid));
-            }
-            if !self.user_password_ok(&username, &password) {
-                return Err(Fault::new(
-                    FaultSubcode::Authentication,
-                    "invalid user name or password",
-                )
-                .relating_to(mid));
-            }
-            return self
-                .user_host(&username)
-                .await
-                .map(|(h, _)| h)
-                .map_err(|e| {
-                    tracing::error!(error = %e, "user host");
-                    Fault::new(FaultSubcode::EnrollmentServer, "storage failure").relating_to(mid)
-                });
-        }
-        let token = crate::soap::user_token(req)?;
-        match self
-            .store
-            .host_by_node_key_hash(&crate::orbit::hash_node_key(&token))
-            .await
-        {
-            Ok(Some(host)) if self.node_key_expired(&host) => Err(Fault::new(
-                FaultSubcode::Authentication,
-                "the DeviceEnrollmentUserToken (node key) has expired; the agent must enroll again",
-            )
-            .relating_to(mid)),
-            Ok(Some(host)) => Ok(host),
-            Ok(None) => Err(Fault::new(
-                FaultSubcode::Authentication,
-                "the DeviceEnrollmentUserToken is not a node key issued by this server",
-            )
-            .relating_to(mid)),
-            Err(e) => {
-                tracing::error!(error = %e, "token lookup failed");
-                Err(Fault::new(FaultSubcode::EnrollmentServer, "storage failure").relating_to(mid))
-            }
-        }
-    }
-}
-
-/// The router with every route.
-pub fn router(state: Arc<AppState>) -> Router {
-    use crate::guards::{read_body_in_time, BodyDeadline};
-    use axum::middleware::{from_fn, from_fn_with_state};
-    let within = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
-    let body = BodyDeadline {
-        within,
-        limit: MAX_BODY_BYTES,
-    };
-    let device_body = BodyDeadline {
-        within,
-        limit: state.config.max_device_message_bytes,
-    };
-    let enrollment = Router::new()
-        .route(
-            DISCOVERY_PATH,
-            get(crate::discovery::probe).post(crate::discovery::discover),
-        )
-        .route(
-            crate::discovery::WINDOWS_DISCOVERY_PATH,
-            get(crate::discovery::probe).post(crate::discovery::discover),
-        )
-        .route(POLICY_PATH, post(crate::policy::get_policies))
-        .route(ENROLL_PATH, post(crate::enroll::request_security_token))
-        .route_layer(from_fn(crate::guards::require_soap))
-        .route(ORBIT_ENROLL_PATH, post(crate::orbit::enroll))
-        .route(
-            AUTH_PATH,
-            get(crate::federated::login_page).post(crate::federated::login),
-        )
-        .route_layer(from_fn_with_state(body, read_body_in_time))
-        .route_layer(from_fn_with_state(state.clone(), crate::guards::rate_limit));
-    // Windows ignores the MaxMsgSize the server announces ("Meta XML tag in SyncHdr is
-    // ignored by the device", Microsoft Learn, OMA DM protocol support), so device
-    // messages have their own, larger bound (413 above it); this route's limit replaces
-    // the general one below.
-    let management = Router::new()
-        .route(MANAGEMENT_PATH, post(crate::management::session))
-        .route_layer(from_fn_with_state(device_body, read_body_in_time))
-        .route_layer(from_fn(crate::guards::require_syncml))
-        // Outermost: no certificate, no body read.
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            crate::guards::require_client_certificate,
-        ))
-        .layer(DefaultBodyLimit::max(state.config.max_device_message_bytes));
-    let admin = Router::new()
-        .route("/api/v1/devices", get(crate::admin::list_devices))
-        .route(
-            "/api/v1/devices/{device_id}/commands",
-            post(crate::admin::queue_command),
-        )
-        .route(
-            "/api/v1/devices/{device_id}/unenroll",
-            post(crate::admin::unenroll_device),
-        )
-        .route(
-            "/api/v1/devices/{device_id}/release",
-            post(crate::admin::release_device),
-        )
-        .route("/api/v1/commands", post(crate::admin::queue_command_many))
-        .route("/api/v1/profiles", post(crate::admin::save_profile))
-        .route("/api/v1/profiles/{name}", get(crate::admin::get_profile))
-        .route(
-            "/api/v1/profiles/{name}/assign",
-            post(crate::admin::assign_profile),
-        )
-        .route(
-            "/api/v1/commands/{command_id}",
-            get(crate::admin::get_command).delete(crate::admin::cancel_command),
-        )
-        .route_layer(from_fn_with_state(body, read_body_in_time))
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            crate::admin::require_admin,
-        ));
-    let orbit_config = Router::new()
-        .route(ORBIT_CONFIG_PATH, post(crate::orbit::config))
-        .route_layer(from_fn_with_state(body, read_body_in_time));
-    Router::new()
-        .merge(enrollment)
-        .merge(management)
-        .merge(admin)
-        .merge(orbit_config)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
-}
+pub use crate::http::router;
+pub use crate::paths::*;
+pub use crate::state::{AppState, ClientAddr, PeerCertificate, PeerVerification};
 
 /// A started server.
 pub struct RunningServer {
@@ -297,7 +56,7 @@ pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppSt
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("winmdm.db").display()));
     let store = Store::open(&database_url, config.sqlite_synchronous).await?;
     let ca = IdentityCa::load_or_create(&config.data_dir)?;
-    let rate_limiter = crate::guards::RateLimiter::new(
+    let rate_limiter = crate::rate_limit::RateLimiter::new(
         f64::from(config.enroll_rate_per_client),
         f64::from(config.enroll_rate_global),
     );
@@ -335,7 +94,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let app = router(state.clone());
     let (tx, rx) = watch::channel(false);
     let limits = ConnLimits {
-        deadlines: crate::conn::Deadlines {
+        deadlines: crate::http::conn::Deadlines {
             header_read: Duration::from_secs(state.config.header_read_timeout_secs),
             idle: Duration::from_secs(state.config.idle_timeout_secs),
         },
@@ -347,7 +106,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             ))
         }),
-        log: Arc::new(crate::conn::PeerLog::default()),
+        log: Arc::new(crate::http::conn::PeerLog::default()),
     };
     let task = tokio::spawn(accept_loop(
         listener,
@@ -367,12 +126,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
 }
 
-/// The listener's limits on connections ([`crate::conn`]).
+/// The listener's limits on connections ([`crate::http::conn`]).
 struct ConnLimits {
-    deadlines: crate::conn::Deadlines,
+    deadlines: crate::http::conn::Deadlines,
     /// One permit per open connection (`--max-connections`); None: no cap.
     slots: Option<Arc<tokio::sync::Semaphore>>,
-    log: Arc<crate::conn::PeerLog>,
+    log: Arc<crate::http::conn::PeerLog>,
 }
 
 async fn accept_loop(
@@ -448,7 +207,7 @@ async fn accept_loop(
                     .and_then(|c| c.first())
                     .map(|c| c.to_vec()),
             );
-            let activity = Arc::new(crate::conn::Activity::default());
+            let activity = Arc::new(crate::http::conn::Activity::default());
             let requests = activity.clone();
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -463,7 +222,7 @@ async fn accept_loop(
                     }
                 },
             );
-            let io = crate::conn::Watched::new(tls, activity.clone());
+            let io = crate::http::conn::Watched::new(tls, activity.clone());
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(io), svc);
@@ -473,10 +232,10 @@ async fn accept_loop(
                     tracing::debug!(%peer_addr, error = %e, "connection ended with an error");
                 },
                 expired = activity.expired(deadlines) => match expired {
-                    crate::conn::Expired::Idle => {
+                    crate::http::conn::Expired::Idle => {
                         tracing::debug!(%peer_addr, "idle keep-alive connection closed");
                     }
-                    crate::conn::Expired::HeaderRead => {
+                    crate::http::conn::Expired::HeaderRead => {
                         if log.first_in_window(peer_addr.ip()) {
                             tracing::info!(%peer_addr, "connection closed: request headers not received in time (logged once a minute per address)");
                         }

@@ -174,12 +174,12 @@ impl IdentityCa {
         })
     }
 
-    /// Checks that `der` is a certificate this CA signed, valid now; returns its serial
-    /// (lowercase hex) and thumbprint. Which enrollment it belongs to is the caller's check.
-    pub fn verify_issued(&self, der: &[u8]) -> Result<(String, String), CertRejection> {
+    /// Checks that `der` is a certificate this CA signed, valid now. Which enrollment it
+    /// belongs to is the caller's check.
+    pub fn verify_issued(&self, der: &[u8]) -> Result<ClientCert, CertRejection> {
         let issued = self.verify_issuer(der)?;
-        issued.check_validity(crate::db::unix_now())?;
-        Ok((issued.serial, issued.thumbprint))
+        issued.check_validity(crate::clock::unix_now())?;
+        Ok(issued)
     }
 
     /// The time-independent half of [`IdentityCa::verify_issued`]: issuer, signature and

@@ -16,9 +16,10 @@ pub enum ServerError {
     Crypto(String),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// From the database driver (converted where the store calls it).
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    /// From the SQLite writer thread (`writer.rs`).
+    Db(Box<dyn std::error::Error + Send + Sync>),
+    /// From the SQLite writer thread (`store/sqlite/writer.rs`).
     #[error("database: {0}")]
     Storage(String),
 }

@@ -1,45 +1,52 @@
 //! winmdm-server: a Windows MDM server.
 //!
-//! One module per protocol step: [`orbit`] (agent enroll/config), [`discovery`]
-//! (MS-MDE2 §3.1), [`policy`] (MS-XCEP), [`enroll`] with [`csr`], [`ca`] and
-//! [`provisioning`] (MS-WSTEP), [`management`] with [`syncml`] (OMA-DM 1.2), plus the
-//! [`admin`] API, [`db`] storage and the [`app`] that wires them to HTTPS.
+//! Layers, from the wire inwards (docs/architecture.md draws them):
+//! - [`http`]: the router, one thin handler per route, guards, and [`app`], the HTTPS
+//!   accept loop;
+//! - [`service`]: the load-decide-store sequences handlers call (enrollment, profiles,
+//!   authentication);
+//! - [`protocol`]: the protocol core, plain functions over plain data deciding what an
+//!   OMA-DM message or an enrollment request means and what to answer (no I/O);
+//! - the codecs ([`codec`]): SOAP, SyncML, MS-WSTEP, MS-XCEP, discovery, PKCS#10, CMS
+//!   and the provisioning document, parsed and built without I/O;
+//! - [`store`]: every SQL statement, one facade over SQLite (with its writer thread) and
+//!   Postgres;
+//! - [`model`]: the states, verbs and records they all share.
+//!
+//! Beside them: [`state`] (what handlers share), [`sessions`] (replay records),
+//! [`ca`] and [`tls`] (key material), [`config`], [`paths`].
 
 // Handlers and their helpers return ready-made responses as errors (axum style).
 #![allow(clippy::result_large_err)]
 
-pub mod admin;
 pub mod app;
 pub mod ca;
+pub mod clock;
+pub mod codec;
 pub mod config;
-pub mod conn;
-pub mod csr;
-pub mod db;
-pub mod der;
-pub mod discovery;
-pub mod enroll;
-pub mod enroll_store;
 pub mod error;
-pub mod federated;
-pub mod guards;
-pub mod management;
-pub mod message_store;
-pub mod orbit;
-pub mod policy;
-pub mod profiles;
-pub mod provisioning;
-pub mod reassembly;
-pub mod renew;
+pub mod http;
+pub mod model;
+pub mod paths;
+pub mod protocol;
+pub mod rate_limit;
+pub mod secret;
+pub mod service;
 pub mod sessions;
-pub mod soap;
-pub mod syncml;
+pub mod state;
+pub mod store;
 pub mod tls;
-pub mod writer;
+
+pub use codec::{cms, csr, der, discovery, provisioning, soap, syncml, wstep, xcep};
+
+/// Names callers used before the modules were regrouped: `db` is the store, `renew` the
+/// CMS parser, `enroll` the MS-WSTEP codec, `policy` the MS-XCEP codec.
+pub use codec::{cms as renew, wstep as enroll, xcep as policy};
+pub use store as db;
 
 pub use app::{start, RunningServer};
 pub use config::Config;
 pub use error::ServerError;
-
 /// The `main` of a binary serving with the command line's flags until Ctrl-C: logs to
 /// stdout at `default_log` unless `RUST_LOG` says otherwise, and exits non-zero, naming
 /// `name`, on failure. (`winmdm serve` logs through the harness's own subscriber.)

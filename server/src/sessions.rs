@@ -1,6 +1,6 @@
 //! In-memory per-session state of OMA-DM sessions: the last answered message (so a
 //! message resent after a dropped connection gets the same answer instead of being
-//! processed twice) and large objects being reassembled ([`crate::reassembly`]).
+//! processed twice) and large objects being reassembled ([`crate::protocol::reassembly`]).
 
 use std::collections::HashMap;
 
@@ -8,8 +8,12 @@ use axum::body::Bytes;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// (DeviceID, SessionID).
-pub type SessionKey = (String, String);
+/// An OMA-DM session: the device and its SessionID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub device_id: String,
+    pub session_id: String,
+}
 
 /// Sessions idle longer than this are forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(3600);
@@ -29,7 +33,7 @@ pub struct Sessions {
     /// The last message of each session.
     last: Mutex<Generations>,
     /// Large objects being reassembled.
-    pub chunks: crate::reassembly::Reassembly,
+    pub chunks: crate::protocol::reassembly::Reassembly,
 }
 
 /// A session's last answered message.
@@ -130,7 +134,10 @@ mod tests {
     use super::*;
 
     fn key(i: usize) -> SessionKey {
-        (format!("device-{i}"), "1".to_string())
+        SessionKey {
+            device_id: format!("device-{i}"),
+            session_id: "1".to_string(),
+        }
     }
 
     #[test]

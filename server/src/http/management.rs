@@ -1,0 +1,168 @@
+//! `POST /api/mdm/microsoft/management`: OMA-DM sessions over mTLS (MS-MDM §3.1, OMA-DM 1.2).
+//!
+//! Each request is authenticated by the client certificate presented in the TLS
+//! handshake: it must be issued by the identity CA, valid now, belong to an active
+//! enrollment, and that enrollment's DeviceID must be the SyncHdr Source. What the
+//! message means and what to answer is [`crate::protocol::management`]; this handler
+//! parses, loads, stores and answers.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Extension;
+use sha2::{Digest, Sha256};
+
+use super::respond::{refuse, syncml_response};
+use crate::error::ServerError;
+use crate::model::EnrollmentState;
+use crate::paths::MANAGEMENT_PATH;
+use crate::protocol::management::{check_header, Exchange, Next, Read, Refusal};
+use crate::sessions::{Replay, SessionKey};
+use crate::state::{AppState, PeerCertificate};
+use crate::syncml;
+
+/// Handles one message of a management session.
+pub async fn session(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<PeerCertificate>,
+    body: String,
+) -> Response {
+    let serial = match peer.verify(&state.ca) {
+        None => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "a client certificate issued at enrollment is required",
+            )
+        }
+        Some(Err(e)) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
+        Some(Ok(c)) => c.serial.as_str(),
+    };
+    let identity = match state.store.cert_identity(serial).await {
+        Ok(Some(i)) if i.enrollment_state.is_active() => i,
+        Ok(_) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "client certificate does not belong to an active enrollment",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "management: storage failure");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
+        }
+    };
+    let doc = match crate::soap::parse_xml(&body) {
+        Ok(d) => d,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
+    };
+    let msg = match syncml::parse_client_message(&doc) {
+        Ok(m) => m,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("invalid SyncML: {e}")),
+    };
+    match check_header(&msg.hdr, &identity.device_id) {
+        Ok(()) => {}
+        Err(Refusal::Forbidden(why)) => return refuse(StatusCode::FORBIDDEN, why),
+        Err(Refusal::BadRequest(why)) => return refuse(StatusCode::BAD_REQUEST, why),
+    }
+    let device_id = &identity.device_id;
+    // A message resent after a dropped connection gets the answer it got the first
+    // time; it is not processed twice.
+    let session_key = SessionKey {
+        device_id: device_id.clone(),
+        session_id: msg.hdr.session_id.clone(),
+    };
+    let digest: [u8; 32] = Sha256::digest(body.as_bytes()).into();
+    match state
+        .sessions
+        .check_replay(&session_key, &msg.hdr.msg_id, &digest)
+    {
+        Replay::New => {}
+        Replay::Repeat(xml) => {
+            tracing::info!(%device_id, msg = %msg.hdr.msg_id, "resent message answered from the session record");
+            return syncml_response(xml);
+        }
+        Replay::Conflict => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "MsgID already used in this session for a different message",
+            )
+        }
+    }
+    // A message that could not be stored is answered 500 and not remembered: the device
+    // sends the package again instead of dropping its answers.
+    let xml = match process(&state, &msg, device_id, identity.current).await {
+        Ok(xml) => axum::body::Bytes::from(xml),
+        Err(e) => {
+            tracing::error!(%device_id, error = %e, "could not store the device's message");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage failure: the message was not stored; send it again",
+            );
+        }
+    };
+    state
+        .sessions
+        .remember(session_key, &msg.hdr.msg_id, digest, xml.clone());
+    syncml_response(xml)
+}
+
+/// Processes a message from an authenticated device and returns the server's answer;
+/// an error when the device's Status and Results could not be stored (none of them is).
+async fn process(
+    state: &AppState,
+    msg: &syncml::ClientMessage,
+    device_id: &str,
+    current_cert: bool,
+) -> Result<String, ServerError> {
+    let chunks = &state.sessions.chunks;
+    let mut exchange = Exchange::new(msg, &state.url(MANAGEMENT_PATH), state.config.max_msg_size);
+    for cmd in &msg.commands {
+        if let Read::NeedsSentCommand(command_uuid) = exchange.read(cmd, device_id, chunks, None) {
+            let sent = state.store.sent_command(device_id, command_uuid).await?;
+            exchange.read(cmd, device_id, chunks, Some(sent.as_ref()));
+        }
+    }
+    let work = exchange.work(
+        device_id,
+        current_cert,
+        i64::from(state.config.redeliver_after_secs),
+    );
+    let delivery = work.delivery;
+    // Nothing of the message is stored when this fails (one transaction).
+    let outcome = state.store.record_message(work).await?;
+    chunks.apply(exchange.take_chunk_ops());
+    if outcome.answered.iter().any(Option::is_none) {
+        tracing::debug!(%device_id, "response to a command not from the queue");
+    }
+    let commands = match exchange.next(delivery, outcome) {
+        Next::Unenrolled => {
+            tracing::info!(%device_id, "device unenrolled");
+            if let Err(e) = state
+                .store
+                .set_enrollment_state(device_id, EnrollmentState::Unenrolled)
+                .await
+            {
+                tracing::error!(error = %e, "could not record unenrollment");
+            }
+            return Ok(exchange.finish());
+        }
+        Next::AskForMore => return Ok(exchange.ask_for_more()),
+        Next::Send(commands) => commands,
+        Next::AdvanceProfiles(delivery) => {
+            if let Err(e) = crate::service::profiles::advance(&state.store, device_id).await {
+                tracing::error!(error = %e, "could not advance profile assignments");
+            }
+            state
+                .store
+                .deliver(device_id, delivery)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "management: could not claim commands");
+                    Vec::new()
+                })
+        }
+    };
+    tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = commands.len(), "management message");
+    Ok(exchange.finish_with(&commands))
+}

@@ -1,0 +1,106 @@
+//! The HTTP layer: one thin handler per route (parse, load, decide, store, answer),
+//! the guards in front of them, and the conversion of answers to responses
+//! ([`respond`]). Protocol decisions are in [`crate::protocol`], wire formats in the codecs,
+//! SQL in [`crate::store`].
+
+pub mod admin;
+pub mod conn;
+pub mod discovery;
+pub mod enroll;
+pub mod federated;
+pub mod guards;
+pub mod management;
+pub mod orbit;
+pub mod respond;
+pub mod xcep;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::paths::*;
+use crate::state::AppState;
+
+/// The router with every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
+    use guards::{read_body_in_time, BodyDeadline};
+    let within = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
+    let body = BodyDeadline {
+        within,
+        limit: MAX_BODY_BYTES,
+    };
+    let device_body = BodyDeadline {
+        within,
+        limit: state.config.max_device_message_bytes,
+    };
+    let enrollment = Router::new()
+        .route(
+            DISCOVERY_PATH,
+            get(discovery::probe).post(discovery::discover),
+        )
+        .route(
+            WINDOWS_DISCOVERY_PATH,
+            get(discovery::probe).post(discovery::discover),
+        )
+        .route(POLICY_PATH, post(xcep::get_policies))
+        .route(ENROLL_PATH, post(enroll::request_security_token))
+        .route_layer(from_fn(guards::require_soap))
+        .route(ORBIT_ENROLL_PATH, post(orbit::enroll))
+        .route(AUTH_PATH, get(federated::login_page).post(federated::login))
+        .route_layer(from_fn_with_state(body, read_body_in_time))
+        .route_layer(from_fn_with_state(state.clone(), guards::rate_limit));
+    // Windows ignores the MaxMsgSize the server announces ("Meta XML tag in SyncHdr is
+    // ignored by the device", Microsoft Learn, OMA DM protocol support), so device
+    // messages have their own, larger bound (413 above it); this route's limit replaces
+    // the general one below.
+    let management = Router::new()
+        .route(MANAGEMENT_PATH, post(management::session))
+        .route_layer(from_fn_with_state(device_body, read_body_in_time))
+        .route_layer(from_fn(guards::require_syncml))
+        // Outermost: no certificate, no body read.
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            guards::require_client_certificate,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.max_device_message_bytes));
+    let admin = Router::new()
+        .route("/api/v1/devices", get(admin::list_devices))
+        .route(
+            "/api/v1/devices/{device_id}/commands",
+            post(admin::queue_command),
+        )
+        .route(
+            "/api/v1/devices/{device_id}/unenroll",
+            post(admin::unenroll_device),
+        )
+        .route(
+            "/api/v1/devices/{device_id}/release",
+            post(admin::release_device),
+        )
+        .route("/api/v1/commands", post(admin::queue_command_many))
+        .route("/api/v1/profiles", post(admin::save_profile))
+        .route("/api/v1/profiles/{name}", get(admin::get_profile))
+        .route(
+            "/api/v1/profiles/{name}/assign",
+            post(admin::assign_profile),
+        )
+        .route(
+            "/api/v1/commands/{command_id}",
+            get(admin::get_command).delete(admin::cancel_command),
+        )
+        .route_layer(from_fn_with_state(body, read_body_in_time))
+        .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+    let orbit_config = Router::new()
+        .route(ORBIT_CONFIG_PATH, post(orbit::config))
+        .route_layer(from_fn_with_state(body, read_body_in_time));
+    Router::new()
+        .merge(enrollment)
+        .merge(management)
+        .merge(admin)
+        .merge(orbit_config)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

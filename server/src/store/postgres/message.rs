@@ -1,0 +1,205 @@
+//! The per-message steps on Postgres, in as few round trips as the SQL allows: the
+//! message's writes are one statement of data-modifying CTEs (a single statement is
+//! atomic), and the claim of commands is one `UPDATE ... RETURNING`.
+
+use sqlx::Row;
+
+use sqlx::AnyPool;
+
+use crate::clock::{now, unix_now};
+use crate::error::ServerError;
+use crate::model::{
+    AnsweredCommand, CertIdentity, Delivery, MessageOutcome, MessageWork, QueuedCommand,
+    SentCommand, Verb,
+};
+use crate::protocol::delivery::{cert_identity as identity, fitting, stored};
+use crate::store::portable::parsed;
+use crate::store::statements::{self as sql, placeholders};
+
+/// One message in at most four round trips: its writes (check-in, every Status and
+/// Results with the acknowledgements) are a single statement, atomic on its own; then
+/// the profile check, the command queue and the claim.
+pub async fn record_message(
+    pool: &AnyPool,
+    w: &MessageWork,
+) -> Result<MessageOutcome, ServerError> {
+    let (mut out, delivery) = stored(w, store_responses(pool, w).await?);
+    let Some(delivery) = delivery else {
+        return Ok(out);
+    };
+    if !w.responses.is_empty() {
+        let open: Option<i32> = sqlx::query_scalar(sql::OPEN_PROFILES)
+            .bind(&w.device_id)
+            .fetch_optional(pool)
+            .await?;
+        if open.is_some() {
+            out.profiles_open = true;
+            return Ok(out);
+        }
+    }
+    out.commands = Some(deliver(pool, &w.device_id, delivery).await?);
+    Ok(out)
+}
+
+pub async fn sent_command(
+    pool: &AnyPool,
+    device_id: &str,
+    command_uuid: &str,
+) -> Result<Option<SentCommand>, ServerError> {
+    let row: Option<(String, String)> = sqlx::query_as(sql::SENT_COMMAND)
+        .bind(command_uuid)
+        .bind(device_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(target, body_xml)| SentCommand { target, body_xml }))
+}
+
+/// Parameters per response in [`store_responses`]' VALUES rows.
+const RESPONSE_PARAMS: usize = 7;
+
+/// The message's writes as one statement of data-modifying CTEs; returns, per response,
+/// the answered command.
+async fn store_responses(
+    pool: &AnyPool,
+    w: &MessageWork,
+) -> Result<Vec<Option<AnsweredCommand>>, ServerError> {
+    if w.responses.is_empty() && !w.first_in_session {
+        return Ok(Vec::new());
+    }
+    let mut statement = String::from(
+        "WITH checkin AS (
+             UPDATE enrollments SET last_checkin_at = $3 WHERE device_id = $1 AND $4::boolean
+         ), retire AS (
+             UPDATE device_certs SET state = 'retired'
+             WHERE device_id = $1 AND state = 'retiring' AND $4::boolean AND $5::boolean
+         )",
+    );
+    if w.responses.is_empty() {
+        statement.push_str(" SELECT 0::bigint, '', '' WHERE false");
+    } else {
+        // Each parameter's type comes with its bound value (int8, text, bool).
+        let rows: Vec<String> = (0..w.responses.len())
+            .map(|i| {
+                format!(
+                    "({})",
+                    placeholders(6 + i * RESPONSE_PARAMS, RESPONSE_PARAMS)
+                )
+            })
+            .collect();
+        statement.push_str(&format!(
+            ", input (ord, command_uuid, msg_ref, kind, status_code, body_xml, acks) AS (VALUES {})
+             , known AS (
+                 SELECT i.*, c.verb, c.target FROM input i
+                 JOIN commands c ON c.command_uuid = i.command_uuid AND c.device_id = $1
+             ), stored AS (
+                 INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
+                 SELECT command_uuid, $1, $2, msg_ref, kind, status_code, body_xml, $3 FROM known ORDER BY ord
+             ), acked AS (
+                 UPDATE commands c SET state = 'acknowledged', status_code = k.status_code, acked_at = $3
+                 FROM known k WHERE c.command_uuid = k.command_uuid AND c.device_id = $1 AND k.acks
+             )
+             SELECT ord, verb, target FROM known",
+            rows.join(", ")
+        ));
+    }
+    let mut q = sqlx::query_as::<_, (i64, String, String)>(&statement)
+        .bind(&w.device_id)
+        .bind(&w.session_id)
+        .bind(now())
+        .bind(w.first_in_session)
+        .bind(w.current_cert);
+    for (i, r) in w.responses.iter().enumerate() {
+        q = q
+            .bind(i as i64)
+            .bind(r.command_uuid().to_string())
+            .bind(&r.msg_ref)
+            .bind(r.kind.as_str())
+            .bind(&r.status_code)
+            .bind(&r.body_xml)
+            .bind(r.acknowledges());
+    }
+    let found = q.fetch_all(pool).await?;
+    let mut answered = vec![None; w.responses.len()];
+    for (ord, verb, target) in found {
+        if let Some(slot) = usize::try_from(ord).ok().and_then(|i| answered.get_mut(i)) {
+            *slot = Some(AnsweredCommand {
+                verb: parsed(verb)?,
+                target,
+            });
+        }
+    }
+    Ok(answered)
+}
+
+/// Reads the deliverable commands and claims, in one UPDATE, those that fit.
+pub async fn deliver(
+    pool: &AnyPool,
+    device_id: &str,
+    d: Delivery,
+) -> Result<Vec<QueuedCommand>, ServerError> {
+    let now_unix = unix_now();
+    let stale = now_unix - d.redeliver_after_secs;
+    let rows = sqlx::query(sql::DELIVERABLE)
+        .bind(device_id)
+        .bind(stale)
+        .fetch_all(pool)
+        .await?;
+    let pending = rows
+        .iter()
+        .map(|r| {
+            Ok(QueuedCommand {
+                command_uuid: r.try_get("command_uuid")?,
+                verb: parsed::<Verb>(r.try_get("verb")?)?,
+                body_xml: r.try_get("body_xml")?,
+            })
+        })
+        .collect::<Result<Vec<_>, ServerError>>()?;
+    let take = fitting(&pending, d).len();
+    if take == 0 {
+        return Ok(Vec::new());
+    }
+    let claim = format!(
+        "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
+         WHERE device_id = $3 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $4))
+           AND command_uuid IN ({})
+         RETURNING command_uuid",
+        placeholders(5, take)
+    );
+    let mut q = sqlx::query_scalar::<_, String>(&claim)
+        .bind(now())
+        .bind(now_unix)
+        .bind(device_id)
+        .bind(stale);
+    for c in &pending[..take] {
+        q = q.bind(&c.command_uuid);
+    }
+    let claimed: Vec<String> = q.fetch_all(pool).await?;
+    // Concurrent sessions of one device may have taken some: keep the queue's order.
+    Ok(pending
+        .into_iter()
+        .take(take)
+        .filter(|c| claimed.contains(&c.command_uuid))
+        .collect())
+}
+
+/// The enrollment behind a certificate serial, in one query.
+pub async fn cert_identity(
+    pool: &AnyPool,
+    serial: &str,
+) -> Result<Option<CertIdentity>, ServerError> {
+    let row: Option<(String, String, Option<i64>, String)> = sqlx::query_as(sql::CERT_IDENTITY)
+        .bind(serial)
+        .fetch_optional(pool)
+        .await?;
+    Ok(
+        row.and_then(|(device_id, cert_state, retire_after, enrollment_state)| {
+            identity(
+                device_id,
+                &cert_state,
+                retire_after,
+                &enrollment_state,
+                unix_now(),
+            )
+        }),
+    )
+}
