@@ -640,7 +640,7 @@ fn device_and_legacy_paths_are_one_node_and_user_scope_is_apart() {
 
 #[test]
 fn policies_beyond_the_curated_table_come_from_the_catalogue() {
-    let n = fake_windows_client::policy::table().len();
+    let n = fake_windows_client::csp::policy::table().len();
     assert!(n > 2000, "{n}");
     let mut h = h();
     let cfg = "./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart";

@@ -1,5 +1,6 @@
-//! Commands on nodes of the CSPs the catalogue describes ([`crate::catalogue`]), answered as
-//! Windows does from the node's DDF: 404 for a node the DDF does not declare, 405 for a verb
+//! The catalogue-driven CSP: commands on nodes of every CSP the catalogue describes
+//! ([`crate::catalogue`]) and no file of its own overrides, answered as Windows does from
+//! the node's DDF: 404 for a node the DDF does not declare, 405 for a verb
 //! its AccessType lacks, 415 for a `Meta/Format` other than its DFFormat (as the Policy CSP
 //! does), 400 for a value outside its allowed values, 418 for Add of an existing node.
 //! Values written live in the [`NodeStore`]; Get-only nodes nobody wrote answer the DDF
@@ -16,8 +17,8 @@
 //! The device's build and edition come from its DevDetail `SwV` and DeviceStatus
 //! `OS/Edition` built-ins (the profile's `os_version` and `os_edition`).
 
+use super::{code, BuiltIns, GetResult, NodeStore, NodeValue};
 use crate::catalogue::{self, access, Catalogue, Node, Platform, Resolved};
-use crate::csp::{code, BuiltIns, GetResult, NodeStore, NodeValue};
 
 /// Whether a dynamic instance (or anything below it) is in the store or the built-ins.
 fn instance_exists(store: &NodeStore, builtins: &BuiltIns, inst: &str) -> bool {
@@ -265,6 +266,21 @@ pub fn replace(
     code::OK
 }
 
+/// Add (`replace == false`) or Replace.
+pub fn set(
+    store: &mut NodeStore,
+    builtins: &BuiltIns,
+    path: &str,
+    value: NodeValue,
+    replace_: bool,
+) -> u16 {
+    if replace_ {
+        replace(store, builtins, path, value)
+    } else {
+        add(store, builtins, path, value)
+    }
+}
+
 /// Delete: removes what was written at and below the node.
 pub fn delete(store: &mut NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     let cat = catalogue::get();
@@ -274,7 +290,7 @@ pub fn delete(store: &mut NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     if !node.allows(access::DELETE) {
         return code::NOT_ALLOWED;
     }
-    store.delete(builtins, path)
+    store.delete(path)
 }
 
 /// Exec: accepted on a node whose AccessType has Exec and whose instances exist.
@@ -283,5 +299,14 @@ pub fn exec(store: &NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     match permitted(cat, store, builtins, path, access::EXEC) {
         Ok(_) => code::OK,
         Err(c) => c,
+    }
+}
+
+/// Every CSP of the catalogue without a file of its own: the trait's default methods.
+pub struct Generic;
+
+impl super::Csp for Generic {
+    fn roots(&self) -> &'static [&'static str] {
+        &[]
     }
 }
