@@ -99,6 +99,30 @@ impl DeviceProfile {
             .with_edition("4")
     }
 
+    /// A Windows 11 23H2 Pro machine (build 22631): the [`DeviceProfile::random`] default.
+    pub fn windows11_22631_pro() -> Self {
+        Self::random()
+            .with_os_version("10.0.22631.2428")
+            .with_edition("48")
+    }
+
+    /// The names [`DeviceProfile::named`] knows, as scenario files write them.
+    pub const NAMES: &'static [&'static str] = &[
+        "windows10-19045-pro",
+        "windows11-22631-pro",
+        "windows11-26100-enterprise",
+    ];
+
+    /// A machine by profile name (one of [`DeviceProfile::NAMES`]).
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "windows10-19045-pro" => Some(Self::windows10_19045_pro()),
+            "windows11-22631-pro" => Some(Self::windows11_22631_pro()),
+            "windows11-26100-enterprise" => Some(Self::windows11_26100_enterprise()),
+            _ => None,
+        }
+    }
+
     /// OS platform name reported in DevDetail (edition 4 = Enterprise, 48 = Pro; builds
     /// from 22000 on are Windows 11).
     pub fn os_platform(&self) -> String {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use fake_windows_client::{DeviceProfile, DiscoverResult, EnrollmentPolicy, TlsOptions};
+use fake_windows_client::{DiscoverResult, EnrollmentPolicy, TlsOptions};
 
 use serde::Deserialize;
 
@@ -379,7 +379,7 @@ fn substitute_step(
 async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
     let started = Instant::now();
     let mut steps = Vec::new();
-    let setup = fake_windows_client::Device::new(DeviceProfile::random(), target.tls())
+    let setup = fake_windows_client::Device::new(scenario.device_profile(), target.tls())
         .and_then(|d| Ok((d, admin_client(target)?)));
     let (device, http) = match setup {
         Ok(v) => v,
