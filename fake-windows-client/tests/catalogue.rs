@@ -704,3 +704,47 @@ fn profile_values_have_the_format_the_ddf_declares() {
         assert_eq!(c.nodes[r.node].format, format, "{path}");
     }
 }
+
+#[test]
+fn admx_backed_policies_take_an_enabled_or_disabled_payload() {
+    let mut h = h();
+    let p = "./Device/Vendor/MSFT/Policy/Config/ActiveXControls/ApprovedInstallationSites";
+    let c = catalogue::get();
+    let node = &c.nodes[c
+        .resolve("./Vendor/MSFT/Policy/Config/ActiveXControls/ApprovedInstallationSites")
+        .expect("in the catalogue")
+        .node];
+    assert_eq!(
+        node.allowed,
+        catalogue::Allowed::Admx("ActiveXInstallService.admx".into())
+    );
+    h.expect(&[
+        (
+            "Replace",
+            p,
+            Some("chr"),
+            Some(r#"&lt;enabled/&gt;&lt;data id="ApprovedActiveXInstallSiteslist" value="https://contoso.com&amp;#xF000;2,1,0,0"/&gt;"#),
+            "200",
+        ),
+        ("Replace", p, Some("chr"), Some("&lt;disabled/&gt;"), "200"),
+        // Neither state, not XML, both states, a data element without value.
+        ("Replace", p, Some("chr"), Some("1"), "400"),
+        ("Replace", p, Some("chr"), Some("&lt;enabled&gt;"), "400"),
+        (
+            "Replace",
+            p,
+            Some("chr"),
+            Some("&lt;enabled/&gt;&lt;disabled/&gt;"),
+            "400",
+        ),
+        (
+            "Replace",
+            p,
+            Some("chr"),
+            Some(r#"&lt;enabled/&gt;&lt;data id="x"/&gt;"#),
+            "400",
+        ),
+        // The format ADMX pages require is chr.
+        ("Replace", p, Some("int"), Some("1"), "415"),
+    ]);
+}
