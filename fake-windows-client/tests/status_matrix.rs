@@ -28,6 +28,9 @@ const LEAVES: &[&str] = &[
     "./Vendor/MSFT/WindowsLicensing/DeviceLicensingService/LicenseType",
 ];
 
+/// Verb, LocURI, optional (format, data), expected status.
+type Case<'a> = (&'static str, &'a str, Option<(&'a str, &'a str)>, &'static str);
+
 /// (good value, other format, value outside the allowed ones) for a leaf.
 fn values(path: &str) -> (String, &'static str, String) {
     let c = catalogue::get();
@@ -69,7 +72,7 @@ fn each_status_code_on_nodes_of_ten_csps() {
         let csp = fake_windows_client::ddf::csp_of(leaf).to_string();
         let parent = leaf.rsplit_once('/').map_or(*leaf, |(p, _)| p);
         let missing = format!("{parent}/NoSuchNode");
-        let cases: [(&str, &str, Option<(&str, &str)>, &str); 6] = [
+        let cases: [Case; 6] = [
             ("Replace", leaf, Some((&format, &good)), "200"),
             ("Add", leaf, Some((&format, &good)), "418"),
             ("Replace", leaf, Some((other, &good)), "415"),
