@@ -29,7 +29,12 @@ const LEAVES: &[&str] = &[
 ];
 
 /// Verb, LocURI, optional (format, data), expected status.
-type Case<'a> = (&'static str, &'a str, Option<(&'a str, &'a str)>, &'static str);
+type Case<'a> = (
+    &'static str,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+    &'static str,
+);
 
 /// (good value, other format, value outside the allowed ones) for a leaf.
 fn values(path: &str) -> (String, &'static str, String) {

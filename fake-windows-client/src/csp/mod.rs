@@ -14,6 +14,7 @@
 //! DevInfo/DevDetail/DeviceStatus values of the device profile ([`BuiltIns`]).
 
 pub mod admx;
+pub mod devdetail;
 pub mod dmclient;
 pub mod generic;
 pub mod policy;
