@@ -14,8 +14,22 @@
 //! "404 Not found" (OMA SyncML RepPro 1.2.2 §10, the codes [MS-MDM] §2.2.4.x Status uses)
 //! like any other node the tree lacks, not 405, which is for a verb the AccessType of an
 //! existing node lacks. No Microsoft page found states the code for this case separately.
-//! The device's build and edition come from its DevDetail `SwV` and DeviceStatus
-//! `OS/Edition` built-ins (the profile's `os_version` and `os_edition`).
+//! (A Policy CSP policy the edition lacks is the exception, with evidence: see
+//! [`super::policy`].) The device's build and edition come from its DevDetail `SwV` and
+//! DeviceStatus `OS/Edition` built-ins (the profile's `os_version` and `os_edition`).
+//!
+//! Decisions where Windows' answer is not documented:
+//! - The AccessType is taken as the DDF states it, also where siblings differ: Firewall
+//!   `MdmStore/DomainProfile/EnableFirewall` has Replace only (Get answers 405) while
+//!   `PrivateProfile` has Add, Get, Replace. Microsoft generates the DDFs and CSP pages from
+//!   the Windows source (MicrosoftDocs/windows-itpro-docs pull request 11648, maintainer's
+//!   comment), so the DDF is the best evidence of what the OS registers.
+//! - Add of a node that exists answers 418 before the AccessType is consulted, so Add of a
+//!   Get-only node that has a value (`./DevDetail/SwV`) is 418, not 405: OMA SyncML RepPro
+//!   1.2.2 §10 defines 418 for an Add whose target exists; no capture shows the order
+//!   Windows checks in.
+//! - Values outside the DDF's allowed values answer 400 only where [`Node::accepts`]
+//!   checks them; the others are accepted (see there).
 
 use super::{code, BuiltIns, GetResult, NodeStore, NodeValue};
 use crate::catalogue::{self, access, Catalogue, Node, Platform, Resolved};
