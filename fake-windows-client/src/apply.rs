@@ -123,7 +123,7 @@ impl Device {
         for p in &doc.dmclient {
             let base = format!("./Vendor/MSFT/DMClient/Provider/{}", p.provider_id);
             for (n, val) in &p.parms {
-                self.state.nodes.replace(
+                self.state.nodes.put(
                     &format!("{base}/{n}"),
                     NodeValue {
                         format: "chr".into(),
@@ -133,7 +133,7 @@ impl Device {
                 );
             }
             for (n, val) in &p.poll {
-                self.state.nodes.replace(
+                self.state.nodes.put(
                     &format!("{base}/Poll/{n}"),
                     NodeValue {
                         format: "chr".into(),

@@ -19,12 +19,22 @@ pub mod access {
     pub const REPLACE: u8 = 16;
 }
 
-/// Simple value constraints the DDF declares (`MSFT:AllowedValues`).
+/// Value constraints the DDF declares (`MSFT:AllowedValues`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allowed {
     Any,
     Enum(Vec<String>),
     Range(i64, i64),
+    /// `ValueType="RegEx"`, with the `MSFT:List` delimiter when the value is a list.
+    /// Recorded and shown, not enforced: no Microsoft page states that Windows refuses a
+    /// value the pattern does not match, and several patterns are loose descriptions.
+    Regex {
+        pattern: String,
+        delimiter: Option<char>,
+    },
+    /// `ValueType="ADMX"`: an ADMX-backed policy from this ADMX file, whose payload
+    /// [`crate::admx`] checks.
+    Admx(String),
 }
 
 /// One catalogue node.
@@ -87,12 +97,20 @@ impl Node {
     /// Whether the node exists on `platform`: its minimum build is not above the device's
     /// and its edition allow list (if any) names the device's edition.
     pub fn applies_to(&self, platform: &Platform) -> bool {
-        let build_ok = self.min_build.is_none_or(|b| b <= platform.build);
-        let edition_ok = match (&self.editions, platform.edition) {
+        self.build_applies(platform) && self.edition_applies(platform)
+    }
+
+    /// Whether the device's build is not below the node's minimum build.
+    pub fn build_applies(&self, platform: &Platform) -> bool {
+        self.min_build.is_none_or(|b| b <= platform.build)
+    }
+
+    /// Whether the node's edition allow list (if any) names the device's edition.
+    pub fn edition_applies(&self, platform: &Platform) -> bool {
+        match (&self.editions, platform.edition) {
             (Some(list), Some(e)) => list.contains(&e),
             _ => true,
-        };
-        build_ok && edition_ok
+        }
     }
 
     pub fn is_interior(&self) -> bool {
@@ -115,8 +133,15 @@ impl Node {
         .join(",")
     }
 
-    /// Whether `data` satisfies the node's format and simple constraints (400 otherwise,
-    /// as for out-of-range Policy CSP values).
+    /// Whether `data` satisfies the node's format and the constraints the device enforces
+    /// (400 otherwise): an `int` must parse and lie in its enumeration or range, a `bool`
+    /// be `true` or `false`, an ADMX-backed policy's payload be `<enabled/>`/`<disabled/>`
+    /// XML ([`crate::admx`]). Evidence for 400 on a value outside the DDF's allowed
+    /// values: Windows answered `400` to Policy CSP Replaces it could not apply
+    /// (fleetdm/fleet pull request 15277, Update/ConfigureDeadline* values); OMA SyncML
+    /// RepPro 1.2.2 §10 names 400 for a command that cannot be performed as sent.
+    /// `chr` enumerations, ranges on `chr`, `Flag` bit sets and RegEx patterns stay
+    /// unchecked (no evidence that Windows refuses them; many are lists or descriptions).
     pub fn accepts(&self, data: &str) -> bool {
         let data = data.trim();
         match self.format.as_str() {
@@ -127,10 +152,14 @@ impl Node {
                 match &self.allowed {
                     Allowed::Enum(vals) => vals.iter().any(|a| a == data),
                     Allowed::Range(lo, hi) => (*lo..=*hi).contains(&v),
-                    Allowed::Any => true,
+                    _ => true,
                 }
             }
             "bool" => matches!(data, "true" | "false"),
+            "chr" => match &self.allowed {
+                Allowed::Admx(_) => crate::admx::check(data).is_ok(),
+                _ => true,
+            },
             _ => true,
         }
     }
@@ -183,6 +212,24 @@ fn parse_allowed(s: &str) -> Allowed {
     }
     if let Some((lo, hi)) = s.strip_prefix("range:").and_then(parse_range) {
         return Allowed::Range(lo, hi);
+    }
+    if let Some(file) = s.strip_prefix("admx:") {
+        return Allowed::Admx(file.to_string());
+    }
+    if let Some(rest) = s.strip_prefix("regex") {
+        let mut chars = rest.chars();
+        let (delimiter, pattern) = match chars.next() {
+            Some(':') => (None, chars.as_str()),
+            Some(d) => match chars.as_str().strip_prefix(':') {
+                Some(p) => (Some(d), p),
+                None => return Allowed::Any,
+            },
+            None => return Allowed::Any,
+        };
+        return Allowed::Regex {
+            pattern: pattern.to_string(),
+            delimiter,
+        };
     }
     Allowed::Any
 }

@@ -3,7 +3,8 @@
 //! format of `data/csp-catalogue.tsv` that [`crate::catalogue`] reads.
 //!
 //! One line per node, tab-separated: path, access (letters of Add Delete Exec Get Replace),
-//! DFFormat, Occurrence, default value, allowed values (`enum:a|b`, `range:[lo-hi]`, or empty),
+//! DFFormat, Occurrence, default value, allowed values (`enum:a|b`, `range:[lo-hi]`, `regex:<pattern>`
+//! or `regex<delimiter>:<pattern>` for a list, `admx:<file>` for an ADMX-backed policy, or empty),
 //! CSP version (CSP root nodes only), minimum OS build (`MSFT:OsBuildVersion` without the
 //! `10.0.` prefix: `17763`, or `22621.2352` with the update revision) and edition allow list
 //! (`MSFT:EditionAllowList` in decimal, `4;48;...`); the last two are written only where they
@@ -163,6 +164,27 @@ fn allowed(props: roxmltree::Node) -> String {
             format!("enum:{}", vals.join("|"))
         }
         Some("Range") => format!("range:{}", text(child(a, "Value"))),
+        // `regex:<pattern>`, or `regex<d>:<pattern>` for a list of values split at `<d>`
+        // (`MSFT:List Delimiter`).
+        Some("RegEx") => {
+            let pattern = text(child(a, "Value"));
+            if pattern.is_empty() {
+                return String::new();
+            }
+            let delim = child(a, "List")
+                .and_then(|l| l.attribute("Delimiter"))
+                .and_then(|d| d.chars().next().filter(|c| *c != ':'))
+                .map(String::from)
+                .unwrap_or_default();
+            format!("regex{delim}:{pattern}")
+        }
+        // ADMX-backed policy: `admx:<file>`.
+        Some("ADMX") => {
+            let file = child(a, "AdmxBacked")
+                .and_then(|b| b.attribute("File"))
+                .unwrap_or("");
+            format!("admx:{file}")
+        }
         _ => String::new(),
     }
 }

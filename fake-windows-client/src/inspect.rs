@@ -3,7 +3,7 @@
 
 use crate::catalogue::{self, Node};
 use crate::csp::{self, BuiltIns, NodeStore};
-use crate::tree::{Effects, Tree};
+use crate::csp::{Effects, Tree};
 
 /// What a server's Get of `path` answers: `format: value`, or the OMA-DM status.
 fn current(store: &NodeStore, builtins: &BuiltIns, path: &str) -> String {
@@ -37,6 +37,13 @@ fn properties(n: &Node) -> String {
     match &n.allowed {
         catalogue::Allowed::Enum(v) => s.push_str(&format!("; allowed {}", v.join("|"))),
         catalogue::Allowed::Range(lo, hi) => s.push_str(&format!("; allowed [{lo}-{hi}]")),
+        catalogue::Allowed::Regex { pattern, delimiter } => {
+            s.push_str(&format!("; pattern {pattern}"));
+            if let Some(d) = delimiter {
+                s.push_str(&format!(" (list, delimiter {d:?})"));
+            }
+        }
+        catalogue::Allowed::Admx(file) => s.push_str(&format!("; ADMX-backed ({file})")),
         catalogue::Allowed::Any => {}
     }
     s

@@ -8,6 +8,7 @@
 //! The device's lifecycle after enrollment (certificate renewal, unenrollment, Orbit
 //! notifications) runs against a controllable [`Clock`].
 
+pub mod admx;
 mod apply;
 pub mod auth;
 pub mod catalogue;
@@ -16,7 +17,6 @@ pub mod clock;
 pub mod cms;
 pub mod credential;
 pub mod csp;
-pub mod csp_nodes;
 pub mod csr;
 pub mod ddf;
 pub mod der;
@@ -30,7 +30,6 @@ pub mod http;
 pub mod inspect;
 mod manage;
 pub mod orbit;
-pub mod policy;
 pub mod poll;
 pub mod profile;
 pub mod provisioning;
@@ -40,7 +39,6 @@ pub mod session;
 pub mod soap;
 pub mod syncml;
 pub mod throttle;
-pub mod tree;
 mod unenroll;
 pub mod verify;
 pub mod warning;

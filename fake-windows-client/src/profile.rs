@@ -1,7 +1,6 @@
 //! Who the emulated machine is: hardware identity, OS version and the values its standard
 //! OMA-DM objects (DevInfo, DevDetail) report.
 
-use crate::csp::BuiltIns;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +98,30 @@ impl DeviceProfile {
             .with_edition("4")
     }
 
+    /// A Windows 11 23H2 Pro machine (build 22631): the [`DeviceProfile::random`] default.
+    pub fn windows11_22631_pro() -> Self {
+        Self::random()
+            .with_os_version("10.0.22631.2428")
+            .with_edition("48")
+    }
+
+    /// The names [`DeviceProfile::named`] knows, as scenario files write them.
+    pub const NAMES: &'static [&'static str] = &[
+        "windows10-19045-pro",
+        "windows11-22631-pro",
+        "windows11-26100-enterprise",
+    ];
+
+    /// A machine by profile name (one of [`DeviceProfile::NAMES`]).
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "windows10-19045-pro" => Some(Self::windows10_19045_pro()),
+            "windows11-22631-pro" => Some(Self::windows11_22631_pro()),
+            "windows11-26100-enterprise" => Some(Self::windows11_26100_enterprise()),
+            _ => None,
+        }
+    }
+
     /// OS platform name reported in DevDetail (edition 4 = Enterprise, 48 = Pro; builds
     /// from 22000 on are Windows 11).
     pub fn os_platform(&self) -> String {
@@ -113,118 +136,5 @@ impl DeviceProfile {
             .map_or(22000, |p| p.build.0);
         let major = if build >= 22000 { 11 } else { 10 };
         format!("Windows {major} {edition}")
-    }
-
-    /// The read-only DevInfo, DevDetail and DeviceStatus nodes (OMA-DM standard objects;
-    /// extensions per Microsoft's DevDetail and DeviceStatus DDFs, in the DFFormat the CSP
-    /// catalogue declares, which a test checks).
-    pub fn builtins(&self, device_id: &str) -> BuiltIns {
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        let v = |p: &str, f: &'static str, val: &str| (p.to_string(), f, val.to_string());
-        vec![
-            v("./DevInfo/DevId", "chr", device_id),
-            v("./DevInfo/Man", "chr", &self.manufacturer),
-            v("./DevInfo/Mod", "chr", &self.model),
-            v("./DevInfo/DmV", "chr", "1.3"),
-            v("./DevInfo/Lang", "chr", &self.locale),
-            v("./DevDetail/DevTyp", "chr", &self.model),
-            v("./DevDetail/OEM", "chr", &self.manufacturer),
-            v("./DevDetail/FwV", "chr", &self.firmware_version),
-            v("./DevDetail/SwV", "chr", &self.os_version),
-            v("./DevDetail/HwV", "chr", &self.hardware_version),
-            v("./DevDetail/LrgObj", "bool", "true"),
-            v("./DevDetail/URI/MaxDepth", "chr", "32"),
-            v("./DevDetail/URI/MaxTotLen", "chr", "2048"),
-            v("./DevDetail/URI/MaxSegLen", "chr", "512"),
-            v("./DevDetail/Ext/Microsoft/MobileID", "chr", "Not Present"),
-            v("./DevDetail/Ext/Microsoft/RadioSwV", "chr", "Not Present"),
-            v("./DevDetail/Ext/Microsoft/Resolution", "chr", "1920x1080"),
-            v(
-                "./DevDetail/Ext/Microsoft/CommercializationOperator",
-                "chr",
-                "Not Present",
-            ),
-            v(
-                "./DevDetail/Ext/Microsoft/ProcessorArchitecture",
-                "int",
-                "9",
-            ),
-            v("./DevDetail/Ext/Microsoft/ProcessorType", "int", "8664"),
-            v(
-                "./DevDetail/Ext/Microsoft/OSPlatform",
-                "chr",
-                &self.os_platform(),
-            ),
-            v("./DevDetail/Ext/Microsoft/LocalTime", "chr", &now),
-            v(
-                "./DevDetail/Ext/Microsoft/DeviceName",
-                "chr",
-                &self.device_name,
-            ),
-            v(
-                "./DevDetail/Ext/Microsoft/DNSComputerName",
-                "chr",
-                &self.hostname,
-            ),
-            v("./DevDetail/Ext/Microsoft/TotalStorage", "int", "511000"),
-            v("./DevDetail/Ext/Microsoft/TotalRAM", "int", "16384"),
-            v(
-                "./DevDetail/Ext/Microsoft/SMBIOSSerialNumber",
-                "chr",
-                &self.hardware_serial,
-            ),
-            v("./DevDetail/Ext/DeviceHardwareData", "chr", "Not Present"),
-            v(
-                "./DevDetail/Ext/WLANMACAddress",
-                "chr",
-                &self.mac.replace('-', ":"),
-            ),
-            v("./DevDetail/Ext/VoLTEServiceSetting", "bool", "false"),
-            v("./DevDetail/Ext/WlanIPv4Address", "chr", "Not Present"),
-            v("./DevDetail/Ext/WlanIPv6Address", "chr", "Not Present"),
-            v("./DevDetail/Ext/WlanDnsSuffix", "chr", "Not Present"),
-            v("./DevDetail/Ext/WlanSubnetMask", "chr", "Not Present"),
-            // DeviceStatus CSP: a healthy machine (0 = running / up to date / on).
-            v(
-                "./Vendor/MSFT/DeviceStatus/Antivirus/SignatureStatus",
-                "int",
-                "0",
-            ),
-            v("./Vendor/MSFT/DeviceStatus/Antivirus/Status", "int", "0"),
-            v("./Vendor/MSFT/DeviceStatus/Firewall/Status", "int", "0"),
-            v(
-                "./Vendor/MSFT/DeviceStatus/DeviceGuard/HypervisorEnforcedCodeIntegrityStatus",
-                "int",
-                "0",
-            ),
-            v(
-                "./Vendor/MSFT/DeviceStatus/DeviceGuard/VirtualizationBasedSecurityStatus",
-                "int",
-                "0",
-            ),
-            v(
-                "./Vendor/MSFT/DeviceStatus/DeviceGuard/LsaCfgCredGuardStatus",
-                "int",
-                "0",
-            ),
-            v(
-                "./Vendor/MSFT/DeviceStatus/DeviceGuard/SystemGuardStatus",
-                "int",
-                "0",
-            ),
-            v(
-                "./Vendor/MSFT/DeviceStatus/OS/Edition",
-                "chr",
-                &self.os_edition,
-            ),
-            v("./Vendor/MSFT/DeviceStatus/OS/Mode", "int", "0"),
-            v(
-                "./Vendor/MSFT/DeviceStatus/Compliance/EncryptionCompliance",
-                "bool",
-                "true",
-            ),
-        ]
     }
 }

@@ -1,6 +1,7 @@
 //! Applicability by OS build and edition: the catalogue keeps each DDF node's
 //! `MSFT:OsBuildVersion` and `MSFT:EditionAllowList`, and a node the device's build or
-//! edition lacks answers 404 to every verb (see `src/csp_nodes.rs`).
+//! edition lacks answers 404 to every verb (see `src/csp/generic.rs`), except a policy
+//! the device's edition lacks, which answers 405 as Windows does (`src/csp/policy.rs`).
 
 use fake_windows_client::catalogue::{self, Platform};
 use fake_windows_client::csp::NodeStore;
@@ -124,7 +125,7 @@ fn a_policy_needing_a_later_update_revision_answers_404_before_it() {
 }
 
 #[test]
-fn enterprise_only_nodes_answer_404_on_pro_and_200_on_enterprise() {
+fn enterprise_only_nodes_answer_404_and_policies_405_on_pro_and_200_on_enterprise() {
     let cmds = [
         (
             "Replace",
@@ -138,7 +139,7 @@ fn enterprise_only_nodes_answer_404_on_pro_and_200_on_enterprise() {
         ("Delete", ENTERPRISE_POLICY, None),
     ];
     let (pro, _) = run(DeviceProfile::random(), &cmds);
-    assert_eq!(pro, ["404"; 6]);
+    assert_eq!(pro, ["404", "404", "404", "405", "405", "405"]);
     let (ent, _) = run(DeviceProfile::windows11_26100_enterprise(), &cmds);
     assert_eq!(ent, ["200"; 6]);
     let (ent10, _) = run(DeviceProfile::random().with_edition("4"), &cmds);

@@ -640,7 +640,7 @@ fn device_and_legacy_paths_are_one_node_and_user_scope_is_apart() {
 
 #[test]
 fn policies_beyond_the_curated_table_come_from_the_catalogue() {
-    let n = fake_windows_client::policy::table().len();
+    let n = fake_windows_client::csp::policy::table().len();
     assert!(n > 2000, "{n}");
     let mut h = h();
     let cfg = "./Device/Vendor/MSFT/Policy/Config/Update/ActiveHoursStart";
@@ -703,4 +703,48 @@ fn profile_values_have_the_format_the_ddf_declares() {
             .unwrap_or_else(|| panic!("{path} not in the catalogue"));
         assert_eq!(c.nodes[r.node].format, format, "{path}");
     }
+}
+
+#[test]
+fn admx_backed_policies_take_an_enabled_or_disabled_payload() {
+    let mut h = h();
+    let p = "./Device/Vendor/MSFT/Policy/Config/ActiveXControls/ApprovedInstallationSites";
+    let c = catalogue::get();
+    let node = &c.nodes[c
+        .resolve("./Vendor/MSFT/Policy/Config/ActiveXControls/ApprovedInstallationSites")
+        .expect("in the catalogue")
+        .node];
+    assert_eq!(
+        node.allowed,
+        catalogue::Allowed::Admx("ActiveXInstallService.admx".into())
+    );
+    h.expect(&[
+        (
+            "Replace",
+            p,
+            Some("chr"),
+            Some(r#"&lt;enabled/&gt;&lt;data id="ApprovedActiveXInstallSiteslist" value="https://contoso.com&amp;#xF000;2,1,0,0"/&gt;"#),
+            "200",
+        ),
+        ("Replace", p, Some("chr"), Some("&lt;disabled/&gt;"), "200"),
+        // Neither state, not XML, both states, a data element without value.
+        ("Replace", p, Some("chr"), Some("1"), "400"),
+        ("Replace", p, Some("chr"), Some("&lt;enabled&gt;"), "400"),
+        (
+            "Replace",
+            p,
+            Some("chr"),
+            Some("&lt;enabled/&gt;&lt;disabled/&gt;"),
+            "400",
+        ),
+        (
+            "Replace",
+            p,
+            Some("chr"),
+            Some(r#"&lt;enabled/&gt;&lt;data id="x"/&gt;"#),
+            "400",
+        ),
+        // The format ADMX pages require is chr.
+        ("Replace", p, Some("int"), Some("1"), "415"),
+    ]);
 }

@@ -1,8 +1,8 @@
 //! CSP behaviour (Policy, DMClient, Reboot, Atomic), large-object chunking and
 //! multi-message packages, driven through the session state machine with canned replies.
 
+use fake_windows_client::csp::policy;
 use fake_windows_client::csp::{NodeStore, NodeValue};
-use fake_windows_client::policy;
 use fake_windows_client::profile::DeviceProfile;
 use fake_windows_client::session::ManagementSession;
 
@@ -107,6 +107,9 @@ fn result_data(xml: &str, cmd_ref: &str) -> Option<String> {
         .find(|n| n.has_tag_name("Data"))
         .map(|n| n.text().unwrap_or("").to_string())
 }
+
+/// Firewall CSP rules: dynamic nodes a server adds.
+const RULES: &str = "./Vendor/MSFT/Firewall/MdmStore/FirewallRules";
 
 fn cmd(verb: &str, id: &str, uri: &str, format: Option<&str>, data: Option<&str>) -> String {
     let meta = format
@@ -267,7 +270,7 @@ fn atomic_failure_rolls_back_with_216() {
     let mut h = h();
     let body = format!(
         "<Atomic><CmdID>at</CmdID>{}{}{}</Atomic>",
-        cmd("Add", "x1", "./Vendor/MSFT/T/A", Some("chr"), Some("1")),
+        cmd("Add", "x1", &format!("{RULES}/A"), None, None),
         cmd("Exec", "x2", "./Vendor/MSFT/Reboot/RebootNow", None, None),
         cmd(
             "Replace",
@@ -413,7 +416,7 @@ fn large_results_are_chunked_within_max_msg_size() {
         })
         .collect();
     h.store.nodes.insert(
-        "./Vendor/MSFT/Big".into(),
+        "./Vendor/MSFT/Personalization/DesktopImageUrl".into(),
         NodeValue {
             format: "chr".into(),
             mime: None,
@@ -424,11 +427,17 @@ fn large_results_are_chunked_within_max_msg_size() {
         cmd(
             "Replace",
             "r1",
-            "./Vendor/MSFT/Small",
+            "./Vendor/MSFT/Personalization/LockScreenImageUrl",
             Some("chr"),
             Some("x"),
         ),
-        cmd("Get", "g1", "./Vendor/MSFT/Big", None, None),
+        cmd(
+            "Get",
+            "g1",
+            "./Vendor/MSFT/Personalization/DesktopImageUrl",
+            None,
+            None,
+        ),
     ]
     .concat();
     let first = server(1, &pkg1_refs(), &body, Some(65536), false);
@@ -495,7 +504,7 @@ fn multi_message_server_package_is_answered_with_alert_1222() {
     let part1 = server(
         1,
         &pkg1_refs(),
-        &cmd("Add", "a1", "./Vendor/MSFT/T/A", Some("chr"), Some("1")),
+        &cmd("Add", "a1", &format!("{RULES}/A"), None, None),
         None,
         true,
     );
@@ -521,7 +530,7 @@ fn multi_message_server_package_is_answered_with_alert_1222() {
     let part2 = server(
         2,
         &[],
-        &cmd("Add", "a2", "./Vendor/MSFT/T/B", Some("chr"), Some("2")),
+        &cmd("Add", "a2", &format!("{RULES}/B"), None, None),
         None,
         false,
     );

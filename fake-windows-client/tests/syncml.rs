@@ -240,17 +240,19 @@ fn device_information_gets_are_all_answered() {
 fn add_replace_delete_exec_semantics() {
     let mut h = harness();
     let cmds = r#"
-<Add><CmdID>a1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Custom/X/Y</LocURI></Target><Meta><Format xmlns="syncml:metinf">int</Format></Meta><Data>6</Data></Item></Add>
-<Add><CmdID>a2</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Custom/X/Y</LocURI></Target><Data>7</Data></Item></Add>
+<Add><CmdID>a1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules/X</LocURI></Target></Item></Add>
+<Add><CmdID>a2</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Firewall/MdmStore/FirewallRules/X</LocURI></Target></Item></Add>
 <Replace><CmdID>r1</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target><Data>1</Data></Item></Replace>
-<Get><CmdID>g1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Custom/X/Y</LocURI></Target></Item></Get>
+<Replace><CmdID>r2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules/X/Action/Type</LocURI></Target><Meta><Format xmlns="syncml:metinf">int</Format></Meta><Data>0</Data></Item></Replace>
+<Get><CmdID>g1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules/X/Action/Type</LocURI></Target></Item></Get>
 <Get><CmdID>g2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Nothing</LocURI></Target></Item></Get>
 <Get><CmdID>g3</CmdID><Item><Target><LocURI>./Vendor/MSFT/Registry/HKLM/Security/./Test</LocURI></Target></Item></Get>
 <Delete><CmdID>d1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Nothing</LocURI></Target></Item></Delete>
 <Exec><CmdID>e1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Unknown/Do</LocURI></Target></Item></Exec>
+<Add><CmdID>u1</CmdID><Item><Target><LocURI>./Vendor/MSFT/winmdm/Test/Greeting</LocURI></Target><Data>hi</Data></Item></Add>
 <Replace><Item><Target><LocURI>./Vendor/MSFT/A</LocURI></Target><Data>1</Data></Item></Replace>
 <Bogus><CmdID>b1</CmdID></Bogus>
-<Delete><CmdID>d2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Custom/X</LocURI></Target></Item></Delete>
+<Delete><CmdID>d2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules/X</LocURI></Target></Item></Delete>
 "#;
     let reply = h
         .session
@@ -270,11 +272,14 @@ fn add_replace_delete_exec_semantics() {
         ("a1", "200"),
         ("a2", "418"),
         ("r1", "405"),
+        ("r2", "200"),
         ("g1", "200"),
         ("g2", "404"),
         ("g3", "400"),
         ("d1", "404"),
         ("e1", "404"),
+        // A CSP root Windows does not have: not found, nothing stored.
+        ("u1", "404"),
         ("", "400"),
         ("b1", "400"),
         ("d2", "200"),
@@ -308,11 +313,17 @@ fn add_replace_delete_exec_semantics() {
 #[test]
 fn atomic_with_a_get_rolls_back() {
     let mut h = harness();
-    let cmds = commands_from_fragment(vector!("syncml-cmd-add-new-privileged-user.xml"));
+    // As Microsoft's "add a privileged user" example (testdata/vectors/
+    // syncml-cmd-add-new-privileged-user.xml): Adds and a Get in one Atomic. That example's
+    // Accounts CSP is not in the bundled DDF catalogue, so Firewall rules stand in for it.
+    let cmds = r#"<Atomic><CmdID>at</CmdID>
+<Add><CmdID>a1</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Firewall/MdmStore/FirewallRules/U1</LocURI></Target></Item></Add>
+<Add><CmdID>a2</CmdID><Item><Target><LocURI>./Device/Vendor/MSFT/Firewall/MdmStore/FirewallRules/U1/Name</LocURI></Target><Meta><Format xmlns="syncml:metinf">chr</Format></Meta><Data>testuser1</Data></Item></Add>
+<Get><CmdID>g1</CmdID><Item><Target><LocURI>./DevDetail/Ext/Microsoft/LocalTime</LocURI></Target></Item></Get></Atomic>"#;
     let reply = h
         .session
         .handle(
-            &server_msg(1, 1, PKG1_REFS, &cmds),
+            &server_msg(1, 1, PKG1_REFS, cmds),
             &mut h.store,
             &h.builtins,
         )
@@ -330,10 +341,10 @@ fn atomic_with_a_get_rolls_back() {
 fn atomic_that_succeeds_commits_and_sequence_runs_in_order() {
     let mut h = harness();
     let cmds = r#"<Atomic><CmdID>at</CmdID>
-<Add><CmdID>x1</CmdID><Item><Target><LocURI>./Vendor/MSFT/T/A</LocURI></Target><Data>1</Data></Item></Add>
-<Replace><CmdID>x2</CmdID><Item><Target><LocURI>./Vendor/MSFT/T/B</LocURI></Target><Data>2</Data></Item></Replace></Atomic>
-<Sequence><CmdID>sq</CmdID><Delete><CmdID>y1</CmdID><Item><Target><LocURI>./Vendor/MSFT/T/A</LocURI></Target></Item></Delete>
-<Get><CmdID>y2</CmdID><Item><Target><LocURI>./Vendor/MSFT/T</LocURI></Target></Item></Get></Sequence>"#;
+<Add><CmdID>x1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules/A</LocURI></Target></Item></Add>
+<Add><CmdID>x2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules/B</LocURI></Target></Item></Add></Atomic>
+<Sequence><CmdID>sq</CmdID><Delete><CmdID>y1</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules/A</LocURI></Target></Item></Delete>
+<Get><CmdID>y2</CmdID><Item><Target><LocURI>./Vendor/MSFT/Firewall/MdmStore/FirewallRules</LocURI></Target></Item></Get></Sequence>"#;
     let reply = h
         .session
         .handle(
@@ -420,7 +431,7 @@ fn uuid_cmd_ids_and_xml_data_are_preserved() {
     let mut h = harness();
     let id = "0f1d7a5e-9b4e-4bb0-8d59-3f0a1f3c1b2a";
     let cmds = format!(
-        r#"<Replace><CmdID>{id}</CmdID><Item><Target><LocURI>./Vendor/MSFT/X/Xml</LocURI></Target><Meta><Format xmlns="syncml:metinf">xml</Format></Meta><Data><a b="1">t</a></Data></Item></Replace><Get><CmdID>g</CmdID><Item><Target><LocURI>./Vendor/MSFT/X/Xml</LocURI></Target></Item></Get>"#
+        r#"<Replace><CmdID>{id}</CmdID><Item><Target><LocURI>./Vendor/MSFT/EnterpriseModernAppManagement/AppManagement/AppInventoryQuery</LocURI></Target><Meta><Format xmlns="syncml:metinf">xml</Format></Meta><Data><a b="1">t</a></Data></Item></Replace><Get><CmdID>g</CmdID><Item><Target><LocURI>./Vendor/MSFT/EnterpriseModernAppManagement/AppManagement/AppInventoryQuery</LocURI></Target></Item></Get>"#
     );
     let reply = h
         .session

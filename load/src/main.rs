@@ -204,17 +204,6 @@ async fn run_chaos(a: ChaosArgs) -> Result<bool, String> {
     Ok(report.violations.is_empty())
 }
 
-/// Writes generated text to stdout (generated into memory first: clap_complete panics
-/// on a failed write).
-fn print_bytes(b: &[u8]) -> Result<bool, String> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(b)
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("stdout: {e}"))?;
-    Ok(true)
-}
-
 fn write_html(path: &std::path::Path, html: &str) -> Result<(), String> {
     std::fs::write(path, html).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("charts written to {}", path.display());
@@ -238,19 +227,12 @@ async fn main() -> ExitCode {
             .await
             .map(|()| true)
             .map_err(|e| e.to_string()),
-        Command::Completions { shell } => {
-            let mut text = Vec::new();
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "winmdm-load", &mut text);
-            print_bytes(&text)
-        }
-        Command::Man => {
-            let mut text = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut text)
-                .map_err(|e| e.to_string())
-                .and_then(|()| print_bytes(&text))
-        }
+        Command::Completions { shell } => winmdm::cli_docs::print_completions(
+            <Cli as clap::CommandFactory>::command(),
+            shell,
+            "winmdm-load",
+        ),
+        Command::Man => winmdm::cli_docs::print_man(<Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod capability;
 pub mod checks;
+pub mod cli_docs;
 mod context;
 pub mod dump;
 pub mod embedded;

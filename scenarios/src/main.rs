@@ -64,28 +64,12 @@ fn command_of(bin: &str) -> clap::Command {
     }
 }
 
-/// Generated into memory first: clap_complete panics on a failed write (a closed pipe).
 fn completions(shell: clap_complete::Shell, bin: &str) -> Result<bool, String> {
-    let mut text = Vec::new();
-    clap_complete::generate(shell, &mut command_of(bin), bin, &mut text);
-    print_bytes(&text)
+    winmdm::cli_docs::print_completions(command_of(bin), shell, bin)
 }
 
 fn man(bin: &str) -> Result<bool, String> {
-    let mut text = Vec::new();
-    clap_mangen::Man::new(command_of(bin))
-        .render(&mut text)
-        .map_err(|e| e.to_string())?;
-    print_bytes(&text)
-}
-
-fn print_bytes(b: &[u8]) -> Result<bool, String> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(b)
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("stdout: {e}"))?;
-    Ok(true)
+    winmdm::cli_docs::print_man(command_of(bin))
 }
 
 /// Arguments passed on untouched to `winmdm-load`.

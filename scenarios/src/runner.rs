@@ -2,8 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use fake_windows_client::DeviceProfile;
-
 use serde::Deserialize;
 
 use crate::capability::Capability;
@@ -306,7 +304,7 @@ fn substitute_step(
 async fn run_one(target: &Target, scenario: &Scenario) -> ScenarioOutcome {
     let started = Instant::now();
     let mut steps = Vec::new();
-    let setup = fake_windows_client::Device::new(DeviceProfile::random(), target.tls())
+    let setup = fake_windows_client::Device::new(scenario.device_profile(), target.tls())
         .and_then(|d| Ok((d, admin_client(target)?)));
     let (device, http) = match setup {
         Ok(v) => v,

@@ -39,6 +39,9 @@ pub struct Scenario {
     /// scenario is skipped (whole, or from the step that needed it on).
     #[serde(default)]
     pub requires: Vec<Capability>,
+    /// The emulated machine (`[device]`).
+    #[serde(default)]
+    pub device: DeviceSection,
     pub steps: Vec<Step>,
     /// The steps as written, for `${variable}` substitution at run time.
     #[serde(skip)]
@@ -55,6 +58,27 @@ fn default_attack_wait() -> u64 {
 
 fn default_devices() -> usize {
     1
+}
+
+/// The `[device]` table: which machine the scenario's devices are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSection {
+    /// OS build and edition by name (`windows10-19045-pro`, `windows11-22631-pro`,
+    /// `windows11-26100-enterprise`); the CSP tree follows its applicability. Without it, a
+    /// Windows 11 23H2 Pro machine.
+    pub profile: Option<String>,
+}
+
+impl Scenario {
+    /// A fresh machine of the scenario's profile, random identifiers.
+    pub fn device_profile(&self) -> fake_windows_client::DeviceProfile {
+        self.device
+            .profile
+            .as_deref()
+            .and_then(fake_windows_client::DeviceProfile::named)
+            .unwrap_or_else(fake_windows_client::DeviceProfile::random)
+    }
 }
 
 /// Which embedded server a scenario needs when no external server is given.
@@ -400,6 +424,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, String> {
     if s.devices == 0 || s.devices > 10_000 {
         return Err("devices must be between 1 and 10000".into());
     }
+    if let Some(p) = &s.device.profile {
+        let names = fake_windows_client::DeviceProfile::NAMES;
+        if !names.contains(&p.as_str()) {
+            return Err(format!(
+                "[device] profile {p:?} is not one of {}",
+                names.join(", ")
+            ));
+        }
+    }
     let raw: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
     s.raw_steps = raw
         .get("steps")
@@ -459,6 +492,25 @@ mod tests {
         let bad = ok.replace("admin_api", "time_travel");
         let e = parse(&bad, Path::new("x.toml")).unwrap_err();
         assert!(e.contains("time_travel"), "{e}");
+    }
+
+    #[test]
+    fn device_profile_names_a_known_machine() {
+        let ok = "name = \"x\"\n[device]\nprofile = \"windows10-19045-pro\"\n[[steps]]\nstep = \"wait\"\nms = 0\n";
+        let s = parse(ok, Path::new("x.toml")).unwrap();
+        assert_eq!(s.device_profile().os_version, "10.0.19045.3570");
+        let bad = ok.replace("windows10-19045-pro", "windows95");
+        let e = parse(&bad, Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.contains("windows95") && e.contains("windows11-26100-enterprise"),
+            "{e}"
+        );
+        let none = parse(
+            &ok.replace("[device]\nprofile = \"windows10-19045-pro\"\n", ""),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(none.device_profile().os_version, "10.0.22631.2428");
     }
 
     #[test]

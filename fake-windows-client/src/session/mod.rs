@@ -7,9 +7,9 @@
 //! Alert 1222 and the next chunk follows.
 
 use crate::csp::{self, code, BuiltIns, NodeStore, NodeValue};
+use crate::csp::{Effects, Tree};
 use crate::error::ClientError;
 use crate::syncml::{self, Command, OutMessage, ResultItem, ServerMessage};
-use crate::tree::{Effects, Tree};
 use crate::warning::{warn, Warning};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

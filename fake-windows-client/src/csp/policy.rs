@@ -3,13 +3,13 @@
 //! (Policy CSP DDF). Nodes are validated against `data/policy-ddf.toml` and, for every other
 //! policy, against the CSP catalogue's Policy CSP nodes.
 
+use super::{code, generic, Csp, GetResult, NodeStore, NodeValue, Tree};
 use crate::catalogue;
-use crate::csp::{code, GetResult, NodeStore, NodeValue};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-const DDF: &str = include_str!("../data/policy-ddf.toml");
+const DDF: &str = include_str!("../../data/policy-ddf.toml");
 /// Policy CSP roots (device and user scope), after [`crate::csp::normalise`].
 const ROOTS: &[&str] = &["./Vendor/MSFT/Policy", "./User/Vendor/MSFT/Policy"];
 
@@ -27,6 +27,9 @@ pub struct PolicyDef {
     pub values: Option<Vec<String>>,
     #[serde(default)]
     pub default: Option<String>,
+    /// ADMX-backed: the payload is `<enabled/>`/`<disabled/>` XML ([`super::admx`]).
+    #[serde(default)]
+    pub admx: bool,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +45,13 @@ pub fn table() -> &'static [PolicyDef] {
         let mut t = toml::from_str::<Table>(DDF)
             .map(|t| t.policy)
             .unwrap_or_default();
+        for p in &mut t {
+            let path = format!("./Vendor/MSFT/Policy/Config/{}/{}", p.area, p.name);
+            let cat = catalogue::get();
+            p.admx = cat
+                .resolve(&path)
+                .is_some_and(|r| matches!(cat.nodes[r.node].allowed, catalogue::Allowed::Admx(_)));
+        }
         let mut seen: HashSet<(String, String)> = t
             .iter()
             .map(|p| (p.area.to_ascii_lowercase(), p.name.to_ascii_lowercase()))
@@ -85,6 +95,7 @@ fn from_catalogue(n: &catalogue::Node) -> Option<PolicyDef> {
         max,
         values,
         default: n.default.clone(),
+        admx: matches!(n.allowed, catalogue::Allowed::Admx(_)),
     })
 }
 
@@ -120,6 +131,7 @@ impl PolicyDef {
             }
             "bool" => matches!(data, "true" | "false"),
             "xml" => crate::xml::parse("policy", &format!("<r>{data}</r>")).is_ok(),
+            "chr" if self.admx => super::admx::check(data).is_ok(),
             _ => match &self.values {
                 Some(values) => values.iter().any(|a| a == data),
                 None => true,
@@ -259,8 +271,81 @@ pub fn delete(store: &mut NodeStore, path: &str) -> u16 {
         },
         ["Config", area] => match area_known(area) {
             None => code::NOT_FOUND,
-            Some(a) => store.delete(&Vec::new(), &format!("{root}/Config/{a}")),
+            Some(a) => store.delete(&format!("{root}/Config/{a}")),
         },
         _ => code::NOT_ALLOWED,
+    }
+}
+
+/// The Policy CSP behind the [`Csp`] trait.
+pub struct Policy;
+
+/// Whether a Policy CSP path names a policy this device's build and edition have (the
+/// catalogue's `MSFT:Applicability`; `Policy/Result/...` follows its `Policy/Config/...`
+/// node): `Err(404)` on a build older than the policy's (the OS does not register it, as
+/// [`generic`] answers for other CSPs' nodes), `Err(405)` on an edition the policy's allow
+/// list lacks. Evidence for 405: a Replace of Experience/DoNotSyncBrowserSettings answered
+/// 405 on Windows 10 Pro 19044 and 200 on Enterprise (MicrosoftDocs/windows-itpro-docs
+/// pull request 11648); Update/BranchReadinessLevel answered 405 on IoT Core
+/// (ms-iot/iot-core-azure-dm-client issue 84).
+fn applicability(cx: &Tree, path: &str) -> Result<(), u16> {
+    let cat = catalogue::get();
+    let config = path.replacen("/Policy/Result/", "/Policy/Config/", 1);
+    let (Some(p), Some(r)) = (generic::platform(cx.builtins), cat.resolve(&config)) else {
+        return Ok(());
+    };
+    let node = &cat.nodes[r.node];
+    if !node.build_applies(&p) {
+        return Err(code::NOT_FOUND);
+    }
+    if !node.edition_applies(&p) {
+        return Err(code::NOT_ALLOWED);
+    }
+    Ok(())
+}
+
+fn def_of(path: &str) -> Option<&'static PolicyDef> {
+    let mut segs = path.rsplit('/');
+    let name = segs.next()?;
+    let area = segs.next()?;
+    lookup(area, name)
+}
+
+impl Csp for Policy {
+    fn roots(&self) -> &'static [&'static str] {
+        ROOTS
+    }
+
+    fn get(&self, cx: &Tree, path: &str) -> Result<GetResult, u16> {
+        applicability(cx, path)?;
+        get(cx.store, path)
+    }
+
+    /// An absent `Meta/Format` is the policy's own format.
+    fn set(&self, cx: &mut Tree, path: &str, mut value: NodeValue, replace: bool) -> u16 {
+        if let Err(c) = applicability(cx, path) {
+            return c;
+        }
+        if value.format.is_empty() {
+            if let Some(def) = def_of(path) {
+                value.format = def.format.clone();
+            }
+        }
+        set(cx.store, path, value, replace)
+    }
+
+    fn delete(&self, cx: &mut Tree, path: &str) -> u16 {
+        if let Err(c) = applicability(cx, path) {
+            return c;
+        }
+        delete(cx.store, path)
+    }
+
+    /// No Policy CSP node has Exec in its AccessType.
+    fn exec(&self, cx: &mut Tree, path: &str) -> u16 {
+        if let Err(c) = applicability(cx, path) {
+            return c;
+        }
+        code::NOT_ALLOWED
     }
 }

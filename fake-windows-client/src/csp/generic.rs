@@ -1,5 +1,6 @@
-//! Commands on nodes of the CSPs the catalogue describes ([`crate::catalogue`]), answered as
-//! Windows does from the node's DDF: 404 for a node the DDF does not declare, 405 for a verb
+//! The catalogue-driven CSP: commands on nodes of every CSP the catalogue describes
+//! ([`crate::catalogue`]) and no file of its own overrides, answered as Windows does from
+//! the node's DDF: 404 for a node the DDF does not declare, 405 for a verb
 //! its AccessType lacks, 415 for a `Meta/Format` other than its DFFormat (as the Policy CSP
 //! does), 400 for a value outside its allowed values, 418 for Add of an existing node.
 //! Values written live in the [`NodeStore`]; Get-only nodes nobody wrote answer the DDF
@@ -13,11 +14,25 @@
 //! "404 Not found" (OMA SyncML RepPro 1.2.2 §10, the codes [MS-MDM] §2.2.4.x Status uses)
 //! like any other node the tree lacks, not 405, which is for a verb the AccessType of an
 //! existing node lacks. No Microsoft page found states the code for this case separately.
-//! The device's build and edition come from its DevDetail `SwV` and DeviceStatus
-//! `OS/Edition` built-ins (the profile's `os_version` and `os_edition`).
+//! (A Policy CSP policy the edition lacks is the exception, with evidence: see
+//! [`super::policy`].) The device's build and edition come from its DevDetail `SwV` and
+//! DeviceStatus `OS/Edition` built-ins (the profile's `os_version` and `os_edition`).
+//!
+//! Decisions where Windows' answer is not documented:
+//! - The AccessType is taken as the DDF states it, also where siblings differ: Firewall
+//!   `MdmStore/DomainProfile/EnableFirewall` has Replace only (Get answers 405) while
+//!   `PrivateProfile` has Add, Get, Replace. Microsoft generates the DDFs and CSP pages from
+//!   the Windows source (MicrosoftDocs/windows-itpro-docs pull request 11648, maintainer's
+//!   comment), so the DDF is the best evidence of what the OS registers.
+//! - Add of a node that exists answers 418 before the AccessType is consulted, so Add of a
+//!   Get-only node that has a value (`./DevDetail/SwV`) is 418, not 405: OMA SyncML RepPro
+//!   1.2.2 §10 defines 418 for an Add whose target exists; no capture shows the order
+//!   Windows checks in.
+//! - Values outside the DDF's allowed values answer 400 only where [`Node::accepts`]
+//!   checks them; the others are accepted (see there).
 
+use super::{code, BuiltIns, GetResult, NodeStore, NodeValue};
 use crate::catalogue::{self, access, Catalogue, Node, Platform, Resolved};
-use crate::csp::{code, BuiltIns, GetResult, NodeStore, NodeValue};
 
 /// Whether a dynamic instance (or anything below it) is in the store or the built-ins.
 fn instance_exists(store: &NodeStore, builtins: &BuiltIns, inst: &str) -> bool {
@@ -265,6 +280,21 @@ pub fn replace(
     code::OK
 }
 
+/// Add (`replace == false`) or Replace.
+pub fn set(
+    store: &mut NodeStore,
+    builtins: &BuiltIns,
+    path: &str,
+    value: NodeValue,
+    replace_: bool,
+) -> u16 {
+    if replace_ {
+        replace(store, builtins, path, value)
+    } else {
+        add(store, builtins, path, value)
+    }
+}
+
 /// Delete: removes what was written at and below the node.
 pub fn delete(store: &mut NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     let cat = catalogue::get();
@@ -274,7 +304,7 @@ pub fn delete(store: &mut NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     if !node.allows(access::DELETE) {
         return code::NOT_ALLOWED;
     }
-    store.delete(builtins, path)
+    store.delete(path)
 }
 
 /// Exec: accepted on a node whose AccessType has Exec and whose instances exist.
@@ -283,5 +313,14 @@ pub fn exec(store: &NodeStore, builtins: &BuiltIns, path: &str) -> u16 {
     match permitted(cat, store, builtins, path, access::EXEC) {
         Ok(_) => code::OK,
         Err(c) => c,
+    }
+}
+
+/// Every CSP of the catalogue without a file of its own: the trait's default methods.
+pub struct Generic;
+
+impl super::Csp for Generic {
+    fn roots(&self) -> &'static [&'static str] {
+        &[]
     }
 }
