@@ -99,6 +99,7 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
         key_pool_dir: pool.path().to_path_buf(),
         progress: false,
         timeline: true,
+        openssl: false,
     };
     let report = winmdm_load::bench::run(&opts).await.expect("bench");
     // `--html`: phase (d)'s charts, each with data points.
@@ -126,6 +127,21 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
     assert!(sqlite.commands > 0);
     assert_eq!(sqlite.acknowledged, sqlite.commands, "every answer stored");
     assert_eq!(sqlite.messages, 2 * sqlite.sessions);
+    // The same devices again, a new connection per session: with the TLS session cache
+    // kept, then with a full handshake each time.
+    for connect in [
+        winmdm_load::bench::Connect::New,
+        winmdm_load::bench::Connect::NewFullHandshake,
+    ] {
+        let f = report
+            .syncml
+            .iter()
+            .find(|s| s.backend == "sqlite" && s.connect == connect)
+            .unwrap_or_else(|| panic!("no {} phase", connect.label()));
+        assert_eq!(f.errors, 0, "{}", connect.label());
+        assert!(f.sessions > 0, "{}", connect.label());
+        assert_eq!(f.acknowledged, f.commands, "{}", connect.label());
+    }
     assert_eq!(report.devices.devices_checked_in, 4);
     let json = report.to_json();
     for key in [
@@ -135,6 +151,9 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
         "syncml_msgs_per_s",
         "enroll_server_capacity_ratio",
         "syncml_server_capacity_msgs_per_s",
+        "syncml_msgs_per_s_new_connection",
+        "syncml_msgs_per_s_new_connection_full_handshake",
+        "full_handshake_server_us",
     ] {
         assert!(json.get(key).is_some_and(|v| v.is_number()), "{key}");
     }

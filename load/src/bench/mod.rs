@@ -26,6 +26,7 @@ mod phases;
 mod report;
 mod server;
 
+pub use phases::Connect;
 use phases::{enroll_phase, finish_enrollment, prepare, syncml_phase};
 pub use report::{capacity, BenchReport, EnrollFigure, SyncmlFigure};
 pub use server::{server_cpu, BenchServer};
@@ -69,6 +70,8 @@ pub struct BenchOptions {
     pub progress: bool,
     /// Keep per-interval figures of phase (d) for the charts of `--html`.
     pub timeline: bool,
+    /// Measure OpenSSL's RSA-2048 signing rate too (`openssl speed`), when installed.
+    pub openssl: bool,
 }
 
 impl Default for BenchOptions {
@@ -83,6 +86,7 @@ impl Default for BenchOptions {
             key_pool_dir: keypool::default_dir(),
             progress: false,
             timeline: false,
+            openssl: true,
         }
     }
 }
@@ -129,21 +133,31 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
 
     note(opts.progress, "(b) enrollments");
     let (server, enroll, enrolled) = enroll_phase(&pool, opts, true).await?;
+    let sqlite_synchronous = server.sqlite_synchronous;
 
     note(opts.progress, "(c) SyncML on SQLite");
     let mut syncml = Vec::new();
     let take: Vec<_> = enrolled.into_iter().take(opts.syncml_devices).collect();
-    syncml.push(
-        syncml_phase(
-            "sqlite",
-            &server.target,
-            server.store(),
-            &pool,
-            take,
-            opts.syncml_time,
-        )
-        .await?,
-    );
+    for connect in [Connect::KeepAlive, Connect::New, Connect::NewFullHandshake] {
+        if connect != Connect::KeepAlive {
+            note(
+                opts.progress,
+                &format!("(c) SyncML on SQLite, {}", connect.label()),
+            );
+        }
+        syncml.push(
+            syncml_phase(
+                "sqlite",
+                connect,
+                &server.target,
+                server.store(),
+                &pool,
+                take.clone(),
+                opts.syncml_time,
+            )
+            .await?,
+        );
+    }
     server.stop().await;
     if let Some(admin) = winmdm::embedded::postgres_admin_url() {
         note(opts.progress, "(c) SyncML on Postgres");
@@ -160,6 +174,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         syncml.push(
             syncml_phase(
                 "postgres",
+                Connect::KeepAlive,
                 &pg.target,
                 pg.store(),
                 &pool,
@@ -191,9 +206,20 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     )
     .await?;
     server.stop().await;
+    let rsa2048_sign_per_s_openssl = if opts.openssl {
+        note(opts.progress, "openssl speed rsa2048");
+        tokio::task::spawn_blocking(move || openssl_sign_rate(cores))
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
     Ok(BenchReport {
         cores,
         rsa2048_sign_per_s,
+        rsa2048_sign_per_s_openssl,
+        sqlite_synchronous: sqlite_synchronous.to_string(),
         enroll,
         enroll_device_signing,
         syncml,
@@ -229,4 +255,49 @@ pub fn rsa_sign_rate(pkcs8: &[u8], threads: usize, time: Duration) -> Result<f64
         }
     });
     Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// RSA-2048 signatures/s of `openssl speed -multi <cores> rsa2048`, None when openssl
+/// is missing or its output is not understood. The `sign/s` column is found by its
+/// header, so the layout of OpenSSL 1.1 and 3.x both read.
+pub fn openssl_sign_rate(cores: usize) -> Option<f64> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "speed",
+            "-seconds",
+            "3",
+            "-multi",
+            &cores.to_string(),
+            "rsa2048",
+        ])
+        .output()
+        .ok()?;
+    parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The `sign/s` figure of the `rsa 2048 bits` row of `openssl speed` output.
+pub fn parse_openssl_speed(text: &str) -> Option<f64> {
+    let header = text.lines().find(|l| l.contains("sign/s"))?;
+    let column = header.split_whitespace().position(|c| c == "sign/s")?;
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("rsa") && l.contains("2048 bits"))?;
+    let values: Vec<&str> = row
+        .split_whitespace()
+        .skip_while(|t| *t != "bits")
+        .skip(1)
+        .collect();
+    values.get(column)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openssl_speed_output_is_read_by_its_header() {
+        let v3 = "                   sign    verify    encrypt   decrypt   sign/s verify/s  encr./s  decr./s\nrsa   2048 bits 0.000710s 0.000021s 0.000022s 0.000700s   1408.5  47415.9  45620.0   1428.6\n";
+        assert_eq!(super::parse_openssl_speed(v3), Some(1408.5));
+        let v1 = "                  sign    verify    sign/s verify/s\nrsa 2048 bits 0.000108s 0.000003s   9285.3 316045.2\n";
+        assert_eq!(super::parse_openssl_speed(v1), Some(9285.3));
+        assert_eq!(super::parse_openssl_speed("nothing"), None);
+    }
 }

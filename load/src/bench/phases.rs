@@ -182,11 +182,63 @@ async fn enroll_prepared(p: &mut Prepared) -> Result<Enrolled, ClientError> {
 /// Device groups running their rounds side by side in (c).
 const SYNCML_GROUPS: usize = 4;
 
+/// How the devices of a SyncML phase connect for each session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// One keep-alive mTLS connection per device, opened before the clock starts.
+    KeepAlive,
+    /// A new connection per session, as a device on its poll schedule opens one; the
+    /// device keeps its TLS session cache, so the server may resume the session.
+    New,
+    /// A new connection per session with an empty session cache: a full handshake.
+    NewFullHandshake,
+}
+
+impl Connect {
+    pub fn label(self) -> &'static str {
+        match self {
+            Connect::KeepAlive => "keep-alive",
+            Connect::New => "new connection",
+            Connect::NewFullHandshake => "new connection, full handshake",
+        }
+    }
+}
+
+/// One device of a SyncML phase.
+pub(super) struct Slot {
+    state: CheckinState,
+    client: reqwest::Client,
+    url: String,
+    /// The device's TLS configuration: its clones share one session cache.
+    config: rustls::ClientConfig,
+    tls: TlsContext,
+    identity: fake_windows_client::http::ClientIdentity,
+}
+
+impl Slot {
+    /// The client of the next session.
+    fn client_for(&self, connect: Connect) -> Result<reqwest::Client, ClientError> {
+        let config = match connect {
+            Connect::KeepAlive => return Ok(self.client.clone()),
+            Connect::New => self.config.clone(),
+            Connect::NewFullHandshake => self.tls.config(Some(&self.identity))?,
+        };
+        reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .http1_only()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| ClientError::Tls(e.to_string()))
+    }
+}
+
 /// Per group of devices, rounds of: one admin request queueing a Get for every device, then every device
 /// in a session at once over its own keep-alive mTLS connection (two messages: the
 /// package 1 answered with the command, then Status and Results, stored durably).
 pub(super) async fn syncml_phase(
     backend: &'static str,
+    connect: Connect,
     target: &Target,
     store: &winmdm_server::db::Store,
     pool: &KeyPool,
@@ -207,11 +259,27 @@ pub(super) async fn syncml_phase(
         let der = pool
             .der(key as usize)
             .ok_or_else(|| BenchError::Failed("missing pool key".into()))?;
-        let client = tls.client(Some(&state.identity(der)))?;
-        slots.push((state, client, url));
+        let identity = state.identity(der);
+        let config = tls.config(Some(&identity))?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config.clone())
+            .http1_only()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| BenchError::Failed(e.to_string()))?;
+        slots.push(Slot {
+            state,
+            client,
+            url,
+            config,
+            tls: tls.clone(),
+            identity,
+        });
     }
+    let acked_before = acknowledged(store).await?;
     let mut figure = SyncmlFigure {
         backend,
+        connect,
         messages: 0,
         commands: 0,
         sessions: 0,
@@ -221,8 +289,9 @@ pub(super) async fn syncml_phase(
         server_cpu: Duration::ZERO,
     };
     let queue_url = format!("{}/api/v1/commands", target.server_url);
-    // Warm-up: every connection is opened before timing starts.
-    let (s, _) = sessions(slots, &profile).await;
+    // Warm-up: every connection is opened (and every TLS session cached) before timing
+    // starts.
+    let (s, _) = sessions(slots, &profile, Connect::KeepAlive).await;
     slots = s;
     // The devices run in groups, each group its own loop of rounds, so that one group's
     // admin request and slowest session overlap with the other groups' sessions.
@@ -245,7 +314,7 @@ pub(super) async fn syncml_phase(
         set.spawn(async move {
             let ids: Vec<String> = group
                 .iter()
-                .map(|(s, _, _)| s.device_id.to_string())
+                .map(|s| s.state.device_id.to_string())
                 .collect();
             let body =
                 json!({"device_ids": ids, "verb": "Get", "target": "./DevDetail/SwV"}).to_string();
@@ -266,7 +335,7 @@ pub(super) async fn syncml_phase(
                     Ok(resp) => return Err(format!("queueing commands: HTTP {}", resp.status())),
                     Err(e) => return Err(format!("queueing commands: {e}")),
                 }
-                let (s, stats) = sessions(slots, &profile).await;
+                let (s, stats) = sessions(slots, &profile, connect).await;
                 slots = s;
                 total.merge(&stats);
             }
@@ -284,30 +353,42 @@ pub(super) async fn syncml_phase(
     }
     figure.elapsed = started.elapsed();
     figure.server_cpu = server_cpu().saturating_sub(cpu_before);
+    figure.acknowledged = acknowledged(store).await?.saturating_sub(acked_before);
+    Ok(figure)
+}
+
+/// Commands the server stored as acknowledged so far.
+async fn acknowledged(store: &winmdm_server::db::Store) -> Result<u64, BenchError> {
     let acked: Result<i64, _> =
         sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE state = 'acknowledged'")
             .fetch_one(store.pool())
             .await;
-    figure.acknowledged = acked
-        .map_err(|e| BenchError::Failed(format!("counting acknowledged commands: {e}")))?
-        as u64;
-    Ok(figure)
+    acked
+        .map(|n| n as u64)
+        .map_err(|e| BenchError::Failed(format!("counting acknowledged commands: {e}")))
 }
 
-type Slot = (CheckinState, reqwest::Client, String);
-
 /// One session per device, all at once.
-async fn sessions(slots: Vec<Slot>, profile: &Arc<DeviceProfile>) -> (Vec<Slot>, Stats) {
+async fn sessions(
+    slots: Vec<Slot>,
+    profile: &Arc<DeviceProfile>,
+    connect: Connect,
+) -> (Vec<Slot>, Stats) {
     let mut set = tokio::task::JoinSet::new();
-    for (mut state, client, url) in slots {
+    for mut slot in slots {
         let profile = profile.clone();
         set.spawn(async move {
-            let r = tokio::time::timeout(
-                Duration::from_secs(60),
-                state.check_in(&client, &url, &profile),
-            )
-            .await;
-            ((state, client, url), r)
+            let r = match slot.client_for(connect) {
+                Ok(client) => {
+                    tokio::time::timeout(
+                        Duration::from_secs(60),
+                        slot.state.check_in(&client, &slot.url, &profile),
+                    )
+                    .await
+                }
+                Err(e) => Ok(Err(e)),
+            };
+            (slot, r)
         });
     }
     let mut out = Vec::new();

@@ -6,6 +6,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct SyncmlFigure {
     pub backend: &'static str,
+    pub connect: phases::Connect,
     pub messages: u64,
     pub commands: u64,
     pub sessions: u64,
@@ -26,6 +27,9 @@ impl SyncmlFigure {
     }
     pub fn server_cpu_us_per_msg(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / (self.messages.max(1) as f64)
+    }
+    pub fn server_cpu_us_per_session(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / (self.sessions.max(1) as f64)
     }
     /// Messages/s the server threads would sustain with every core (see [`capacity`]).
     pub fn capacity(&self, cores: usize) -> f64 {
@@ -66,6 +70,10 @@ pub fn capacity(count: u64, server_cpu: Duration, cores: usize) -> f64 {
 pub struct BenchReport {
     pub cores: usize,
     pub rsa2048_sign_per_s: f64,
+    /// `openssl speed -multi <cores> rsa2048` on the same cores, when openssl is installed.
+    pub rsa2048_sign_per_s_openssl: Option<f64>,
+    /// The SQLite `synchronous` setting of the benchmark's servers.
+    pub sqlite_synchronous: String,
     /// Phase (b).
     pub enroll: EnrollFigure,
     /// Phase (b) again with each device signing its CSR inside the timed window.
@@ -90,16 +98,40 @@ impl BenchReport {
         capacity(self.enroll.enrolled, self.enroll.server_cpu, self.cores)
     }
     fn syncml_on(&self, backend: &str) -> Option<&SyncmlFigure> {
-        self.syncml.iter().find(|s| s.backend == backend)
+        self.syncml_with(backend, phases::Connect::KeepAlive)
+    }
+    fn syncml_with(&self, backend: &str, connect: phases::Connect) -> Option<&SyncmlFigure> {
+        self.syncml
+            .iter()
+            .find(|s| s.backend == backend && s.connect == connect)
+    }
+    /// Server CPU of a full TLS handshake: a session on a new connection without
+    /// resumption, minus a session on a kept-alive connection.
+    pub fn full_handshake_server_us(&self) -> Option<f64> {
+        let full = self.syncml_with("sqlite", phases::Connect::NewFullHandshake)?;
+        let kept = self.syncml_on("sqlite")?;
+        Some(full.server_cpu_us_per_session() - kept.server_cpu_us_per_session())
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         let r = |x: f64| (x * 1000.0).round() / 1000.0;
         let sqlite = self.syncml_on("sqlite");
         let pg = self.syncml_on("postgres");
+        let new = self.syncml_with("sqlite", phases::Connect::New);
+        let full = self.syncml_with("sqlite", phases::Connect::NewFullHandshake);
+        let openssl = self.rsa2048_sign_per_s_openssl;
         json!({
             "cores": self.cores,
             "rsa2048_sign_per_s": r(self.rsa2048_sign_per_s),
+            "rsa2048_sign_per_s_openssl": openssl.map(r),
+            "enroll_ratio_openssl": openssl.map(|o| r(self.enroll_per_s() / o.max(1e-9))),
+            "enroll_server_capacity_ratio_openssl": openssl.map(|o| r(self.enroll_capacity() / o.max(1e-9))),
+            "sqlite_synchronous": self.sqlite_synchronous,
+            "syncml_msgs_per_s_new_connection": new.map(|s| r(s.msgs_per_s())),
+            "syncml_server_cpu_us_per_session_new_connection": new.map(|s| r(s.server_cpu_us_per_session())),
+            "syncml_msgs_per_s_new_connection_full_handshake": full.map(|s| r(s.msgs_per_s())),
+            "syncml_server_cpu_us_per_session_full_handshake": full.map(|s| r(s.server_cpu_us_per_session())),
+            "full_handshake_server_us": self.full_handshake_server_us().map(r),
             "enroll_per_s": r(self.enroll_per_s()),
             "enroll_ratio": r(self.enroll_ratio()),
             "enrolled": self.enroll.enrolled,
@@ -137,6 +169,14 @@ impl BenchReport {
             "(a) RSA-2048 signs (ring)  {:>10.1}/s",
             self.rsa2048_sign_per_s
         )?;
+        if let Some(o) = self.rsa2048_sign_per_s_openssl {
+            writeln!(
+                w,
+                "    openssl speed          {o:>10.1}/s  (ratios to it: enroll {:.3}, server capacity {:.3})",
+                self.enroll_per_s() / o.max(1e-9),
+                self.enroll_capacity() / o.max(1e-9)
+            )?;
+        }
         writeln!(
             w,
             "(b) enrollments            {:>10.1}/s  ({} in {:.2} s, {} errors)  enroll_ratio {:.3} (goal >= 0.5)",
@@ -166,9 +206,10 @@ impl BenchReport {
         for s in &self.syncml {
             writeln!(
                 w,
-                "(c) SyncML msgs {:<10} {:>10.1}/s  ({:.1} commands/s; {} messages, {} sessions, {} errors in {:.2} s; {} of {} answered commands stored as acknowledged; goal >= 10000/s)",
+                "(c) SyncML msgs {:<10} {:>10.1}/s  ({}, {:.1} commands/s; {} messages, {} sessions, {} errors in {:.2} s; {} of {} answered commands stored as acknowledged)",
                 s.backend,
                 s.msgs_per_s(),
+                s.connect.label(),
                 s.commands_per_s(),
                 s.messages,
                 s.sessions,
@@ -179,10 +220,18 @@ impl BenchReport {
             )?;
             writeln!(
                 w,
-                "    server CPU             {:>10.1} us/message; capacity with {} cores {:.1}/s",
+                "    server CPU             {:>10.1} us/message, {:.1} us/session; capacity with {} cores {:.1}/s",
                 s.server_cpu_us_per_msg(),
+                s.server_cpu_us_per_session(),
                 self.cores,
                 s.capacity(self.cores)
+            )?;
+        }
+        if let Some(h) = self.full_handshake_server_us() {
+            writeln!(
+                w,
+                "    full TLS handshake     {h:>10.1} us of server CPU per session (SQLite synchronous = {})",
+                self.sqlite_synchronous
             )?;
         }
         let d = &self.devices;

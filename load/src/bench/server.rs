@@ -6,6 +6,8 @@ use super::*;
 /// database threads) are told apart from the emulated devices' to measure its CPU time.
 pub struct BenchServer {
     pub target: Target,
+    /// The `PRAGMA synchronous` of its SQLite database (the server's default).
+    pub sqlite_synchronous: &'static str,
     store: winmdm_server::db::Store,
     server: Option<winmdm_server::RunningServer>,
     runtime: ServerRuntime,
@@ -63,6 +65,7 @@ impl BenchServer {
             lacking: Default::default(),
         };
         Ok(BenchServer {
+            sqlite_synchronous: config.sqlite_synchronous.pragma(),
             target,
             store: server.state.store.clone(),
             server: Some(server),
