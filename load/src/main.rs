@@ -86,6 +86,10 @@ struct ChaosArgs {
     /// Longest wait, in seconds, for the command queue to drain after the last kill.
     #[arg(long, default_value_t = 120)]
     quiet_secs: u64,
+    /// Leave out the crash at each named crash point of the server after the random
+    /// kills.
+    #[arg(long)]
+    skip_crash_points: bool,
 }
 
 #[derive(clap::Args)]
@@ -192,6 +196,7 @@ async fn run_chaos(a: ChaosArgs) -> Result<bool, String> {
             std::time::Duration::from_millis(a.max_gap_ms),
         ),
         quiet: std::time::Duration::from_secs(a.quiet_secs),
+        crash_points: !a.skip_crash_points,
         serve_exe: exe,
         progress: true,
     };

@@ -1,5 +1,6 @@
 //! A short chaos run: devices and an admin client at work while the server process is
-//! killed with SIGKILL three times; the checker finds every acknowledged command
+//! killed with SIGKILL three times and then crashed at each named crash point; the
+//! checker finds every acknowledged command
 //! delivered and stored once, and no command sent again after its answer (on SQLite,
 //! and on Postgres when WINMDM_TEST_POSTGRES_URL is set).
 
@@ -15,6 +16,7 @@ async fn kills_lose_nothing_and_do_nothing_twice() {
         seed: 11,
         kill_gap: (Duration::from_millis(300), Duration::from_millis(900)),
         quiet: Duration::from_secs(90),
+        crash_points: true,
         serve_exe: env!("CARGO_BIN_EXE_winmdm-load").into(),
         progress: false,
     };

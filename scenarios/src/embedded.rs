@@ -114,6 +114,7 @@ pub async fn start_with(serve_exe: Option<PathBuf>) -> Result<Embedded, String> 
         config,
         backend: Mutex::new(Backend::InProcess(Some(server))),
         _dir: dir,
+        child_env: Default::default(),
     });
     let target = target_for(&control, ca_pem, serve_exe);
     Ok(Embedded { target, control })
@@ -126,7 +127,7 @@ pub async fn start_process(exe: PathBuf) -> Result<Embedded, String> {
     config.listen = free_port()?;
     // Commands whose session died with the process are sent again quickly.
     config.redeliver_after_secs = 1;
-    let child = spawn(&exe, &config).await?;
+    let child = spawn(&exe, &config, &[]).await?;
     let cert = dir.path().join("tls-cert.pem");
     let ca_pem = std::fs::read(&cert).map_err(|e| format!("reading {}: {e}", cert.display()))?;
     let control = Arc::new(Control {
@@ -136,6 +137,7 @@ pub async fn start_process(exe: PathBuf) -> Result<Embedded, String> {
             child: Some(child),
         }),
         _dir: dir,
+        child_env: Default::default(),
     });
     let target = target_for(&control, ca_pem, Some(exe));
     Ok(Embedded { target, control })
@@ -163,7 +165,7 @@ pub async fn start_replicas(exe: PathBuf, count: usize) -> Result<Embedded, Stri
     for _ in 0..count.max(1) {
         let mut c = config.clone();
         c.listen = free_port()?;
-        children.push(spawn(&exe, &c).await?);
+        children.push(spawn(&exe, &c, &[]).await?);
         backends.push(c.listen);
     }
     let proxy = Proxy::start(proxy_addr, backends).await?;
@@ -174,6 +176,7 @@ pub async fn start_replicas(exe: PathBuf, count: usize) -> Result<Embedded, Stri
         config,
         backend: Mutex::new(Backend::Replicas { children, proxy }),
         _dir: dir,
+        child_env: Default::default(),
     });
     let target = target_for(&control, ca_pem, Some(exe));
     Ok(Embedded { target, control })

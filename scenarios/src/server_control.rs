@@ -27,6 +27,8 @@ pub struct Control {
     pub(crate) config: winmdm_server::Config,
     pub(crate) backend: Mutex<Backend>,
     pub(crate) _dir: tempfile::TempDir,
+    /// Extra environment of the server process from its next start (crash points).
+    pub(crate) child_env: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -67,7 +69,8 @@ impl Control {
                 if let Some(mut c) = child.take() {
                     let _ = c.kill().await;
                 }
-                *child = Some(spawn(exe, &self.config).await?);
+                let env = self.child_env.lock().map(|e| e.clone()).unwrap_or_default();
+                *child = Some(spawn(exe, &self.config, &env).await?);
             }
             Backend::Replicas { .. } => return Err("replicas are not restarted as a whole".into()),
         }
@@ -99,6 +102,29 @@ impl Control {
         self.restart().await
     }
 
+    /// Kills the server process and starts it again with these extra environment
+    /// variables (e.g. a crash point, see `winmdm_server::crash`); empty clears them.
+    pub async fn restart_with_env(&self, env: Vec<(String, String)>) -> Result<(), String> {
+        if let Ok(mut e) = self.child_env.lock() {
+            *e = env;
+        }
+        self.kill_and_restart().await
+    }
+
+    /// Waits up to `timeout` for the server process to exit on its own; true if it did.
+    pub async fn wait_for_exit(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Backend::Process { child: Some(c), .. } = &mut *self.backend.lock().await {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Stops the server.
     pub async fn shutdown(&self) {
         match &mut *self.backend.lock().await {
@@ -128,12 +154,29 @@ pub(crate) fn free_port() -> Result<SocketAddr, String> {
     l.local_addr().map_err(|e| format!("picking a port: {e}"))
 }
 
+/// Whether `status` is the abort of a crash point armed in `env`.
+fn crash_point_abort(env: &[(String, String)], status: &std::process::ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGABRT: i32 = 6;
+        env.iter().any(|(k, _)| k == "WINMDM_CRASH_AT") && status.signal() == Some(SIGABRT)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (env, status);
+        false
+    }
+}
+
 /// Spawns `exe serve` and waits until it accepts connections.
 pub(crate) async fn spawn(
     exe: &PathBuf,
     c: &winmdm_server::Config,
+    env: &[(String, String)],
 ) -> Result<tokio::process::Child, String> {
     let mut cmd = tokio::process::Command::new(exe);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     cmd.arg("serve")
         .arg("--listen")
         .arg(c.listen.to_string())
@@ -162,6 +205,11 @@ pub(crate) async fn spawn(
     // Up to 60 s: a loaded machine may take a while to generate the RSA identity CA.
     for _ in 0..1200 {
         if let Ok(Some(status)) = child.try_wait() {
+            // An armed crash point may fire as soon as the port accepts requests: that
+            // abort (SIGABRT) is the exit the caller waits for, not a failed start.
+            if crash_point_abort(env, &status) {
+                return Ok(child);
+            }
             return Err(format!("{} serve exited at start: {status}", exe.display()));
         }
         if tokio::net::TcpStream::connect(c.listen).await.is_ok() {

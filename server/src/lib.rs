@@ -24,6 +24,7 @@ pub mod ca;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod crash;
 pub mod error;
 pub mod http;
 pub mod model;

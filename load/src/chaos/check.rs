@@ -139,6 +139,20 @@ pub(super) async fn check(run: &Run) -> ChaosReport {
 
     // Every Status the server answered with HTTP 200 is stored with the code sent.
     for l in &ledgers {
+        // No half enrollment or renewal: the certificate the device holds at the end
+        // (the one it was handed last) is on record and accepted on management.
+        if let Some(ok) = l.final_session_ok {
+            *passed.entry("certificate_accepted").or_default() += 1;
+            if !ok {
+                report.violations.push(violation(
+                    "certificate_accepted",
+                    &l.device_id,
+                    "the device's session after the drain failed: its certificate is not accepted"
+                        .into(),
+                    &Value::Null,
+                ));
+            }
+        }
         report.messages += l.messages;
         report.answered_messages += l.answered_messages;
         report.violations.extend(l.violations.iter().cloned());

@@ -41,6 +41,8 @@ pub struct Ledger {
     /// Management exchanges read, and those answered with HTTP 200.
     pub messages: u64,
     pub answered_messages: u64,
+    /// Whether the session after the drain succeeded (None: not run).
+    pub final_session_ok: Option<bool>,
 }
 
 fn children<'a, 'i>(

@@ -36,6 +36,9 @@ pub struct ChaosOptions {
     pub kill_gap: (Duration, Duration),
     /// Longest wait for the queue to drain after the last kill.
     pub quiet: Duration,
+    /// After the random kills, crash the server at each named crash point in turn
+    /// (`winmdm_server::crash::POINTS`).
+    pub crash_points: bool,
     /// The executable that serves with `serve` (this one).
     pub serve_exe: PathBuf,
     pub progress: bool,
@@ -55,6 +58,10 @@ pub struct ChaosReport {
     pub passed: std::collections::BTreeMap<&'static str, u64>,
     pub violations: Vec<Violation>,
     pub elapsed: Duration,
+    /// Each crash point visited, and whether the server died there.
+    pub crash_points: Vec<(&'static str, bool)>,
+    /// Devices renewed during the run.
+    pub renewals: u64,
 }
 
 impl ChaosReport {
@@ -71,6 +78,17 @@ impl ChaosReport {
             self.answered_messages,
             self.elapsed.as_secs_f64()
         )?;
+        for (point, hit) in &self.crash_points {
+            writeln!(
+                w,
+                "  crash point {point:<24} {}",
+                if *hit {
+                    "reached: the server aborted there"
+                } else {
+                    "not reached"
+                }
+            )?;
+        }
         for (invariant, n) in &self.passed {
             let failed = self
                 .violations
@@ -109,6 +127,7 @@ struct Run {
     /// Admin-acknowledged commands: id and target devices.
     acknowledged: Mutex<Vec<(String, Vec<String>)>>,
     admin: reqwest::Client,
+    renewals: std::sync::atomic::AtomicU64,
 }
 
 fn note(progress: bool, msg: &str) {
@@ -132,11 +151,28 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
         ledgers: Mutex::new(Vec::new()),
         acknowledged: Mutex::new(Vec::new()),
         admin,
+        renewals: std::sync::atomic::AtomicU64::new(0),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..opts.devices {
         tasks.spawn(device(run.clone(), opts.seed.wrapping_add(i as u64)));
     }
+    // New devices keep arriving, so that enrollments cross the faults too.
+    let arrivals = {
+        let run = run.clone();
+        let seed = opts.seed;
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xa11);
+            let mut arrivals = tokio::task::JoinSet::new();
+            let mut n = 0u64;
+            while !run.stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(300..900))).await;
+                n += 1;
+                arrivals.spawn(device(run.clone(), seed.wrapping_add(1_000_000 + n)));
+            }
+            while arrivals.join_next().await.is_some() {}
+        })
+    };
     let admin_task = tokio::spawn(admin_workload(run.clone(), opts.seed));
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
     let mut kills = 0;
@@ -152,12 +188,48 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
         kills += 1;
         note(opts.progress, &format!("kill {}/{}", k + 1, opts.kills));
     }
+    let mut crash_points = Vec::new();
+    if opts.crash_points {
+        for point in winmdm_server::crash::POINTS {
+            let nth = rng.gen_range(1..=3);
+            let env = vec![
+                ("WINMDM_CRASH_AT".to_string(), format!("{point}:{nth}")),
+                ("WINMDM_ALLOW_CRASH_POINTS".to_string(), "1".to_string()),
+            ];
+            server
+                .control
+                .restart_with_env(env)
+                .await
+                .map_err(ChaosError::Server)?;
+            let hit = server.control.wait_for_exit(Duration::from_secs(30)).await;
+            note(
+                opts.progress,
+                &format!(
+                    "crash point {point}: {}",
+                    if hit {
+                        "reached"
+                    } else {
+                        "not reached in 30 s"
+                    }
+                ),
+            );
+            crash_points.push((point, hit));
+        }
+        server
+            .control
+            .restart_with_env(Vec::new())
+            .await
+            .map_err(ChaosError::Server)?;
+    }
     admin_task.abort();
     note(opts.progress, "faults over: waiting for the queue to drain");
     check::wait_for_drain(&run, opts.quiet).await;
     run.stop.store(true, Ordering::SeqCst);
     while tasks.join_next().await.is_some() {}
+    let _ = arrivals.await;
     let mut report = check::check(&run).await;
+    report.crash_points = crash_points;
+    report.renewals = run.renewals.load(Ordering::SeqCst);
     server.control.shutdown().await;
     report.seed = opts.seed;
     report.kills = kills;
@@ -191,10 +263,19 @@ async fn device(run: Arc<Run>, seed: u64) {
     }
     let mut ledger = Ledger::new(&device_id);
     while !run.stop.load(Ordering::SeqCst) {
+        // Now and then a renewal (MS-WSTEP Renew), so that renewals cross the faults.
+        if rng.gen_bool(0.02) && d.renew().await.is_ok() {
+            run.renewals.fetch_add(1, Ordering::SeqCst);
+        }
         let _ = d.sync().await;
         ledger.read(&d.take_exchanges());
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
     }
+    // The last word: a session after the drain, with whatever certificate the device
+    // holds (a certificate handed to it must be accepted on management).
+    let last = d.sync().await;
+    ledger.read(&d.take_exchanges());
+    ledger.final_session_ok = Some(last.is_ok());
     if let Ok(mut l) = run.ledgers.lock() {
         l.push(ledger);
     }

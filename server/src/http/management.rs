@@ -130,7 +130,9 @@ async fn process(
     );
     let delivery = work.delivery;
     // Nothing of the message is stored when this fails (one transaction).
+    crate::crash::point("management.before_store");
     let outcome = state.store.record_message(work).await?;
+    crate::crash::point("management.after_store");
     chunks.apply(exchange.take_chunk_ops());
     if outcome.answered.iter().any(Option::is_none) {
         tracing::debug!(%device_id, "response to a command not from the queue");

@@ -62,6 +62,7 @@ pub async fn issue(
         thumbprint: &issued.thumbprint,
         not_after: &not_after,
     };
+    crate::crash::point("enroll.after_sign");
     let record = decide::new_enrollment(rst, &host, &device_id, signed, &csr);
     let (device_name, upn) = (record.device_name.clone(), record.upn.clone());
     match state.store.record_enrollment(record, claim).await {
@@ -168,6 +169,7 @@ pub async fn renew(
             )
         })?;
     let not_after = issued.not_after.format(&Rfc3339).unwrap_or_default();
+    crate::crash::point("renew.after_sign");
     let recorded = state
         .store
         .renew_certificate(
