@@ -1,7 +1,8 @@
 //! The server's logs, as an operator runs it: `winmdm serve --config FILE` with JSON
-//! logs at debug level. Enrollment (Orbit, a node key, a user account, the federated
-//! login page), management sessions and admin calls leave no secret in any line, and
-//! every line logged while a request is handled carries its request id.
+//! logs at `trace`, the most verbose level (dependencies' lines included). Enrollment
+//! (Orbit, a node key, a user account, the federated login page), management sessions
+//! and admin calls leave no secret in any line, and every line logged while a request
+//! is handled carries its request id.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ fn node_key_out_of_band(url: &str, ca: &Path, secret: &str) -> String {
 }
 
 #[test]
-fn debug_logs_carry_request_ids_and_no_secret() {
+fn logs_at_every_level_carry_request_ids_and_no_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Secrets {
         enroll_secret: unique("enroll-secret"),
@@ -107,7 +108,7 @@ fn debug_logs_carry_request_ids_and_no_secret() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm"))
         .args(["serve", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -158,7 +159,7 @@ fn debug_logs_carry_request_ids_and_no_secret() {
 
     let text = std::fs::read_to_string(&log_path).expect("read log");
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() > 50, "debug logging captured: {text}");
+    assert!(lines.len() > 50, "trace logging captured: {text}");
     let bearer = format!("Bearer {}", s.admin_token);
     for (what, secret) in [
         ("the enroll secret", s.enroll_secret.as_str()),

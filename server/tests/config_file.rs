@@ -166,3 +166,13 @@ fn the_example_file_lists_every_flag_with_its_default() {
     let (_d, path) = write(&uncommented);
     parse(&path, &[]).expect("the uncommented example is a valid configuration");
 }
+
+/// The only test setting this variable: `--help` names it but never shows its value.
+#[test]
+fn help_never_shows_the_value_of_a_secret_environment_variable() {
+    std::env::set_var("WINMDM_ADMIN_TOKEN", "admin-token-in-the-environment");
+    let help = Config::command().render_long_help().to_string();
+    std::env::remove_var("WINMDM_ADMIN_TOKEN");
+    assert!(help.contains("WINMDM_ADMIN_TOKEN"), "{help}");
+    assert!(!help.contains("admin-token-in-the-environment"), "{help}");
+}
