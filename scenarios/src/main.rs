@@ -35,8 +35,9 @@ enum Command {
     /// Benchmark: runs `winmdm-load bench` with the same arguments.
     #[command(disable_help_flag = true)]
     Bench(Forwarded),
-    /// Run the reference server (same flags as `winmdm-server`, logs on stderr) until
-    /// interrupted: what the harness starts for scenarios that kill or replicate it.
+    /// Run the reference server (same flags and `--config` file as `winmdm-server`, logs
+    /// on stderr) until interrupted: what the harness starts for scenarios that kill or
+    /// replicate it. (Handled before the other commands are parsed: see `serve`.)
     Serve(winmdm_server::Config),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) for winmdm
     /// or winmdm-server.
@@ -276,8 +277,33 @@ fn forward(subcommand: &str, a: Forwarded) -> Result<bool, String> {
     Ok(status.success())
 }
 
+/// `winmdm serve ...`: parsed like `winmdm-server` (with its `--config` file, whose
+/// values may include the otherwise required `--enroll-secret`), logging to stderr in
+/// `--log-format` at `warn` unless `RUST_LOG` says otherwise.
+async fn serve(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let config = match winmdm_server::parse_or_exit(
+        "winmdm serve",
+        std::iter::once("winmdm serve".into()).chain(args),
+    ) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    winmdm_server::logging::init(config.log_format, "warn", std::io::stderr);
+    match winmdm_server::serve_until_interrupted(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("winmdm serve: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "serve") {
+        return serve(args.collect()).await;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

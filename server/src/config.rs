@@ -10,6 +10,15 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "winmdm-server", version)]
 pub struct Config {
+    /// TOML file of settings: each key is a flag's long name (`enroll-secret = "..."`);
+    /// flags and environment variables override it (docs/winmdm.toml lists every key).
+    #[arg(long, env = "WINMDM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log lines as plain text or as JSON objects, one a line (level filter: `RUST_LOG`).
+    #[arg(long, env = "WINMDM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Address and port of the single HTTPS listener.
     #[arg(long, env = "WINMDM_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
@@ -19,7 +28,7 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Database URL; defaults to a SQLite file `winmdm.db` in the data directory.
-    #[arg(long, env = "WINMDM_DATABASE_URL")]
+    #[arg(long, env = "WINMDM_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Base URL devices use to reach this server (goes into discovery and provisioning
@@ -28,7 +37,7 @@ pub struct Config {
     pub public_url: Option<String>,
 
     /// Secret an Orbit agent must present to enroll.
-    #[arg(long, env = "WINMDM_ENROLL_SECRET")]
+    #[arg(long, env = "WINMDM_ENROLL_SECRET", hide_env_values = true)]
     pub enroll_secret: String,
 
     /// `USER:PASSWORD` allowed to enroll devices without Orbit: OnPremise with a
@@ -37,12 +46,13 @@ pub struct Config {
     #[arg(
         long = "enroll-user",
         env = "WINMDM_ENROLL_USERS",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     pub enroll_users: Vec<String>,
 
     /// Bearer token for the admin API (`/api/v1/...`); the admin API is disabled without it.
-    #[arg(long, env = "WINMDM_ADMIN_TOKEN")]
+    #[arg(long, env = "WINMDM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
     /// PEM certificate chain for HTTPS; without it a self-signed certificate for
@@ -137,6 +147,16 @@ pub struct Config {
     pub sqlite_synchronous: SqliteSynchronous,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, each naming its request's span (`request{request_id=...}`).
+    #[default]
+    Text,
+    /// One JSON object a line, with the request's span fields (`request_id`) in `span`.
+    Json,
+}
+
 /// How SQLite flushes a commit (<https://sqlite.org/pragma.html#pragma_synchronous>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum SqliteSynchronous {
@@ -163,6 +183,8 @@ impl Config {
     /// A configuration for tests and the embedded harness: ephemeral port, given data dir.
     pub fn for_data_dir(data_dir: PathBuf, enroll_secret: &str) -> Self {
         Config {
+            config: None,
+            log_format: LogFormat::Text,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
             database_url: None,

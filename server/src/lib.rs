@@ -24,9 +24,11 @@ pub mod ca;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod crash;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod model;
 pub mod paths;
 pub mod protocol;
@@ -46,25 +48,45 @@ pub use codec::{cms as renew, wstep as enroll, xcep as policy};
 pub use store as db;
 
 pub use app::{start, RunningServer};
-pub use config::Config;
+pub use config::{Config, LogFormat};
+pub use config_file::ConfigError;
 pub use error::ServerError;
-/// The `main` of a binary serving with the command line's flags until Ctrl-C: logs to
-/// stdout at `default_log` unless `RUST_LOG` says otherwise, and exits non-zero, naming
-/// `name`, on failure. (`winmdm serve` logs through the harness's own subscriber.)
+/// The `main` of a binary serving with the command line's flags (and `--config` file)
+/// until Ctrl-C: logs to stdout in `--log-format` at `default_log` unless `RUST_LOG`
+/// says otherwise, and exits non-zero, naming `name`, on failure.
 pub async fn main_with_flags(name: &str, default_log: &str) -> std::process::ExitCode {
-    use clap::Parser;
-    use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_log)),
-        )
-        .with_writer(std::io::stdout)
-        .init();
-    match serve_until_interrupted(Config::parse()).await {
+    let config = match parse_or_exit(name, std::env::args_os()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(config.log_format, default_log, std::io::stdout);
+    match serve_until_interrupted(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configuration from `args` (program name first) and its `--config` file; on
+/// error (or `--help`) the message is printed, naming `name`, and the exit code returned.
+pub fn parse_or_exit<I, T>(name: &str, args: I) -> Result<Config, std::process::ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match Config::try_parse_with_file_from(args) {
+        Ok(c) => Ok(c),
+        Err(ConfigError::Cli(e)) => {
+            let _ = e.print();
+            Err(std::process::ExitCode::from(
+                u8::try_from(e.exit_code()).unwrap_or(2),
+            ))
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            Err(std::process::ExitCode::from(2))
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod federated;
 pub mod guards;
 pub mod management;
 pub mod orbit;
+pub mod request_id;
 pub mod respond;
 pub mod xcep;
 
@@ -102,5 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin)
         .merge(orbit_config)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost: every line logged for a request names it.
+        .layer(from_fn(request_id::request_span))
         .with_state(state)
 }
