@@ -76,8 +76,19 @@ impl<'m> Exchange<'m> {
     /// Starts the answer to `msg` (its SyncHdr acknowledged), from `server_url`,
     /// announcing `max_msg_size`.
     pub fn new(msg: &'m ClientMessage, server_url: &str, max_msg_size: usize) -> Self {
+        Self::with_chal(msg, server_url, max_msg_size, "")
+    }
+
+    /// As [`Self::new`], the SyncHdr Status carrying `chal` (the next digest nonce of a
+    /// device authenticated by digest, see [`super::digest`]).
+    pub fn with_chal(
+        msg: &'m ClientMessage,
+        server_url: &str,
+        max_msg_size: usize,
+        chal: &str,
+    ) -> Self {
         let mut reply = ServerMessage::reply_to(&msg.hdr, server_url, max_msg_size);
-        reply.status(&msg.hdr.msg_id, "0", "SyncHdr", 200);
+        reply.status_with_chal(&msg.hdr.msg_id, "0", "SyncHdr", 200, chal);
         Exchange {
             msg,
             reply,
