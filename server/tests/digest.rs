@@ -176,6 +176,11 @@ async fn a_device_authenticated_by_digest_runs_a_queued_command() {
         r.body
     );
     let n2 = n2.expect("every reply carries the next nonce");
+    let e = s.state.store.enrollment(DEVICE).await.unwrap().unwrap();
+    assert!(
+        e.last_checkin_at.is_some(),
+        "package 1 after the challenge checks in"
+    );
     assert_ne!(n1, n2);
 
     let reply = format!(

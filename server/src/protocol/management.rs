@@ -70,6 +70,8 @@ pub struct Exchange<'m> {
     /// Large-object changes, applied once the message is stored.
     chunk_ops: Vec<ChunkOp>,
     unenrolled: bool,
+    /// Package 1 sent again after a digest challenge: the session's first stored message.
+    opens_session: bool,
 }
 
 impl<'m> Exchange<'m> {
@@ -95,6 +97,12 @@ impl<'m> Exchange<'m> {
             responses: Vec::new(),
             chunk_ops: Vec::new(),
             unenrolled: false,
+            // A device challenged for credentials sends package 1 again under the next
+            // MsgID (OMA-DM 1.2 Security); its session opening alert (1200/1201) marks it.
+            opens_session: !chal.is_empty()
+                && msg.commands.iter().any(|c| {
+                    c.verb == "Alert" && matches!(c.data.as_deref(), Some("1200" | "1201"))
+                }),
         }
     }
 
@@ -156,7 +164,7 @@ impl<'m> Exchange<'m> {
             device_id: device_id.to_string(),
             session_id: hdr.session_id.clone(),
             // Once per session (its first message): check-in time and certificate retirement.
-            first_in_session: hdr.msg_id == "1",
+            first_in_session: hdr.msg_id == "1" || self.opens_session,
             current_cert,
             responses: std::mem::take(&mut self.responses),
             delivery,
