@@ -341,3 +341,26 @@ async fn by_default_management_needs_a_certificate_and_provisions_no_secret() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn nonces_survive_a_restart() {
+    let s = server_in(ManagementAuth::Digest).await;
+    let (_, c) = enroll(&s).await;
+    // A server started again on the same database accepts the provisioned nonce once.
+    let again = TestServer {
+        state: winmdm_server::app::build_state(s.state.config.clone(), PUBLIC_URL.into())
+            .await
+            .expect("state"),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let first = cred(&digest(&c.name, &c.secret, &c.nonce));
+    let r = post(&again, message(DEVICE, 7, 1, &first, PKG1), None).await;
+    assert_eq!(hdr_status(&r.body).0, "200", "{}", r.body);
+    let r = post(&s, message(DEVICE, 8, 1, &first, PKG1), None).await;
+    assert_eq!(
+        hdr_status(&r.body).0,
+        "401",
+        "used up for the first server too: {}",
+        r.body
+    );
+}
