@@ -4,7 +4,9 @@
 //! handshake: it must be issued by the identity CA, valid now, belong to an active
 //! enrollment, and that enrollment's DeviceID must be the SyncHdr Source. What the
 //! message means and what to answer is [`crate::protocol::management`]; this handler
-//! parses, loads, stores and answers.
+//! parses, loads, stores and answers. With `--management-auth` allowing digest, a
+//! connection without a certificate (any, under `digest`) is handled by
+//! [`super::digest`] instead.
 
 use std::sync::Arc;
 
