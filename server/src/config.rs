@@ -145,6 +145,13 @@ pub struct Config {
     /// to a power loss or OS crash.
     #[arg(long, env = "WINMDM_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full)]
     pub sqlite_synchronous: SqliteSynchronous,
+
+    /// How devices authenticate management sessions: `mtls` (the enrollment
+    /// certificate), `digest` (OMA-DM MD5 digest with credentials from the provisioning
+    /// document) or `mtls-or-digest` (a presented certificate is judged as in `mtls`;
+    /// a connection without one may use digest).
+    #[arg(long, env = "WINMDM_MANAGEMENT_AUTH", value_enum, default_value_t = crate::model::ManagementAuth::Mtls)]
+    pub management_auth: crate::model::ManagementAuth,
 }
 
 /// How log lines are written.
@@ -210,6 +217,7 @@ impl Config {
             node_key_ttl_secs: 0,
             provider_id: "winmdm".to_string(),
             sqlite_synchronous: SqliteSynchronous::Full,
+            management_auth: crate::model::ManagementAuth::Mtls,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod cms;
 pub mod csr;
 pub mod der;
+pub mod digest;
 pub mod discovery;
 pub mod provisioning;
 pub mod soap;

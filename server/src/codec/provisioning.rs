@@ -20,6 +20,21 @@ pub struct ProvisioningInput<'a> {
     pub device_id: &'a str,
     pub device_name: &'a str,
     pub upn: &'a str,
+    /// Digest credentials for management (`--management-auth` with digest); None keeps
+    /// placeholder APPAUTH values, as mTLS alone authenticates.
+    pub digest: Option<DigestCredentials<'a>>,
+}
+
+/// The device's OMA-DM digest credentials (w7 APPLICATION CSP, APPAUTH).
+pub struct DigestCredentials<'a> {
+    /// `AAUTHNAME` of the APPSRV level: the DeviceID.
+    pub name: &'a str,
+    pub secret: &'a str,
+    /// The first nonce, base64 (`AAUTHDATA`).
+    pub nonce: &'a str,
+    /// Secret of the CLIENT level (the server toward the device), which this server
+    /// never uses: random, so that no two devices share one.
+    pub client_secret: &'a str,
 }
 
 fn parm(name: &str, value: &str) -> String {
@@ -120,18 +135,26 @@ pub fn build(p: &ProvisioningInput<'_>) -> String {
     doc.push_str("<parm name=\"BACKCOMPATRETRYDISABLED\"/>");
     doc.push_str(&parm("DEFAULTENCODING", "application/vnd.syncml.dm+xml"));
     doc.push_str(&parm("SSLCLIENTCERTSEARCHCRITERIA", &search));
-    // APPAUTH entries are required by the w7 schema; authentication itself is mTLS.
+    // APPAUTH entries are required by the w7 schema. AAUTHLEVEL APPSRV is the device
+    // authenticating to the server, CLIENT the server to the device (w7 APPLICATION CSP).
+    let (client_name, client_secret, app_name, app_secret, nonce) = match &p.digest {
+        Some(d) => (p.provider_id, d.client_secret, d.name, d.secret, d.nonce),
+        None => ("dummy", "dummy", "dummy", "dummy", "nonce"),
+    };
     doc.push_str("<characteristic type=\"APPAUTH\">");
     doc.push_str(&parm("AAUTHLEVEL", "CLIENT"));
     doc.push_str(&parm("AAUTHTYPE", "DIGEST"));
-    doc.push_str(&parm("AAUTHSECRET", "dummy"));
-    doc.push_str(&parm("AAUTHDATA", "nonce"));
+    if p.digest.is_some() {
+        doc.push_str(&parm("AAUTHNAME", client_name));
+    }
+    doc.push_str(&parm("AAUTHSECRET", client_secret));
+    doc.push_str(&parm("AAUTHDATA", nonce));
     doc.push_str("</characteristic><characteristic type=\"APPAUTH\">");
     doc.push_str(&parm("AAUTHLEVEL", "APPSRV"));
     doc.push_str(&parm("AAUTHTYPE", "DIGEST"));
-    doc.push_str(&parm("AAUTHNAME", "dummy"));
-    doc.push_str(&parm("AAUTHSECRET", "dummy"));
-    doc.push_str(&parm("AAUTHDATA", "nonce"));
+    doc.push_str(&parm("AAUTHNAME", app_name));
+    doc.push_str(&parm("AAUTHSECRET", app_secret));
+    doc.push_str(&parm("AAUTHDATA", nonce));
     doc.push_str("</characteristic></characteristic>");
     doc.push_str(&format!(
         "<characteristic type=\"DMClient\"><characteristic type=\"Provider\"><characteristic type=\"{}\">",

@@ -187,9 +187,22 @@ impl ServerMessage {
 
     /// Appends a Status answering `cmd_ref` (0 = the SyncHdr) of message `msg_ref`.
     pub fn status(&mut self, msg_ref: &str, cmd_ref: &str, cmd: &str, code: u16) {
+        self.status_with_chal(msg_ref, cmd_ref, cmd, code, "");
+    }
+
+    /// As [`Self::status`], with `chal` (a `Chal` element, or empty) before the Data, as
+    /// the OMA-DM 1.2 DTD orders a Status (`Cred?, Chal?, Data`).
+    pub fn status_with_chal(
+        &mut self,
+        msg_ref: &str,
+        cmd_ref: &str,
+        cmd: &str,
+        code: u16,
+        chal: &str,
+    ) {
         let id = self.cmd_id();
         self.body.push_str(&format!(
-            "<Status><CmdID>{id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd><Data>{code}</Data></Status>",
+            "<Status><CmdID>{id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd>{chal}<Data>{code}</Data></Status>",
             escape(msg_ref),
             escape(cmd_ref),
             escape(cmd)

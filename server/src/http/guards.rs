@@ -145,12 +145,21 @@ fn too_large() -> Response {
 /// The management route refuses a connection without a client certificate from the
 /// identity CA before it reads the body (up to `--max-device-message-bytes`), so that
 /// nobody without a device certificate makes the server buffer device-sized messages.
-/// The handler judges the certificate fully (enrollment, DeviceID) afterwards.
+/// The handler judges the certificate fully (enrollment, DeviceID) afterwards. A
+/// connection that authenticates by digest (`--management-auth`) passes: its
+/// credentials are in the message.
 pub async fn require_client_certificate(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
+    let presented = req
+        .extensions()
+        .get::<PeerCertificate>()
+        .is_some_and(|p| p.der().is_some());
+    if state.config.management_auth.uses_digest(presented) {
+        return next.run(req).await;
+    }
     let verdict = req.extensions().get::<PeerCertificate>().map(|peer| {
         peer.verify(&state.ca)
             .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))

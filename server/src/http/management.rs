@@ -4,7 +4,9 @@
 //! handshake: it must be issued by the identity CA, valid now, belong to an active
 //! enrollment, and that enrollment's DeviceID must be the SyncHdr Source. What the
 //! message means and what to answer is [`crate::protocol::management`]; this handler
-//! parses, loads, stores and answers.
+//! parses, loads, stores and answers. With `--management-auth` allowing digest, a
+//! connection without a certificate (any, under `digest`) is handled by
+//! [`super::digest`] instead.
 
 use std::sync::Arc;
 
@@ -29,6 +31,13 @@ pub async fn session(
     Extension(peer): Extension<PeerCertificate>,
     body: String,
 ) -> Response {
+    if state
+        .config
+        .management_auth
+        .uses_digest(peer.der().is_some())
+    {
+        return super::digest::session(&state, &body).await;
+    }
     let serial = match peer.verify(&state.ca) {
         None => {
             return refuse(
@@ -66,32 +75,58 @@ pub async fn session(
         Err(Refusal::BadRequest(why)) => return refuse(StatusCode::BAD_REQUEST, why),
     }
     let device_id = &identity.device_id;
-    // A message resent after a dropped connection gets the answer it got the first
-    // time; it is not processed twice.
-    let session_key = SessionKey {
-        device_id: device_id.clone(),
+    let replay = match check_replay(&state, &msg, device_id, &body) {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    answer(&state, &msg, replay, identity.current, "").await
+}
+
+/// A message's place in its session's replay record (see [`check_replay`]).
+pub(super) struct ReplayKey {
+    key: SessionKey,
+    digest: [u8; 32],
+}
+
+/// A message resent after a dropped connection gets the answer it got the first time
+/// (the Err); it is not processed twice.
+pub(super) fn check_replay(
+    state: &AppState,
+    msg: &syncml::ClientMessage,
+    device_id: &str,
+    body: &str,
+) -> Result<ReplayKey, Response> {
+    let key = SessionKey {
+        device_id: device_id.to_string(),
         session_id: msg.hdr.session_id.clone(),
     };
     let digest: [u8; 32] = Sha256::digest(body.as_bytes()).into();
-    match state
-        .sessions
-        .check_replay(&session_key, &msg.hdr.msg_id, &digest)
-    {
-        Replay::New => {}
+    match state.sessions.check_replay(&key, &msg.hdr.msg_id, &digest) {
+        Replay::New => Ok(ReplayKey { key, digest }),
         Replay::Repeat(xml) => {
             tracing::info!(%device_id, msg = %msg.hdr.msg_id, "resent message answered from the session record");
-            return syncml_response(xml);
+            Err(syncml_response(xml))
         }
-        Replay::Conflict => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "MsgID already used in this session for a different message",
-            )
-        }
+        Replay::Conflict => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "MsgID already used in this session for a different message",
+        )),
     }
+}
+
+/// Processes an authenticated device's message and answers it (`chal`: the SyncHdr
+/// Status's digest challenge, or empty), remembering the answer for a resend.
+pub(super) async fn answer(
+    state: &AppState,
+    msg: &syncml::ClientMessage,
+    replay: ReplayKey,
+    current_cert: bool,
+    chal: &str,
+) -> Response {
+    let device_id = &replay.key.device_id;
     // A message that could not be stored is answered 500 and not remembered: the device
     // sends the package again instead of dropping its answers.
-    let xml = match process(&state, &msg, device_id, identity.current).await {
+    let xml = match process(state, msg, device_id, current_cert, chal).await {
         Ok(xml) => axum::body::Bytes::from(xml),
         Err(e) => {
             tracing::error!(%device_id, error = %e, "could not store the device's message");
@@ -103,7 +138,7 @@ pub async fn session(
     };
     state
         .sessions
-        .remember(session_key, &msg.hdr.msg_id, digest, xml.clone());
+        .remember(replay.key, &msg.hdr.msg_id, replay.digest, xml.clone());
     syncml_response(xml)
 }
 
@@ -114,9 +149,15 @@ async fn process(
     msg: &syncml::ClientMessage,
     device_id: &str,
     current_cert: bool,
+    chal: &str,
 ) -> Result<String, ServerError> {
     let chunks = &state.sessions.chunks;
-    let mut exchange = Exchange::new(msg, &state.url(MANAGEMENT_PATH), state.config.max_msg_size);
+    let mut exchange = Exchange::with_chal(
+        msg,
+        &state.url(MANAGEMENT_PATH),
+        state.config.max_msg_size,
+        chal,
+    );
     for cmd in &msg.commands {
         if let Read::NeedsSentCommand(command_uuid) = exchange.read(cmd, device_id, chunks, None) {
             let sent = state.store.sent_command(device_id, command_uuid).await?;

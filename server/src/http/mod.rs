@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod digest;
 pub mod discovery;
 pub mod enroll;
 pub mod federated;

@@ -1,12 +1,14 @@
 //! Plain data shared by the protocol core, the HTTP layer and the store: the states
 //! stored rows move through, the OMA-DM verbs, and the records the store keeps. No I/O.
 
+mod auth;
 mod message;
 mod profile;
 mod records;
 mod states;
 mod verb;
 
+pub use auth::{ManagementAuth, StoredDigest};
 pub use message::{Delivery, MessageOutcome, MessageWork, ResponseRecord};
 pub use profile::{
     AssignmentStep, AssignmentView, ItemCommand, OpenAssignment, ProfileItem, ProfileView,

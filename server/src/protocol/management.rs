@@ -70,20 +70,39 @@ pub struct Exchange<'m> {
     /// Large-object changes, applied once the message is stored.
     chunk_ops: Vec<ChunkOp>,
     unenrolled: bool,
+    /// Package 1 sent again after a digest challenge: the session's first stored message.
+    opens_session: bool,
 }
 
 impl<'m> Exchange<'m> {
     /// Starts the answer to `msg` (its SyncHdr acknowledged), from `server_url`,
     /// announcing `max_msg_size`.
     pub fn new(msg: &'m ClientMessage, server_url: &str, max_msg_size: usize) -> Self {
+        Self::with_chal(msg, server_url, max_msg_size, "")
+    }
+
+    /// As [`Self::new`], the SyncHdr Status carrying `chal` (the next digest nonce of a
+    /// device authenticated by digest, see [`super::digest`]).
+    pub fn with_chal(
+        msg: &'m ClientMessage,
+        server_url: &str,
+        max_msg_size: usize,
+        chal: &str,
+    ) -> Self {
         let mut reply = ServerMessage::reply_to(&msg.hdr, server_url, max_msg_size);
-        reply.status(&msg.hdr.msg_id, "0", "SyncHdr", 200);
+        reply.status_with_chal(&msg.hdr.msg_id, "0", "SyncHdr", 200, chal);
         Exchange {
             msg,
             reply,
             responses: Vec::new(),
             chunk_ops: Vec::new(),
             unenrolled: false,
+            // A device challenged for credentials sends package 1 again under the next
+            // MsgID (OMA-DM 1.2 Security); its session opening alert (1200/1201) marks it.
+            opens_session: !chal.is_empty()
+                && msg.commands.iter().any(|c| {
+                    c.verb == "Alert" && matches!(c.data.as_deref(), Some("1200" | "1201"))
+                }),
         }
     }
 
@@ -145,7 +164,7 @@ impl<'m> Exchange<'m> {
             device_id: device_id.to_string(),
             session_id: hdr.session_id.clone(),
             // Once per session (its first message): check-in time and certificate retirement.
-            first_in_session: hdr.msg_id == "1",
+            first_in_session: hdr.msg_id == "1" || self.opens_session,
             current_cert,
             responses: std::mem::take(&mut self.responses),
             delivery,

@@ -5,6 +5,7 @@
 //! neither a database nor a socket.
 
 pub mod delivery;
+pub mod digest;
 pub mod discovery;
 pub mod enrollment;
 pub mod management;

@@ -78,6 +78,16 @@ pub async fn issue(
         }
     }
     tracing::info!(%device_id, serial = %issued.serial, csr_hash = csr.signature_hash, "device enrolled");
+    let digest = if state.config.management_auth.digest_enabled() {
+        Some(
+            crate::service::digest::provision(&state.store, &device_id)
+                .await
+                .map_err(storage_fault("digest credentials", mid))?,
+        )
+    } else {
+        None
+    };
+    let client_secret = hex::encode(rand::random::<[u8; 24]>());
     let management_url = state.url(MANAGEMENT_PATH);
     let root_thumbprint = state.ca.thumbprint();
     let prov = crate::provisioning::build(&crate::provisioning::ProvisioningInput {
@@ -93,6 +103,14 @@ pub async fn issue(
         device_id: &device_id,
         device_name: &device_name,
         upn: &upn,
+        digest: digest
+            .as_ref()
+            .map(|d| crate::provisioning::DigestCredentials {
+                name: &device_id,
+                secret: &d.secret,
+                nonce: &d.nonce,
+                client_secret: &client_secret,
+            }),
     });
     Ok(rstrc(mid, &prov))
 }

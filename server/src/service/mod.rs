@@ -2,5 +2,6 @@
 //! identity CA and the protocol core. No HTTP here, and no SQL.
 
 pub mod auth;
+pub mod digest;
 pub mod enrollment;
 pub mod profiles;

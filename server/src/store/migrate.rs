@@ -13,6 +13,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_cert_keys.sql"),
     include_str!("../../migrations/sqlite/0005_enrollments_by_host.sql"),
     include_str!("../../migrations/sqlite/0006_node_key_age.sql"),
+    include_str!("../../migrations/sqlite/0007_digest_credentials.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -21,6 +22,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_cert_keys.sql"),
     include_str!("../../migrations/postgres/0005_enrollments_by_host.sql"),
     include_str!("../../migrations/postgres/0006_node_key_age.sql"),
+    include_str!("../../migrations/postgres/0007_digest_credentials.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.

@@ -22,6 +22,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::SqliteSynchronous;
 use crate::error::ServerError;
+use crate::model::StoredDigest;
 use crate::model::{
     AssignmentState, CertEnrollment, CertIdentity, CommandView, Delivery, EnrollClaim,
     EnrollConflict, Enrollment, EnrollmentState, Host, HostRegistration, ItemCommand,
@@ -294,6 +295,37 @@ impl Store {
         device_ids: &[String],
     ) -> Result<Option<String>, ServerError> {
         portable::enrollments::first_unknown(&self.pool, device_ids).await
+    }
+
+    // ---- Digest authentication ----
+
+    /// Sets a device's digest credentials and first nonce.
+    pub async fn set_digest_credentials(
+        &self,
+        device_id: &str,
+        stored: &StoredDigest,
+    ) -> Result<(), ServerError> {
+        portable::digest::upsert(&self.pool, device_id, stored).await
+    }
+
+    /// The digest credentials of a device with an active enrollment.
+    pub async fn digest_credentials(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<StoredDigest>, ServerError> {
+        portable::digest::get(&self.pool, device_id).await
+    }
+
+    /// Gives the device a new nonce; with `used`, only if that is still its nonce (it is
+    /// then used up). Whether the nonce was replaced.
+    pub async fn replace_digest_nonce(
+        &self,
+        device_id: &str,
+        used: Option<&str>,
+        nonce: &str,
+        expires_unix: i64,
+    ) -> Result<bool, ServerError> {
+        portable::digest::replace_nonce(&self.pool, device_id, used, nonce, expires_unix).await
     }
 
     // ---- Command queue ----
