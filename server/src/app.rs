@@ -73,6 +73,9 @@ pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppSt
 /// Opens storage, loads or creates key material, binds the listener and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     crate::crash::check_environment().map_err(ServerError::Config)?;
+    for c in &config.trusted_proxy {
+        crate::http::proxy_cert::Cidr::parse(c).map_err(ServerError::Config)?;
+    }
     // Key material exists before the port accepts connections, so that a replica
     // started once this one is reachable loads it instead of making its own.
     let (cert_path, key_path) = {

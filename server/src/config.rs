@@ -152,6 +152,15 @@ pub struct Config {
     /// a connection without one may use digest).
     #[arg(long, env = "WINMDM_MANAGEMENT_AUTH", value_enum, default_value_t = crate::model::ManagementAuth::Mtls)]
     pub management_auth: crate::model::ManagementAuth,
+    /// Header in which a TLS-terminating proxy forwards the client certificate (nginx
+    /// `$ssl_client_escaped_cert`, Envoy `X-Forwarded-Client-Cert`); believed only from
+    /// `--trusted-proxy` addresses.
+    #[arg(long, env = "WINMDM_CLIENT_CERT_HEADER")]
+    pub client_cert_header: Option<String>,
+    /// Addresses or CIDR ranges of the proxies whose certificate header is believed
+    /// (comma-separated or repeated).
+    #[arg(long, env = "WINMDM_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
 }
 
 /// How log lines are written.
@@ -218,6 +227,8 @@ impl Config {
             provider_id: "winmdm".to_string(),
             sqlite_synchronous: SqliteSynchronous::Full,
             management_auth: crate::model::ManagementAuth::Mtls,
+            client_cert_header: None,
+            trusted_proxy: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod federated;
 pub mod guards;
 pub mod management;
 pub mod orbit;
+pub mod proxy_cert;
 pub mod request_id;
 pub mod respond;
 pub mod xcep;
@@ -62,10 +63,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(MANAGEMENT_PATH, post(management::session))
         .route_layer(from_fn_with_state(device_body, read_body_in_time))
         .route_layer(from_fn(guards::require_syncml))
-        // Outermost: no certificate, no body read.
+        // No certificate, no body read.
         .route_layer(from_fn_with_state(
             state.clone(),
             guards::require_client_certificate,
+        ))
+        // Outermost: the certificate a trusted TLS-terminating proxy forwarded.
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            proxy_cert::from_trusted_proxy,
         ))
         .layer(DefaultBodyLimit::max(state.config.max_device_message_bytes));
     let admin = Router::new()
