@@ -3,8 +3,10 @@
 //! document) and Renew (see [`crate::cms`]). The decisions are
 //! [`crate::protocol::enrollment`]; the answer is the RSTRC envelope or a fault.
 
+use crate::ca::IssuedCert;
+use crate::csr::Csr;
 use crate::error::ServerError;
-use crate::model::{RenewedCert, SignedCert};
+use crate::model::{EnrollClaim, RenewedCert, SignedCert};
 use crate::paths::MANAGEMENT_PATH;
 use time::format_description::well_known::Rfc3339;
 
@@ -24,6 +26,39 @@ fn storage_fault<'m>(
     }
 }
 
+/// What Issue and Renew share: `claim` checked against the one-device rules on record,
+/// then the device's certificate signed. The rules are checked again in the
+/// transaction that records the result.
+async fn check_and_sign(
+    state: &AppState,
+    claim: &EnrollClaim,
+    device_id: &str,
+    csr: &Csr,
+    mid: Option<&str>,
+    what: &'static str,
+) -> Result<IssuedCert, Fault> {
+    if let Some(conflict) = state
+        .store
+        .enrollment_conflict(claim)
+        .await
+        .map_err(storage_fault(what, mid))?
+    {
+        return Err(decide::conflict_fault(conflict, mid));
+    }
+    state
+        .ca
+        .issue(
+            device_id,
+            &csr.rsa_public_key,
+            state.config.cert_validity_days,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "{what}: certificate signing failed");
+            Fault::new(FaultSubcode::EnrollmentServer, "certificate signing failed")
+                .relating_to(mid)
+        })
+}
+
 /// An Issue request: the RSTRC carrying the provisioning document.
 pub async fn issue(
     state: &AppState,
@@ -36,26 +71,7 @@ pub async fn issue(
     let csr = decide::verified_csr(&rst.csr_der, mid)?;
     // Checked before signing, and again when the enrollment is recorded.
     let claim = decide::issue_claim(&host, &device_id, &csr);
-    if let Some(conflict) = state
-        .store
-        .enrollment_conflict(&claim)
-        .await
-        .map_err(storage_fault("enroll", mid))?
-    {
-        return Err(decide::conflict_fault(conflict, mid));
-    }
-    let issued = state
-        .ca
-        .issue(
-            &device_id,
-            &csr.rsa_public_key,
-            state.config.cert_validity_days,
-        )
-        .map_err(|e| {
-            tracing::error!(error = %e, "certificate signing failed");
-            Fault::new(FaultSubcode::EnrollmentServer, "certificate signing failed")
-                .relating_to(mid)
-        })?;
+    let issued = check_and_sign(state, &claim, &device_id, &csr, mid, "enroll").await?;
     let not_after = issued.not_after.format(&Rfc3339).unwrap_or_default();
     let signed = SignedCert {
         serial: &issued.serial,
@@ -164,28 +180,7 @@ pub async fn renew(
     // One key pair, one device, as at enrollment: checked before signing and again
     // where the renewal is recorded.
     let claim = decide::renewal_claim(&enrollment, &csr);
-    if let Some(conflict) = state
-        .store
-        .enrollment_conflict(&claim)
-        .await
-        .map_err(storage_fault("renewal", mid))?
-    {
-        return Err(decide::conflict_fault(conflict, mid));
-    }
-    let issued = state
-        .ca
-        .issue(
-            &device_id,
-            &csr.rsa_public_key,
-            state.config.cert_validity_days,
-        )
-        .map_err(|e| {
-            tracing::error!(error = %e, "renewal: signing failed");
-            fault(
-                FaultSubcode::EnrollmentServer,
-                "certificate signing failed".into(),
-            )
-        })?;
+    let issued = check_and_sign(state, &claim, &device_id, &csr, mid, "renewal").await?;
     let not_after = issued.not_after.format(&Rfc3339).unwrap_or_default();
     crate::crash::point("renew.after_sign");
     let recorded = state
