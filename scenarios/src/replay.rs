@@ -22,6 +22,16 @@ use crate::har::{Entry, Har};
 use crate::report::canon::Difference;
 use crate::target::Target;
 
+/// Whether a captured request header is sent again at all: not an HTTP/2
+/// pseudo-header, and not one the connection or the body's framing sets.
+fn resendable_header(name: &str) -> bool {
+    !name.starts_with(':')
+        && !matches!(
+            name.to_ascii_lowercase().as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding" | "accept-encoding"
+        )
+}
+
 /// Errors that stop a replay.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

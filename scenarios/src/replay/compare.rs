@@ -272,17 +272,7 @@ async fn replay_one(st: &mut State, target: &Target, index: usize, e: &Entry) ->
         .request
         .headers
         .iter()
-        .filter(|h| {
-            !h.name.starts_with(':')
-                && !matches!(
-                    h.name.to_ascii_lowercase().as_str(),
-                    "host"
-                        | "content-length"
-                        | "connection"
-                        | "transfer-encoding"
-                        | "accept-encoding"
-                )
-        })
+        .filter(|h| super::resendable_header(&h.name))
         .map(|h| {
             let value = match (
                 &target.admin_token,

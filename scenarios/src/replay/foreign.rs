@@ -138,18 +138,10 @@ fn headers_of(e: &Entry) -> Vec<(String, String)> {
         .headers
         .iter()
         .filter(|h| {
-            !h.name.starts_with(':')
+            super::resendable_header(&h.name)
                 && !matches!(
                     h.name.to_ascii_lowercase().as_str(),
-                    "host"
-                        | "content-length"
-                        | "connection"
-                        | "transfer-encoding"
-                        | "accept-encoding"
-                        | "authorization"
-                        | "cookie"
-                        | "keep-alive"
-                        | "upgrade"
+                    "authorization" | "cookie" | "keep-alive" | "upgrade"
                 )
         })
         .map(|h| (h.name.clone(), h.value.clone()))
