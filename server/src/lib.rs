@@ -38,6 +38,7 @@ pub mod service;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use codec::{cms, csr, der, discovery, provisioning, soap, syncml, wstep, xcep};
