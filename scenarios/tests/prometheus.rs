@@ -1,6 +1,6 @@
 //! The metrics as an operator collects them: `winmdm serve` runs the happy path twice
 //! (two devices enroll, sync and answer a queued command), a real Prometheus scrapes
-//! `/metrics` over HTTPS with the admin bearer token and the server's CA, and its query
+//! `/metrics` over HTTPS with the `--metrics-token` and the server's CA, and its query
 //! API reads the counters back with the values the traffic implies.
 //!
 //! Needs the `prometheus` binary (Debian's `prometheus` package; `.ci/run` installs it):
@@ -110,12 +110,15 @@ fn prometheus_scrapes_the_metrics_and_reads_back_the_traffic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = "prometheus-enroll-secret";
     let token = "prometheus-admin-token";
+    // Prometheus gets the token that opens /metrics only.
+    let metrics_token = "prometheus-metrics-token";
     let config = dir.path().join("winmdm.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\ndata-dir = {:?}\nenroll-secret = {secret:?}\n\
-             admin-token = {token:?}\nenroll-rate-per-client = 0\n",
+             admin-token = {token:?}\nmetrics-token = {metrics_token:?}\n\
+             enroll-rate-per-client = 0\n",
             dir.path().join("data").display().to_string(),
         ),
     )
@@ -144,7 +147,7 @@ fn prometheus_scrapes_the_metrics_and_reads_back_the_traffic() {
     happy_path(&url, &ca, secret, token);
 
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, token).expect("write token");
+    std::fs::write(&token_file, metrics_token).expect("write token");
     let prom_config = dir.path().join("prometheus.yml");
     std::fs::write(
         &prom_config,

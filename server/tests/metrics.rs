@@ -164,3 +164,51 @@ fn the_parser_reads_labels() {
     assert_eq!(value(&s, "x_total", &[("b", "c,d"), ("a", "1")]), 3.0);
     assert_eq!(value(&s, "y", &[]), 2.5);
 }
+
+/// `--metrics-token` opens `/metrics` and nothing else; the admin token opens it too.
+#[tokio::test]
+async fn the_metrics_token_opens_metrics_only() {
+    for admin in [true, false] {
+        let s = server_with(|c| {
+            c.metrics_token = Some("scraper".into());
+            if !admin {
+                c.admin_token = None;
+            }
+        })
+        .await;
+        let get = |path: &'static str, token: &'static str| {
+            let s = &s;
+            async move {
+                let req = axum::http::Request::get(path)
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(axum::body::Body::empty())
+                    .expect("request");
+                use tower::ServiceExt;
+                let mut req = req;
+                req.extensions_mut()
+                    .insert(winmdm_server::app::PeerCertificate::new(None));
+                winmdm_server::app::router(s.state.clone())
+                    .oneshot(req)
+                    .await
+                    .expect("infallible")
+                    .status()
+            }
+        };
+        assert_eq!(get("/metrics", "scraper").await, StatusCode::OK);
+        assert_eq!(get("/metrics", "wrong").await, StatusCode::UNAUTHORIZED);
+        let other = get("/api/v1/devices", "scraper").await;
+        let expected = if admin {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(other, expected, "admin API with the metrics token");
+        let admin_on_metrics = get("/metrics", "admin").await;
+        let expected = if admin {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(admin_on_metrics, expected);
+    }
+}

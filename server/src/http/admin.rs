@@ -26,13 +26,28 @@ pub async fn require_admin(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match authorize(&state, req.headers()) {
+    match authorize(&state, req.uri().path(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(r) => r,
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `--metrics-token` opens `GET /metrics` only: a scraper need not hold the admin token.
+fn authorize(state: &AppState, path: &str, headers: &HeaderMap) -> Result<(), Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let metrics_token = state.config.metrics_token.as_deref();
+    if let Some(m) = metrics_token.filter(|_| path == super::admin_api::METRICS_PATH) {
+        if !presented.is_empty() && constant_time_eq(presented.as_bytes(), m.as_bytes()) {
+            return Ok(());
+        }
+        if state.config.admin_token.is_none() {
+            return Err(unauthorized());
+        }
+    }
     let Some(expected) = state.config.admin_token.as_deref() else {
         return Err(admin_error(
             StatusCode::NOT_FOUND,
@@ -40,19 +55,18 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
             "the admin API is disabled (start the server with --admin-token)",
         ));
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
     if presented.is_empty() || !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        return Err(admin_error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "missing or invalid bearer token",
-        ));
+        return Err(unauthorized());
     }
     Ok(())
+}
+
+fn unauthorized() -> Response {
+    admin_error(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        "missing or invalid bearer token",
+    )
 }
 
 fn storage_error(e: crate::error::ServerError) -> Response {

@@ -118,6 +118,7 @@ pub async fn openapi_json() -> Response {
 
 /// `GET /metrics` (described here; served by [`scrape::metrics`]).
 #[utoipa::path(get, path = "/metrics", tag = "meta",
+    description = "Opened by the admin token or by `--metrics-token`, which opens nothing else.",
     responses((status = 200, description = "Prometheus text format 0.0.4: counters, histograms, and gauges read from the store at each scrape", content_type = "text/plain", body = String), Auth,
         (status = 503, description = "`metrics_unavailable`: another metrics recorder is installed in this process", body = ErrorBody)))]
 #[allow(dead_code)]
