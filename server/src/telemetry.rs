@@ -21,7 +21,7 @@ pub const OMADM_SESSIONS: &str = "winmdm_omadm_sessions_total";
 /// Counter: OMA-DM messages processed, by `outcome` (`answered`, `replayed`, `failed`).
 pub const OMADM_MESSAGES: &str = "winmdm_omadm_messages_total";
 /// Gauge (read from the store on each scrape): enrollments by `state`.
-pub const ENROLLMENT_STATES: &str = "winmdm_enrollments";
+pub const ENROLLMENT_STATES: &str = "winmdm_enrollments_by_state";
 /// Gauge (read from the store on each scrape): command deliveries by `state`.
 pub const COMMAND_STATES: &str = "winmdm_command_deliveries";
 /// Gauge (read from the store on each scrape): profile assignments by `state`.

@@ -149,7 +149,11 @@ async fn metrics_count_the_traffic_and_read_states_from_the_store() {
     assert_eq!(value(&after, deliveries, &[("state", "pending")]), 0.0);
     assert_eq!(value(&after, deliveries, &[("state", "sent")]), 1.0);
     assert_eq!(
-        value(&after, "winmdm_enrollments", &[("state", "enrolled")]),
+        value(
+            &after,
+            "winmdm_enrollments_by_state",
+            &[("state", "enrolled")]
+        ),
         1.0
     );
     assert!(value(&after, "winmdm_db_pool_connections", &[("state", "max")]) >= 1.0);
