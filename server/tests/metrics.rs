@@ -216,3 +216,30 @@ async fn the_metrics_token_opens_metrics_only() {
         assert_eq!(admin_on_metrics, expected);
     }
 }
+
+/// Each 429 of the enrollment rate limits is counted (no other test of this binary is
+/// rate-limited, so the counter moves by exactly this test's refusals).
+#[tokio::test]
+async fn rate_limit_refusals_are_counted() {
+    let s = server_with(|c| c.enroll_rate_global = 1).await;
+    let before = scrape(&s).await;
+    let mut refused = 0;
+    for _ in 0..5 {
+        let r = s
+            .soap(
+                "/api/mdm/microsoft/discovery",
+                vector("mde2-discover-request.xml"),
+            )
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "a 429 within 5 requests at 1 request/s");
+    let after = scrape(&s).await;
+    let name = "winmdm_rate_limit_refusals_total";
+    assert_eq!(
+        value(&after, name, &[]) - value(&before, name, &[]),
+        f64::from(refused)
+    );
+}
