@@ -9,7 +9,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::admin_error::{admin_error, ErrorCode};
+use super::admin_error::{admin_error, ErrorBody, ErrorCode};
 use crate::model::{AssignmentState, CommandState, EnrollmentState};
 use crate::state::AppState;
 use crate::telemetry as t;
@@ -66,6 +66,10 @@ fn set_states(
 /// `GET /metrics`: what the process recorded, with the state gauges read from the store
 /// first (one `GROUP BY` per table: gauges read at scrape instead of counters kept in
 /// step with every state change, which would be wrong after a restart or with replicas).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    description = "Opened by the admin token or by `--metrics-token`, which opens nothing else.",
+    responses((status = 200, description = "Prometheus text format 0.0.4: counters, histograms, and gauges read from the store at each scrape", content_type = "text/plain", body = String), super::admin_api::Auth,
+        (status = 503, description = "`metrics_unavailable`: another metrics recorder is installed in this process", body = ErrorBody)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let Some(handle) = t::install() else {
         return admin_error(
