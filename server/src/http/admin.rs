@@ -91,7 +91,7 @@ pub struct Queued {
 }
 
 /// Lists every enrollment (`GET /api/v1/devices`).
-#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+#[utoipa::path(get, path = "/api/v1/devices", summary = "List the enrollments", tag = "devices",
     responses((status = 200, description = "Every enrollment", body = DeviceList), super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn list_devices(State(state): State<Arc<AppState>>) -> Response {
     match state.store.list_enrollments().await {
@@ -204,7 +204,7 @@ fn no_profile(name: &str) -> Response {
 }
 
 /// Queues a command for one device (`POST /api/v1/devices/{device_id}/commands`).
-#[utoipa::path(post, path = "/api/v1/devices/{device_id}/commands", tag = "commands",
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/commands", summary = "Queue a command for one device", tag = "commands",
     params(("device_id" = String, Path, description = "The device's DeviceID")),
     request_body = CommandRequest,
     responses((status = 201, description = "Queued", body = Queued), super::admin_api::BadRequest, super::admin_api::NotFound, super::admin_api::Auth, super::admin_api::Storage))]
@@ -225,7 +225,7 @@ pub async fn queue_command(
 }
 
 /// `POST /api/v1/commands`: the same command for every device in `device_ids`.
-#[utoipa::path(post, path = "/api/v1/commands", tag = "commands",
+#[utoipa::path(post, path = "/api/v1/commands", summary = "Queue one command for several devices", tag = "commands",
     request_body = CommandRequest,
     responses((status = 201, description = "Queued for every device", body = Queued), super::admin_api::BadRequest, super::admin_api::NotFound, super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn queue_command_many(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -243,7 +243,7 @@ pub struct Cancelled {
 }
 
 /// `DELETE /api/v1/commands/{command_id}`: cancels deliveries not yet sent.
-#[utoipa::path(delete, path = "/api/v1/commands/{command_id}", tag = "commands",
+#[utoipa::path(delete, path = "/api/v1/commands/{command_id}", summary = "Cancel the deliveries not yet sent", tag = "commands",
     params(("command_id" = String, Path, description = "The id `POST` returned")),
     responses((status = 200, description = "Deliveries not yet sent are cancelled", body = Cancelled), super::admin_api::NotFound, super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn cancel_command(
@@ -265,7 +265,7 @@ pub async fn cancel_command(
 }
 
 /// A command and each device's delivery and answers (`GET /api/v1/commands/{command_id}`).
-#[utoipa::path(get, path = "/api/v1/commands/{command_id}", tag = "commands",
+#[utoipa::path(get, path = "/api/v1/commands/{command_id}", summary = "Read a command and its deliveries", tag = "commands",
     params(("command_id" = String, Path, description = "The id `POST` returned")),
     responses((status = 200, description = "The command and each device's delivery", body = CommandView), super::admin_api::NotFound, super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn get_command(
@@ -282,7 +282,8 @@ pub async fn get_command(
 /// `POST /api/v1/devices/{device_id}/unenroll`: asks the device to leave MDM, through
 /// the Orbit notification `needs_programmatic_windows_mdm_unenrollment` and an `Exec`
 /// on `./Vendor/MSFT/DMClient/Provider/<ProviderID>/Unenroll` (DMClient CSP).
-#[utoipa::path(post, path = "/api/v1/devices/{device_id}/unenroll", tag = "devices",
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/unenroll", summary = "Ask a device to unenroll",
+    description = "Sends the Orbit notification `needs_programmatic_windows_mdm_unenrollment` and queues an `Exec` on `./Vendor/MSFT/DMClient/Provider/<ProviderID>/Unenroll` (DMClient CSP); the enrollment is `unenroll_pending` until the device acknowledges.", tag = "devices",
     params(("device_id" = String, Path, description = "The device's DeviceID")),
     responses((status = 202, description = "The unenroll command is queued", body = Queued), super::admin_api::NotFound, super::admin_api::Conflict, super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn unenroll_device(
@@ -334,7 +335,8 @@ pub async fn unenroll_device(
 /// another host or account may enroll the DeviceID. Its certificates stop authenticating
 /// and its pending commands are cancelled. Unlike `unenroll`, nothing is sent to the
 /// device.
-#[utoipa::path(post, path = "/api/v1/devices/{device_id}/release", tag = "devices",
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/release", summary = "End an enrollment without the device",
+    description = "Ends the enrollment at once (a device that is gone, or whose hardware changed), so that another host or account may enroll the DeviceID; its certificates stop authenticating and its pending commands are cancelled. Nothing is sent to the device.", tag = "devices",
     params(("device_id" = String, Path, description = "The device's DeviceID")),
     responses((status = 200, description = "The enrollment is ended", body = Released), super::admin_api::NotFound, super::admin_api::Conflict, super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn release_device(
@@ -392,7 +394,7 @@ pub struct Saved {
 }
 
 /// `POST /api/v1/profiles`: creates or replaces a profile.
-#[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles",
+#[utoipa::path(post, path = "/api/v1/profiles", summary = "Create or replace a profile", tag = "profiles",
     request_body = NewProfile,
     responses((status = 201, description = "Saved", body = Saved), super::admin_api::BadRequest, super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn save_profile(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -412,7 +414,7 @@ pub async fn save_profile(State(state): State<Arc<AppState>>, body: Bytes) -> Re
 }
 
 /// `GET /api/v1/profiles/{name}`: the profile and each device's state.
-#[utoipa::path(get, path = "/api/v1/profiles/{name}", tag = "profiles",
+#[utoipa::path(get, path = "/api/v1/profiles/{name}", summary = "Read a profile and its assignments", tag = "profiles",
     params(("name" = String, Path, description = "The profile's name")),
     responses((status = 200, description = "The profile and each device's assignment", body = ProfileView), super::admin_api::NotFound, super::admin_api::Auth, super::admin_api::Storage))]
 pub async fn get_profile(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
@@ -438,7 +440,7 @@ pub struct Assigned {
 }
 
 /// `POST /api/v1/profiles/{name}/assign` with `{"device_ids": [...]}`.
-#[utoipa::path(post, path = "/api/v1/profiles/{name}/assign", tag = "profiles",
+#[utoipa::path(post, path = "/api/v1/profiles/{name}/assign", summary = "Assign a profile to devices", tag = "profiles",
     params(("name" = String, Path, description = "The profile's name")),
     request_body = Assignment,
     responses((status = 202, description = "The profile's commands are queued", body = Assigned), super::admin_api::BadRequest, super::admin_api::NotFound, super::admin_api::Auth, super::admin_api::Storage))]

@@ -110,7 +110,7 @@ pub struct Auth(pub ErrorBody);
 pub struct Storage(pub ErrorBody);
 
 /// `GET /api/v1/openapi.json`: this document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+#[utoipa::path(get, path = "/api/v1/openapi.json", summary = "This document", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of the admin API", content_type = "application/json"), Auth))]
 pub async fn openapi_json() -> Response {
     Json(ApiDoc::openapi()).into_response()

@@ -66,7 +66,7 @@ fn set_states(
 /// `GET /metrics`: what the process recorded, with the state gauges read from the store
 /// first (one `GROUP BY` per table: gauges read at scrape instead of counters kept in
 /// step with every state change, which would be wrong after a restart or with replicas).
-#[utoipa::path(get, path = "/metrics", tag = "meta",
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", tag = "meta",
     description = "Opened by the admin token or by `--metrics-token`, which opens nothing else.",
     responses((status = 200, description = "Prometheus text format 0.0.4: counters, histograms, and gauges read from the store at each scrape", content_type = "text/plain", body = String), super::admin_api::Auth,
         (status = 503, description = "`metrics_unavailable`: another metrics recorder is installed in this process", body = ErrorBody)))]
