@@ -33,7 +33,7 @@ pub(super) fn strip_nulls(v: Value) -> Value {
 
 /// An admin API error body (`{"error": {"code": "...", "message": "..."}}`, see
 /// docs/admin-api.md) as `code: message`; any other body as it is.
-pub(super) fn error_text(body: &str) -> String {
+pub fn error_text(body: &str) -> String {
     let v: Value = match serde_json::from_str(body) {
         Ok(v) => v,
         Err(_) => return body.trim().to_string(),
