@@ -18,4 +18,6 @@ pub mod server_args;
 pub mod server_control;
 pub mod snapshot;
 mod steps;
+/// An admin API error body as `code: message` (for the harness's and the load tools' messages).
+pub use steps::admin_error_text;
 pub mod target;

@@ -97,6 +97,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let tls = crate::tls::server_config(&cert_path, &key_path, ca_subject)?;
     let app = router(state.clone());
     let (tx, rx) = watch::channel(false);
+    spawn_metrics_upkeep(rx.clone());
     let limits = ConnLimits {
         deadlines: crate::http::conn::Deadlines {
             header_read: Duration::from_secs(state.config.header_read_timeout_secs),
@@ -128,6 +129,22 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         shutdown: tx,
         task,
     })
+}
+
+/// Installs the metrics recorder and drains its histograms now and then, so that a
+/// server nobody scrapes does not keep every sample; ends with the server.
+fn spawn_metrics_upkeep(mut shutdown: watch::Receiver<bool>) {
+    let Some(handle) = crate::telemetry::install() else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
 }
 
 /// The listener's limits on connections ([`crate::http::conn`]).
@@ -191,8 +208,18 @@ async fn accept_loop(
             let _permit = permit;
             let tls = match tokio::time::timeout(deadlines.header_read, acceptor.accept(tcp)).await
             {
-                Ok(Ok(s)) => s,
+                Ok(Ok(s)) => {
+                    let kind = match s.get_ref().1.handshake_kind() {
+                        Some(rustls::HandshakeKind::Resumed) => "resumed",
+                        _ => "full",
+                    };
+                    metrics::counter!(crate::telemetry::TLS_HANDSHAKES, "kind" => kind)
+                        .increment(1);
+                    s
+                }
                 Ok(Err(e)) => {
+                    metrics::counter!(crate::telemetry::TLS_HANDSHAKES, "kind" => "failed")
+                        .increment(1);
                     tracing::debug!(%peer_addr, error = %e, "TLS handshake failed");
                     return;
                 }

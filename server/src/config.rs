@@ -55,6 +55,11 @@ pub struct Config {
     #[arg(long, env = "WINMDM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Bearer token that opens `GET /metrics` and nothing else (for a Prometheus that
+    /// should not hold the admin token); the admin token opens `/metrics` too.
+    #[arg(long, env = "WINMDM_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// PEM certificate chain for HTTPS; without it a self-signed certificate for
     /// localhost/127.0.0.1 is generated and kept in the data directory.
     #[arg(long, env = "WINMDM_TLS_CERT", requires = "tls_key")]
@@ -208,6 +213,7 @@ impl Config {
             enroll_secret: enroll_secret.to_string(),
             enroll_users: Vec::new(),
             admin_token: None,
+            metrics_token: None,
             tls_cert: None,
             tls_key: None,
             cert_validity_days: 365,

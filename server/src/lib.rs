@@ -14,7 +14,8 @@
 //! - [`model`]: the states, verbs and records they all share.
 //!
 //! Beside them: [`state`] (what handlers share), [`sessions`] (replay records),
-//! [`ca`] and [`tls`] (key material), [`config`], [`paths`].
+//! [`ca`] and [`tls`] (key material), [`config`], [`paths`], [`telemetry`] (the metrics'
+//! names and recorder; recorded in the HTTP layer and the store, never in the core).
 
 // Handlers and their helpers return ready-made responses as errors (axum style).
 #![allow(clippy::result_large_err)]
@@ -38,6 +39,7 @@ pub mod service;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use codec::{cms, csr, der, discovery, provisioning, soap, syncml, wstep, xcep};

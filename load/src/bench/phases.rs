@@ -332,7 +332,14 @@ pub(super) async fn syncml_phase(
                     .await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {}
-                    Ok(resp) => return Err(format!("queueing commands: HTTP {}", resp.status())),
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let body = resp.text().await.unwrap_or_default();
+                        return Err(format!(
+                            "queueing commands: HTTP {status}: {}",
+                            winmdm::admin_error_text(&body)
+                        ));
+                    }
                     Err(e) => return Err(format!("queueing commands: {e}")),
                 }
                 let (s, stats) = sessions(slots, &profile, connect).await;

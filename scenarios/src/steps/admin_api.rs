@@ -31,6 +31,19 @@ pub(super) fn strip_nulls(v: Value) -> Value {
     }
 }
 
+/// An admin API error body (`{"error": {"code": "...", "message": "..."}}`, see
+/// docs/admin-api.md) as `code: message`; any other body as it is.
+pub fn error_text(body: &str) -> String {
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => return body.trim().to_string(),
+    };
+    match (v["error"]["code"].as_str(), v["error"]["message"].as_str()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        _ => body.trim().to_string(),
+    }
+}
+
 /// Calls the admin API of the target.
 pub(super) async fn admin(
     ctx: &mut Context<'_>,
@@ -78,7 +91,10 @@ pub(super) async fn admin(
         let text = resp.text().await.map_err(|e| format!("admin API: {e}"))?;
         exchange.response_body = text.clone();
         if !status.is_success() {
-            return Err(format!("admin API {path}: HTTP {status}: {text}"));
+            return Err(format!(
+                "admin API {path}: HTTP {status}: {}",
+                error_text(&text)
+            ));
         }
         serde_json::from_str(&text).map_err(|e| format!("admin API {path}: invalid JSON: {e}"))
     }
@@ -88,4 +104,16 @@ pub(super) async fn admin(
     }
     ctx.admin_exchanges.push(exchange);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn admin_errors_read_as_code_and_message() {
+        let body = r#"{"error":{"code":"device_not_found","message":"no device \"X\""}}"#;
+        assert_eq!(error_text(body), r#"device_not_found: no device "X""#);
+        assert_eq!(error_text("plain text\n"), "plain text");
+    }
 }

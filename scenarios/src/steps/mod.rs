@@ -13,6 +13,7 @@ use crate::scenario::{AgentAction, Identity, Step};
 use admin_api::{admin, delivery, strip_nulls};
 
 mod admin_api;
+pub use admin_api::error_text as admin_error_text;
 mod attacks;
 mod device_checks;
 mod enrollment;

@@ -37,11 +37,18 @@ pub async fn request_security_token(
                 .into_response()
         }
     };
-    let answer = if rst.request_type == REQUEST_TYPE_RENEW {
+    let renew = rst.request_type == REQUEST_TYPE_RENEW;
+    let answer = if renew {
         crate::service::enrollment::renew(&state, peer.der(), &rst, mid).await
     } else {
         crate::service::enrollment::issue(&state, &req, &rst).await
     };
+    metrics::counter!(
+        crate::telemetry::ENROLLMENTS,
+        "request_type" => if renew { "renew" } else { "issue" },
+        "outcome" => if answer.is_ok() { "issued" } else { "refused" },
+    )
+    .increment(1);
     match answer {
         Ok(xml) => soap_response(StatusCode::OK, xml),
         Err(f) => f.into_response(),

@@ -62,6 +62,7 @@ pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: 
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
     if let Err(retry_after) = state.rate_limiter.admit(client) {
         tracing::info!(?client, retry_after, "enrollment request rate-limited");
+        metrics::counter!(crate::telemetry::RATE_LIMITED).increment(1);
         let mut resp = (
             StatusCode::TOO_MANY_REQUESTS,
             "too many enrollment requests; retry later\n",

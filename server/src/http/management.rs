@@ -104,6 +104,8 @@ pub(super) fn check_replay(
     match state.sessions.check_replay(&key, &msg.hdr.msg_id, &digest) {
         Replay::New => Ok(ReplayKey { key, digest }),
         Replay::Repeat(xml) => {
+            metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "replayed")
+                .increment(1);
             tracing::info!(%device_id, msg = %msg.hdr.msg_id, "resent message answered from the session record");
             Err(syncml_response(xml))
         }
@@ -129,6 +131,7 @@ pub(super) async fn answer(
     let xml = match process(state, msg, device_id, current_cert, chal).await {
         Ok(xml) => axum::body::Bytes::from(xml),
         Err(e) => {
+            metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "failed").increment(1);
             tracing::error!(%device_id, error = %e, "could not store the device's message");
             return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -136,6 +139,11 @@ pub(super) async fn answer(
             );
         }
     };
+    metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "answered").increment(1);
+    // OMA-DM 1.2 (DM protocol §8.1): a session's first message has MsgID 1.
+    if msg.hdr.msg_id == "1" {
+        metrics::counter!(crate::telemetry::OMADM_SESSIONS).increment(1);
+    }
     state
         .sessions
         .remember(replay.key, &msg.hdr.msg_id, replay.digest, xml.clone());

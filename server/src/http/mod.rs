@@ -4,6 +4,8 @@
 //! SQL in [`crate::store`].
 
 pub mod admin;
+pub mod admin_api;
+pub mod admin_error;
 pub mod conn;
 pub mod digest;
 pub mod discovery;
@@ -15,6 +17,7 @@ pub mod orbit;
 pub mod proxy_cert;
 pub mod request_id;
 pub mod respond;
+pub mod scrape;
 pub mod xcep;
 
 use std::sync::Arc;
@@ -28,6 +31,8 @@ use crate::state::AppState;
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
+    // Before any request is counted (a second call returns the installed recorder).
+    crate::telemetry::install();
     use axum::middleware::{from_fn, from_fn_with_state};
     use guards::{read_body_in_time, BodyDeadline};
     let within = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
@@ -74,33 +79,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             proxy_cert::from_trusted_proxy,
         ))
         .layer(DefaultBodyLimit::max(state.config.max_device_message_bytes));
-    let admin = Router::new()
-        .route("/api/v1/devices", get(admin::list_devices))
-        .route(
-            "/api/v1/devices/{device_id}/commands",
-            post(admin::queue_command),
-        )
-        .route(
-            "/api/v1/devices/{device_id}/unenroll",
-            post(admin::unenroll_device),
-        )
-        .route(
-            "/api/v1/devices/{device_id}/release",
-            post(admin::release_device),
-        )
-        .route("/api/v1/commands", post(admin::queue_command_many))
-        .route("/api/v1/profiles", post(admin::save_profile))
-        .route("/api/v1/profiles/{name}", get(admin::get_profile))
-        .route(
-            "/api/v1/profiles/{name}/assign",
-            post(admin::assign_profile),
-        )
-        .route(
-            "/api/v1/commands/{command_id}",
-            get(admin::get_command).delete(admin::cancel_command),
-        )
+    // The admin routes come from one table, which a test compares with the OpenAPI
+    // document; every refusal on them has the admin API's JSON error shape.
+    let admin = admin_api::routes()
+        .into_iter()
+        .fold(Router::new(), |r, (_, path, handler)| {
+            r.route(path, handler)
+        })
         .route_layer(from_fn_with_state(body, read_body_in_time))
-        .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+        .route_layer(from_fn_with_state(state.clone(), admin::require_admin))
+        .route_layer(from_fn(admin_error::json_errors));
     let orbit_config = Router::new()
         .route(ORBIT_CONFIG_PATH, post(orbit::config))
         .route_layer(from_fn_with_state(body, read_body_in_time));
@@ -110,6 +98,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin)
         .merge(orbit_config)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(scrape::count_requests))
         // Outermost: every line logged for a request names it.
         .layer(from_fn(request_id::request_span))
         .with_state(state)

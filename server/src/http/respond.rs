@@ -25,6 +25,8 @@ pub fn soap_response(status: StatusCode, xml: String) -> Response {
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
         tracing::info!(subcode = self.subcode.qname(), reason = %self.reason, "SOAP fault");
+        metrics::counter!(crate::telemetry::SOAP_FAULTS, "subcode" => self.subcode.qname())
+            .increment(1);
         soap_response(StatusCode::INTERNAL_SERVER_ERROR, self.to_xml())
     }
 }

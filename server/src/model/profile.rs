@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{AssignmentState, CommandState, ProfilePhase, Verb};
 
 /// One setting of a profile.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileItem {
     /// `Replace` or `Add` (checked when the profile is saved).
@@ -33,7 +33,7 @@ impl ProfileItem {
 }
 
 /// Per-device state of an assignment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AssignmentView {
     pub device_id: String,
     pub state: AssignmentState,
@@ -42,7 +42,7 @@ pub struct AssignmentView {
 }
 
 /// A profile and its assignments.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProfileView {
     pub name: String,
     pub items: Vec<ProfileItem>,

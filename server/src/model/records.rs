@@ -63,7 +63,7 @@ pub struct RenewedCert<'a> {
 }
 
 /// An enrollment as the admin API and the management route see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Enrollment {
     pub device_id: String,
     pub host_uuid: Option<String>,
@@ -154,7 +154,7 @@ pub struct AnsweredCommand {
 }
 
 /// One Status or Results element the device returned.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CommandResult {
     pub kind: ResponseKind,
     pub status_code: Option<String>,
@@ -163,7 +163,7 @@ pub struct CommandResult {
 }
 
 /// A command and, per device, its delivery state and what the device answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CommandView {
     pub command_id: String,
     pub verb: Verb,
@@ -173,7 +173,7 @@ pub struct CommandView {
 }
 
 /// One device's delivery of a command.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceCommand {
     pub device_id: String,
     pub state: CommandState,

@@ -33,6 +33,7 @@ use crate::model::{
 pub use crate::clock::{now, unix_now};
 /// Former home of the record types, kept for callers that name them through the store.
 pub use crate::model::{CommandResult, DeviceCommand};
+pub use portable::counts::StateCounts;
 pub use postgres::create_scratch_postgres_database;
 
 impl From<sqlx::Error> for ServerError {
@@ -152,6 +153,21 @@ impl Store {
     /// the database directly; the server itself goes through the methods.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Rows per state of enrollments, command deliveries and profile assignments (for
+    /// the metrics gauges, read on each scrape).
+    pub async fn state_counts(&self) -> Result<StateCounts, ServerError> {
+        portable::counts::state_counts(&self.pool).await
+    }
+
+    /// Connections of the pool: (open, idle, maximum).
+    pub fn pool_use(&self) -> (u32, usize, u32) {
+        (
+            self.pool.size(),
+            self.pool.num_idle(),
+            self.pool.options().get_max_connections(),
+        )
     }
 
     // ---- Hosts ----

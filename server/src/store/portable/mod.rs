@@ -2,6 +2,7 @@
 //! placeholders in SQL both SQLite and Postgres accept.
 
 pub mod commands;
+pub mod counts;
 pub mod digest;
 pub mod enrollments;
 pub mod hosts;

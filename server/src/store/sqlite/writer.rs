@@ -167,7 +167,8 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
             }
             continue;
         }
-        let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
+        let batch_len = batch.len();
+        let mut done: Vec<Completion> = Vec::with_capacity(batch_len);
         let mut jobs = batch.into_iter();
         let mut lost = false;
         for job in jobs.by_ref() {
@@ -180,9 +181,15 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 break;
             }
         }
+        metrics::histogram!(crate::telemetry::WRITER_BATCH_SIZE).record(batch_len as f64);
+        let commit_started = std::time::Instant::now();
         let committed = !lost
             && match exec_cached(&conn, "COMMIT") {
-                Ok(()) => true,
+                Ok(()) => {
+                    metrics::histogram!(crate::telemetry::WRITER_COMMIT_SECONDS)
+                        .record(commit_started.elapsed().as_secs_f64());
+                    true
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed");
                     let _ = conn.execute_batch("ROLLBACK");
