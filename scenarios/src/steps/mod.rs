@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fake_windows_client::{ClientError, IdentityOverride};
+use fake_windows_client::{ClientError, IdentityOverride, ManagementAuth};
 use serde_json::Value;
 
 use crate::capability::Capability;
@@ -15,6 +15,7 @@ use admin_api::{admin, delivery, strip_nulls};
 mod admin_api;
 mod attacks;
 mod device_checks;
+mod digest;
 mod enrollment;
 mod management;
 mod profiles;
