@@ -168,7 +168,7 @@ fn nginx_conf(
     load_stream: &str,
     dir: &Path,
     data: &Path,
-    listen: u16,
+    listen: &str,
     upstreams: &[String],
 ) -> String {
     let d = dir.display();
@@ -188,7 +188,7 @@ stream {{
     upstream winmdm {{
 {servers}    }}
     server {{
-        listen 127.0.0.1:{listen};
+        listen {listen};
         proxy_pass winmdm;
     }}
 }}
@@ -219,7 +219,7 @@ http {{
     upstream winmdm {{
 {servers}    }}
     server {{
-        listen 127.0.0.1:{listen} ssl;
+        listen {listen} ssl;
         ssl_certificate {data}/tls-cert.pem;
         ssl_certificate_key {data}/tls-key.pem;
         client_max_body_size 16m;
@@ -381,7 +381,7 @@ fn run_setup(setup: Setup, postgres: &str, nginx: &Nginx) -> Vec<String> {
         &nginx.load_stream,
         &nginx_dir,
         &data,
-        port,
+        &format!("127.0.0.1:{port}"),
         &[a.clone(), b.clone()],
     );
     let _nginx = start_nginx(nginx, &nginx_dir, &conf, port);
@@ -448,4 +448,27 @@ fn two_replicas_behind_nginx_pass_through_terminated_and_digest() {
         failures.extend(run_setup(setup, &postgres, &nginx));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `docs/deploy.md` shows the configurations this test runs, as templates: the same
+/// text with a production's paths, port and replica addresses.
+#[test]
+fn the_deploy_guide_shows_the_tested_configurations() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/deploy.md"))
+        .expect("docs/deploy.md");
+    let replicas = ["10.0.0.11:8443".to_string(), "10.0.0.12:8443".to_string()];
+    for setup in [Setup::Passthrough, Setup::Terminated, Setup::Digest] {
+        let conf = nginx_conf(
+            setup,
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;",
+            Path::new("/var/lib/winmdm-nginx"),
+            Path::new("/var/lib/winmdm"),
+            "443",
+            &replicas,
+        );
+        assert!(
+            doc.contains(&conf),
+            "docs/deploy.md lacks the {setup:?} configuration:\n{conf}"
+        );
+    }
 }
