@@ -458,13 +458,18 @@ fn digest_scenarios_run_against_an_external_server_declared_in_digest_mode() {
             && out.contains("needs a server in --management-auth digest: the server under test is declared mtls"),
         "{out}"
     );
+    // Declared: the digest scenarios run, the ones about certificates are skipped.
     let declared = ["--management-auth".to_string(), "digest".to_string()];
-    let (code, out) = run_harness(&server, &paths, &declared);
+    let certificates = suite().join("05-management-without-certificate.toml");
+    let mut with_certificates = paths.clone();
+    with_certificates.push(&certificates);
+    let (code, out) = run_harness(&server, &with_certificates, &declared);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("scenarios: 4 passed, 0 failed, 1 skipped")
+        out.contains("scenarios: 4 passed, 0 failed, 2 skipped")
             && out.contains("SKIP digest-bad-certificate")
-            && out.contains("needs a server in --management-auth mtls-or-digest"),
+            && out.contains("needs a server in --management-auth mtls-or-digest")
+            && out.contains("SKIP management-without-certificate"),
         "{out}"
     );
 }
