@@ -80,13 +80,30 @@ fn find_nginx() -> Result<Nginx, String> {
     Ok(Nginx { exe, load_stream })
 }
 
-/// A child process killed when dropped.
-struct Killed(Child);
+/// A child process killed when dropped, with its stdout kept open while it runs.
+struct Killed {
+    child: Child,
+    _stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+    /// SIGTERM first: nginx's workers outlive a master killed with SIGKILL, while
+    /// SIGTERM (fast shutdown) stops them with it.
+    graceful: bool,
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if self.graceful {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            for _ in 0..200 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -133,9 +150,14 @@ fn replica(
         .unwrap_or_default()
         .to_string();
     assert!(!addr.is_empty(), "winmdm serve did not start: {line:?}");
-    // The rest of stdout is not read: keep the pipe open for the process's lifetime.
-    std::mem::forget(stdout);
-    (Killed(child), addr)
+    (
+        Killed {
+            child,
+            _stdout: Some(stdout),
+            graceful: false,
+        },
+        addr,
+    )
 }
 
 /// How nginx stands in front of the replicas.
@@ -268,7 +290,11 @@ fn start_nginx(nginx: &Nginx, dir: &Path, conf: &str, port: u16) -> Killed {
             panic!("nginx exited ({status}): {log}\n{conf}");
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Killed(child);
+            return Killed {
+                child,
+                _stdout: None,
+                graceful: true,
+            };
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -344,7 +370,7 @@ fn run_setup(setup: Setup, postgres: &str, nginx: &Nginx) -> Vec<String> {
         &format!("127.0.0.1:{port}"),
         &[a.clone(), b.clone()],
     );
-    let _nginx = start_nginx(nginx, &nginx_dir, &conf, port);
+    let nginx_process = start_nginx(nginx, &nginx_dir, &conf, port);
     let ca = data.join("tls-cert.pem");
     let declared: &[&str] = if setup == Setup::Digest {
         &["--management-auth", "digest"]
@@ -381,8 +407,8 @@ fn run_setup(setup: Setup, postgres: &str, nginx: &Nginx) -> Vec<String> {
         }
     }
     // SIGKILL one replica: nginx passes what it would have served to the other.
-    let _ = first.0.kill();
-    let _ = first.0.wait();
+    let _ = first.child.kill();
+    let _ = first.child.wait();
     let again = suite(&["01-happy-path", "07-commands-every-verb", "13-large-result"]);
     let (_, failed) = harness(&url, &ca, &again, declared);
     failures.extend(
@@ -390,6 +416,13 @@ fn run_setup(setup: Setup, postgres: &str, nginx: &Nginx) -> Vec<String> {
             .into_iter()
             .map(|f| format!("{setup:?}, one replica killed: {f}")),
     );
+    // Stopped with its workers: nothing listens on its port any more.
+    drop(nginx_process);
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        failures.push(format!(
+            "{setup:?}: nginx still listens on {port} after its stop"
+        ));
+    }
     if !failures.is_empty() {
         let errors = std::fs::read_to_string(nginx_dir.join("error.log")).unwrap_or_default();
         let tail: Vec<&str> = errors.lines().rev().take(20).collect();
