@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::capability::{Capability, Lacking};
 use crate::server_control::{free_port, spawn, Backend, Control, Proxy};
-use crate::target::Target;
+use crate::target::{ManagementAuth, Target};
 
 /// A running embedded server and the target description pointing at it.
 pub struct Embedded {
@@ -77,7 +77,13 @@ fn embedded_lacks(serve_exe: Option<&PathBuf>) -> Lacking {
 }
 
 fn target_for(control: &Arc<Control>, ca_pem: Vec<u8>, serve_exe: Option<PathBuf>) -> Target {
+    use winmdm_server::model::ManagementAuth as Server;
     Target {
+        management_auth: match control.config.management_auth {
+            Server::Mtls => ManagementAuth::Mtls,
+            Server::Digest => ManagementAuth::Digest,
+            Server::MtlsOrDigest => ManagementAuth::MtlsOrDigest,
+        },
         lacking: embedded_lacks(serve_exe.as_ref()),
         server_url: format!("https://{}", control.config.listen),
         enroll_secret: control.config.enroll_secret.clone(),
@@ -101,8 +107,23 @@ pub async fn start() -> Result<Embedded, String> {
 /// Starts the in-process embedded server; `serve_exe` is remembered for scenarios that
 /// need a killable server process.
 pub async fn start_with(serve_exe: Option<PathBuf>) -> Result<Embedded, String> {
+    start_in_mode(serve_exe, ManagementAuth::Mtls).await
+}
+
+/// Starts an in-process embedded server authenticating management sessions as `mode`
+/// (`--management-auth`), for scenarios written for that mode.
+pub async fn start_in_mode(
+    serve_exe: Option<PathBuf>,
+    mode: ManagementAuth,
+) -> Result<Embedded, String> {
+    use winmdm_server::model::ManagementAuth as Server;
     let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
     let mut config = base_config(&dir).await?;
+    config.management_auth = match mode {
+        ManagementAuth::Mtls => Server::Mtls,
+        ManagementAuth::Digest => Server::Digest,
+        ManagementAuth::MtlsOrDigest => Server::MtlsOrDigest,
+    };
     let server = winmdm_server::start(config.clone())
         .await
         .map_err(|e| format!("embedded server: {e}"))?;

@@ -85,6 +85,12 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
     if let Some((c, why)) = target.lacking.first_of(&scenario.requires) {
         return skipped(scenario, format!("needs {c}: {why}"));
     }
+    if let Some(mode) = scenario
+        .management_auth
+        .filter(|m| *m != target.management_auth)
+    {
+        return in_mode(target, scenario, mode).await;
+    }
     if scenario.server == crate::scenario::ServerKind::Process && target.control.is_some() {
         let Some(exe) = target.serve_exe.clone() else {
             return setup_failure(
@@ -120,6 +126,41 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
         };
     }
     run_on(target, scenario).await
+}
+
+/// A scenario written for another management authentication than the target's: on
+/// its own embedded server in that mode, or skipped against an external server (whose
+/// mode is not the harness's to change).
+async fn in_mode(
+    target: &Target,
+    scenario: &Scenario,
+    mode: crate::target::ManagementAuth,
+) -> ScenarioOutcome {
+    if target.control.is_none() {
+        return skipped(
+            scenario,
+            format!(
+                "needs a server in --management-auth {mode}: the server under test is declared {} (harness --management-auth)",
+                target.management_auth
+            ),
+        );
+    }
+    if scenario.server != crate::scenario::ServerKind::Shared {
+        return setup_failure(
+            scenario,
+            "management_auth needs the in-process server (no server = \"process\" or \"replicas\")"
+                .into(),
+        );
+    }
+    match crate::embedded::start_in_mode(target.serve_exe.clone(), mode).await {
+        Ok(mut e) => {
+            e.target.lacking = target.lacking.clone();
+            let outcome = run_on(&e.target, scenario).await;
+            e.control.shutdown().await;
+            outcome
+        }
+        Err(e) => setup_failure(scenario, e),
+    }
 }
 
 /// A scenario that cannot run against this target, skipped with the reason.

@@ -32,6 +32,11 @@ pub struct Scenario {
     /// server in a child process (needed by `kill_server`).
     #[serde(default)]
     pub server: ServerKind,
+    /// The management authentication the scenario is written for (`mtls`, `digest`,
+    /// `mtls-or-digest`): without `--server` it gets its own embedded server in that
+    /// mode; an external server runs it only when declared so (`--management-auth`),
+    /// else it is skipped.
+    pub management_auth: Option<crate::target::ManagementAuth>,
     /// Run the steps for this many emulated devices at once (each its own device).
     #[serde(default = "default_devices")]
     pub devices: usize,
@@ -108,6 +113,9 @@ pub enum Identity {
     Foreign,
     /// The certificate this device held before its last renewal or unenrollment.
     Previous,
+    /// No certificate: OMA-DM digest from the provisioned APPSRV credentials (package 1
+    /// without them, the server's challenge answered).
+    Digest,
 }
 
 /// What the Orbit agent did after one config poll.
@@ -319,6 +327,16 @@ pub enum Attack {
     FederatedAppru,
     /// A request whose headers never end.
     SlowRequest,
+    /// Digest credentials hashed with a wrong secret, after a challenge.
+    DigestWrongSecret,
+    /// Digest credentials the server already accepted, sent again in a new session.
+    DigestReplay,
+    /// Package 1 of an unknown DeviceID, without and with credentials: answered like
+    /// a known device's.
+    DigestUnknownDevice,
+    /// A certificate from a foreign CA with good digest credentials
+    /// (`mtls-or-digest`): the certificate is judged, the digest never replaces it.
+    DigestWithBadCertificate,
 }
 
 fn default_true() -> bool {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::capability::{Capability, Lacking};
 use crate::embedded;
-use crate::target::Target;
+use crate::target::{ManagementAuth, Target};
 
 /// How to reach a server (embedded when `--server` is absent).
 #[derive(clap::Args, Default, Clone)]
@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// scenarios that require one.
     #[arg(long, value_name = "CAPS", value_delimiter = ',')]
     pub without: Vec<Capability>,
+    /// How the external server authenticates management sessions (its
+    /// `--management-auth`): scenarios written for another mode are skipped.
+    #[arg(long, value_enum, default_value_t = ManagementAuth::Mtls)]
+    pub management_auth: ManagementAuth,
 }
 
 /// What an external server lacks for the harness: it cannot be restarted, killed or
@@ -114,6 +118,7 @@ async fn target_of(
                 discovery_url: args.discovery_url,
                 auth_policy: args.auth_policy,
                 credentials: args.username.zip(args.password),
+                management_auth: args.management_auth,
             };
             if target.enroll_secret.is_empty()
                 && target.token.is_none()

@@ -31,6 +31,39 @@ pub struct Target {
     pub credentials: Option<(String, String)>,
     /// The capabilities the target lacks (declared or detected), shared by the run.
     pub lacking: Lacking,
+    /// How the server authenticates management sessions (the embedded one: `mtls`; an
+    /// external one: as declared with `--management-auth`).
+    pub management_auth: ManagementAuth,
+}
+
+/// How a server authenticates management sessions (`winmdm-server --management-auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManagementAuth {
+    /// The client certificate issued at enrollment.
+    #[default]
+    Mtls,
+    /// OMA-DM MD5 digest (`syncml:auth-md5`) only.
+    Digest,
+    /// A presented certificate is judged; a connection without one may use digest.
+    MtlsOrDigest,
+}
+
+impl ManagementAuth {
+    /// The name used in scenario files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ManagementAuth::Mtls => "mtls",
+            ManagementAuth::Digest => "digest",
+            ManagementAuth::MtlsOrDigest => "mtls-or-digest",
+        }
+    }
+}
+
+impl std::fmt::Display for ManagementAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Target {

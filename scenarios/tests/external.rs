@@ -433,3 +433,43 @@ fn a_given_token_is_used_even_when_discovery_says_federated() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok   request_security_token"), "{out}");
 }
+
+/// Scenarios written for a management authentication run against an external server
+/// only when it is declared in that mode (`--management-auth`); otherwise they are
+/// skipped with the reason, never passed.
+#[test]
+fn digest_scenarios_run_against_an_external_server_declared_in_digest_mode() {
+    let server = start_server(&["--management-auth", "digest"]);
+    let files: Vec<PathBuf> = ["33", "34", "35", "36", "37"]
+        .iter()
+        .map(|n| {
+            std::fs::read_dir(suite())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(n))
+                .unwrap()
+        })
+        .collect();
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, out) = run_harness(&server, &paths, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("scenarios: 0 passed, 0 failed, 5 skipped")
+            && out.contains("needs a server in --management-auth digest: the server under test is declared mtls"),
+        "{out}"
+    );
+    // Declared: the digest scenarios run, the ones about certificates are skipped.
+    let declared = ["--management-auth".to_string(), "digest".to_string()];
+    let certificates = suite().join("05-management-without-certificate.toml");
+    let mut with_certificates = paths.clone();
+    with_certificates.push(&certificates);
+    let (code, out) = run_harness(&server, &with_certificates, &declared);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("scenarios: 4 passed, 0 failed, 2 skipped")
+            && out.contains("SKIP digest-bad-certificate")
+            && out.contains("needs a server in --management-auth mtls-or-digest")
+            && out.contains("SKIP management-without-certificate"),
+        "{out}"
+    );
+}

@@ -63,6 +63,7 @@ impl BenchServer {
             auth_policy: None,
             credentials: None,
             lacking: Default::default(),
+            management_auth: Default::default(),
         };
         Ok(BenchServer {
             sqlite_synchronous: config.sqlite_synchronous.pragma(),

@@ -35,6 +35,7 @@ pub(crate) async fn run(ctx: &mut Context<'_>, attack: Attack, max_wait_secs: u6
         Attack::TokenReuse => token_reuse(ctx).await,
         Attack::FederatedAppru => federated_appru(ctx).await,
         Attack::SlowRequest => slow_request(ctx, Duration::from_secs(max_wait_secs)).await,
+        digest => crate::steps::digest::attack(ctx, digest).await,
     }
 }
 

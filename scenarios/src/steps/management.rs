@@ -47,7 +47,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             source_device_id,
         } => {
             let o = match identity {
-                Identity::Enrolled => IdentityOverride::None,
+                Identity::Enrolled | Identity::Digest => IdentityOverride::None,
                 Identity::None => IdentityOverride::NoCertificate,
                 Identity::Previous => match ctx.device.previous_identity_pem() {
                     Some((cert_pem, key_pem)) => IdentityOverride::Foreign { cert_pem, key_pem },
@@ -66,7 +66,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, step: &Step) -> StepResult {
             };
             ctx.presented_cert = match identity {
                 Identity::Enrolled => ctx.device.enrollment().map(|e| e.client_thumbprint.clone()),
-                Identity::None => None,
+                Identity::None | Identity::Digest => None,
                 Identity::Foreign => Some("foreign (self-signed CA)".into()),
                 Identity::Previous => Some("previous certificate".into()),
             };
@@ -94,9 +94,14 @@ pub(super) async fn run(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                 let status = stale_session(ctx, cert_pem, key_pem, &device_id).await?;
                 return expect_answer(status, *expect_status);
             }
+            let digest = *identity == Identity::Digest;
+            if digest {
+                ctx.device.set_management_auth(ManagementAuth::Digest);
+            }
             ctx.device.set_identity_override(o);
             let r = ctx.device.sync().await;
             ctx.device.set_identity_override(IdentityOverride::None);
+            ctx.device.set_management_auth(ManagementAuth::Certificate);
             if let Some(how) = refused_in_handshake(&r, *expect_status) {
                 return Ok(how);
             }
@@ -137,8 +142,13 @@ pub(super) async fn run(ctx: &mut Context<'_>, step: &Step) -> StepResult {
                     return Err(format!("server did not send {want:?}"));
                 }
             }
+            let challenged = if digest {
+                super::digest::challenge_answered(&report)?
+            } else {
+                String::new()
+            };
             Ok(format!(
-                "{} round trip(s), {} server command(s){}",
+                "{challenged}{} round trip(s), {} server command(s){}",
                 report.round_trips,
                 report.server_commands.len(),
                 if unqueued {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fake_windows_client::{ClientError, IdentityOverride};
+use fake_windows_client::{ClientError, IdentityOverride, ManagementAuth};
 use serde_json::Value;
 
 use crate::capability::Capability;
@@ -16,6 +16,7 @@ mod admin_api;
 pub use admin_api::error_text as admin_error_text;
 mod attacks;
 mod device_checks;
+mod digest;
 mod enrollment;
 mod management;
 mod profiles;
