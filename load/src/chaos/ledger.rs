@@ -43,6 +43,10 @@ pub struct Ledger {
     pub answered_messages: u64,
     /// Whether the session after the drain succeeded (None: not run).
     pub final_session_ok: Option<bool>,
+    /// The device's Policy CSP nodes after that session (node path, value).
+    pub tree: BTreeMap<String, String>,
+    /// Management messages of sessions run wholly while the database was down.
+    pub outage: super::OutageAnswers,
 }
 
 fn children<'a, 'i>(
@@ -144,6 +148,21 @@ impl Ledger {
                     });
                 }
                 self.commands.entry(id).or_default().received += 1;
+            }
+        }
+    }
+
+    /// Counts the answers to management messages of a session begun while the
+    /// database was down (`wholly`: it also ended before the database was started
+    /// again). Read the exchanges with [`Ledger::read`] too.
+    pub fn read_during_outage(&mut self, exchanges: &[Exchange], wholly: bool) {
+        for e in exchanges.iter().filter(|e| e.step == "sync") {
+            self.outage.messages += 1;
+            match e.status {
+                Some(s) if s >= 500 => self.outage.answered_5xx += 1,
+                Some(200) if wholly => self.outage.answered_200_while_down += 1,
+                Some(200) => self.outage.answered_200_after += 1,
+                _ => self.outage.other += 1,
             }
         }
     }
