@@ -221,6 +221,28 @@ mod tests {
     }
 
     #[test]
+    fn answers_during_an_outage_are_counted_by_kind() {
+        let mut l = Ledger::new("dev");
+        let down = [
+            exchange(&msg(""), Some(500), ""),
+            exchange(&msg(""), None, ""),
+            exchange(&msg(""), Some(200), &msg("")),
+        ];
+        l.read_during_outage(&down, false);
+        l.read_during_outage(&down[2..], true);
+        assert_eq!(
+            (
+                l.outage.messages,
+                l.outage.answered_5xx,
+                l.outage.other,
+                l.outage.answered_200_after,
+                l.outage.answered_200_while_down
+            ),
+            (4, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
     fn a_command_sent_again_when_the_answer_was_lost_is_allowed() {
         let mut l = Ledger::new("dev");
         l.read(&[
