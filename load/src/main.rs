@@ -90,6 +90,32 @@ struct ChaosArgs {
     /// kills.
     #[arg(long)]
     skip_crash_points: bool,
+    /// `env`: SQLite, or Postgres with WINMDM_TEST_POSTGRES_URL (one server process);
+    /// `postgres-managed`: a private Postgres cluster started for the run (initdb and
+    /// pg_ctl of the postgresql package; as the `postgres` user when run as root) with
+    /// two server replicas on it, so that the run can stop the database and swap
+    /// replicas.
+    #[arg(long, value_enum, default_value_t = ChaosBackend::Env)]
+    backend: ChaosBackend,
+    /// Immediate stops of the database (`pg_ctl stop -m immediate`) and starts after an
+    /// outage (postgres-managed).
+    #[arg(long, default_value_t = 0)]
+    db_restarts: usize,
+    /// Shortest and longest database outage, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    min_outage_ms: u64,
+    #[arg(long, default_value_t = 3000)]
+    max_outage_ms: u64,
+    /// Replica swaps: new connections go to the other replica, the old one is killed
+    /// and a new process started in its place (postgres-managed).
+    #[arg(long, default_value_t = 0)]
+    swaps: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChaosBackend {
+    Env,
+    PostgresManaged,
 }
 
 #[derive(clap::Args)]
@@ -187,7 +213,21 @@ async fn run_bench(args: BenchArgs) -> Result<bool, String> {
 
 async fn run_chaos(a: ChaosArgs) -> Result<bool, String> {
     let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+    if !matches!(a.backend, ChaosBackend::PostgresManaged) && a.db_restarts + a.swaps > 0 {
+        return Err("--db-restarts and --swaps need --backend postgres-managed".into());
+    }
     let opts = winmdm_load::chaos::ChaosOptions {
+        backend: match a.backend {
+            ChaosBackend::Env => winmdm_load::chaos::Backend::FromEnvironment,
+            ChaosBackend::PostgresManaged => winmdm_load::chaos::Backend::PostgresManaged,
+        },
+        db_restarts: a.db_restarts,
+        outage: (
+            std::time::Duration::from_millis(a.min_outage_ms),
+            std::time::Duration::from_millis(a.max_outage_ms),
+        ),
+        swaps: a.swaps,
+        server_env: Vec::new(),
         devices: a.devices,
         kills: a.kills,
         seed: a.seed,

@@ -34,7 +34,10 @@ pub fn postgres_admin_url() -> Option<String> {
 /// The configuration every kind shares: fresh secrets, no per-address enrollment limit
 /// (every emulated device shares 127.0.0.1), and a fresh Postgres database when one is
 /// configured.
-async fn base_config(dir: &tempfile::TempDir) -> Result<winmdm_server::Config, String> {
+async fn base_config(
+    dir: &tempfile::TempDir,
+    postgres_admin: Option<String>,
+) -> Result<winmdm_server::Config, String> {
     let mut config = winmdm_server::Config::for_data_dir(
         dir.path().to_path_buf(),
         &format!("secret-{}", random_hex()),
@@ -48,7 +51,7 @@ async fn base_config(dir: &tempfile::TempDir) -> Result<winmdm_server::Config, S
     // An account, so that the federated login page exists (the federated appru attack
     // scenario needs one); its password is random and never used to enroll.
     config.enroll_users = vec![format!("federated-probe:{}", random_hex())];
-    if let Some(admin) = postgres_admin_url() {
+    if let Some(admin) = postgres_admin {
         let url = winmdm_server::db::create_scratch_postgres_database(&admin)
             .await
             .map_err(|e| format!("creating a Postgres database: {e}"))?;
@@ -118,7 +121,7 @@ pub async fn start_in_mode(
 ) -> Result<Embedded, String> {
     use winmdm_server::model::ManagementAuth as Server;
     let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
-    let mut config = base_config(&dir).await?;
+    let mut config = base_config(&dir, postgres_admin_url()).await?;
     config.management_auth = match mode {
         ManagementAuth::Mtls => Server::Mtls,
         ManagementAuth::Digest => Server::Digest,
@@ -143,12 +146,23 @@ pub async fn start_in_mode(
 
 /// Starts the reference server as a child process (`exe serve`; `exe` is `winmdm`).
 pub async fn start_process(exe: PathBuf) -> Result<Embedded, String> {
+    start_process_with(exe, postgres_admin_url(), Vec::new()).await
+}
+
+/// Starts the reference server as a child process on a fresh database of the Postgres
+/// server `postgres_admin` (None: SQLite), with extra environment `env` at every start
+/// (a test-only fault, see `winmdm_server::crash`). Commands whose session died with the
+/// process are sent again after 1 s.
+pub async fn start_process_with(
+    exe: PathBuf,
+    postgres_admin: Option<String>,
+    env: Vec<(String, String)>,
+) -> Result<Embedded, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
-    let mut config = base_config(&dir).await?;
+    let mut config = base_config(&dir, postgres_admin).await?;
     config.listen = free_port()?;
-    // Commands whose session died with the process are sent again quickly.
     config.redeliver_after_secs = 1;
-    let child = spawn(&exe, &config, &[]).await?;
+    let child = spawn(&exe, &config, &env).await?;
     let cert = dir.path().join("tls-cert.pem");
     let ca_pem = std::fs::read(&cert).map_err(|e| format!("reading {}: {e}", cert.display()))?;
     let control = Arc::new(Control {
@@ -158,7 +172,7 @@ pub async fn start_process(exe: PathBuf) -> Result<Embedded, String> {
             child: Some(child),
         }),
         _dir: dir,
-        child_env: Default::default(),
+        child_env: std::sync::Mutex::new(env),
     });
     let target = target_for(&control, ca_pem, Some(exe));
     Ok(Embedded { target, control })
@@ -174,11 +188,26 @@ pub fn own_exe() -> Option<PathBuf> {
 /// directory, behind a proxy whose address is the public URL they all announce. The
 /// first replica creates the CA and TLS material; the others load it.
 pub async fn start_replicas(exe: PathBuf, count: usize) -> Result<Embedded, String> {
-    if postgres_admin_url().is_none() {
+    let Some(admin) = postgres_admin_url() else {
         return Err("replicas need Postgres: set WINMDM_TEST_POSTGRES_URL".into());
-    }
+    };
+    start_replicas_with(exe, count, admin, Vec::new(), None).await
+}
+
+/// [`start_replicas`] on a fresh database of the Postgres server `postgres_admin`, with
+/// extra environment `env` at every start and, if given, `redeliver_after_secs`.
+pub async fn start_replicas_with(
+    exe: PathBuf,
+    count: usize,
+    postgres_admin: String,
+    env: Vec<(String, String)>,
+    redeliver_after_secs: Option<u32>,
+) -> Result<Embedded, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary data dir: {e}"))?;
-    let mut config = base_config(&dir).await?;
+    let mut config = base_config(&dir, Some(postgres_admin)).await?;
+    if let Some(secs) = redeliver_after_secs {
+        config.redeliver_after_secs = secs;
+    }
     let proxy_addr = free_port()?;
     config.public_url = Some(format!("https://{proxy_addr}"));
     let mut children = Vec::new();
@@ -186,7 +215,7 @@ pub async fn start_replicas(exe: PathBuf, count: usize) -> Result<Embedded, Stri
     for _ in 0..count.max(1) {
         let mut c = config.clone();
         c.listen = free_port()?;
-        children.push(spawn(&exe, &c, &[]).await?);
+        children.push(spawn(&exe, &c, &env).await?);
         backends.push(c.listen);
     }
     let proxy = Proxy::start(proxy_addr, backends).await?;
@@ -195,9 +224,13 @@ pub async fn start_replicas(exe: PathBuf, count: usize) -> Result<Embedded, Stri
     let ca_pem = std::fs::read(&cert).map_err(|e| format!("reading {}: {e}", cert.display()))?;
     let control = Arc::new(Control {
         config,
-        backend: Mutex::new(Backend::Replicas { children, proxy }),
+        backend: Mutex::new(Backend::Replicas {
+            exe: exe.clone(),
+            children,
+            proxy,
+        }),
         _dir: dir,
-        child_env: Default::default(),
+        child_env: std::sync::Mutex::new(env),
     });
     let target = target_for(&control, ca_pem, Some(exe));
     Ok(Embedded { target, control })

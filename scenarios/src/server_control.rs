@@ -17,6 +17,7 @@ pub(crate) enum Backend {
     /// Several server processes on one database and data directory behind a TCP proxy
     /// (the `listen` address of the configuration is the proxy's).
     Replicas {
+        exe: PathBuf,
         children: Vec<tokio::process::Child>,
         proxy: Proxy,
     },
@@ -93,9 +94,45 @@ impl Control {
         }
     }
 
+    /// The replica new connections go to (None: this server has no replicas).
+    pub async fn preferred_replica(&self) -> Option<usize> {
+        match &*self.backend.lock().await {
+            Backend::Replicas { proxy, .. } => {
+                Some(proxy.prefer.load(std::sync::atomic::Ordering::SeqCst) % proxy.backends.len())
+            }
+            _ => None,
+        }
+    }
+
+    /// Kills replica `index` with SIGKILL and starts a new process in its place: the same
+    /// port, database and data directory, with the current extra environment.
+    pub async fn restart_replica(&self, index: usize) -> Result<(), String> {
+        let env = self.child_env.lock().map(|e| e.clone()).unwrap_or_default();
+        let mut backend = self.backend.lock().await;
+        let Backend::Replicas {
+            exe,
+            children,
+            proxy,
+        } = &mut *backend
+        else {
+            return Err("this server has no replicas".into());
+        };
+        let (Some(child), Some(addr)) = (children.get_mut(index), proxy.backends.get(index)) else {
+            return Err(format!("there are {} replicas", children.len()));
+        };
+        let _ = child.kill().await;
+        let mut c = self.config.clone();
+        c.listen = *addr;
+        *child = spawn(exe, &c, &env).await?;
+        Ok(())
+    }
+
     /// Kills the server process with SIGKILL (no shutdown of any kind) and starts it
-    /// again on the same port and data.
+    /// again on the same port and data; with replicas, the one new connections go to.
     pub async fn kill_and_restart(&self) -> Result<(), String> {
+        if let Some(i) = self.preferred_replica().await {
+            return self.restart_replica(i).await;
+        }
         if !self.is_process().await {
             return Err("only a server running as a child process can be killed".into());
         }
@@ -111,14 +148,25 @@ impl Control {
         self.kill_and_restart().await
     }
 
-    /// Waits up to `timeout` for the server process to exit on its own; true if it did.
+    /// Waits up to `timeout` for the server process (with replicas: the one new
+    /// connections go to) to exit on its own; true if it did.
     pub async fn wait_for_exit(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
-            if let Backend::Process { child: Some(c), .. } = &mut *self.backend.lock().await {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return true;
+            let preferred = self.preferred_replica().await;
+            match &mut *self.backend.lock().await {
+                Backend::Process { child: Some(c), .. } => {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return true;
+                    }
                 }
+                Backend::Replicas { children, .. } => {
+                    let c = preferred.and_then(|i| children.get_mut(i));
+                    if let Some(Ok(Some(_))) = c.map(|c| c.try_wait()) {
+                        return true;
+                    }
+                }
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -138,7 +186,9 @@ impl Control {
                     let _ = c.kill().await;
                 }
             }
-            Backend::Replicas { children, proxy } => {
+            Backend::Replicas {
+                children, proxy, ..
+            } => {
                 proxy.task.abort();
                 for c in children.iter_mut() {
                     let _ = c.kill().await;

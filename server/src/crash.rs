@@ -5,6 +5,9 @@
 //! Test-only: a server with `WINMDM_CRASH_AT` set refuses to start unless
 //! `WINMDM_ALLOW_CRASH_POINTS=1` says that this is a test ([`check_environment`]).
 //! Without the variable a crash point costs one relaxed atomic load.
+//!
+//! Also test-only, under the same confirmation: `WINMDM_FAULT=<fault>` switches on a
+//! deliberate bug ([`FAULTS`]), so that a test can show the chaos checker catches it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -19,6 +22,14 @@ pub const POINTS: [&str; 4] = [
     "enroll.after_sign",
     // Renewal: the new certificate signed, the renewal not yet recorded.
     "renew.after_sign",
+];
+
+/// Every deliberate bug [`fault`] can switch on.
+pub const FAULTS: [&str; 1] = [
+    // A management message is answered before its Statuses and Results are committed:
+    // they are stored in the background a few seconds later (lost if the process dies
+    // first). The bug the rule "commit, then answer" prevents.
+    "commit_after_answer",
 ];
 
 struct Armed {
@@ -47,10 +58,44 @@ fn armed() -> Option<&'static Armed> {
 
 /// Refuses crash points outside tests, and names that are not crash points.
 pub fn check_environment() -> Result<(), String> {
+    let allow = std::env::var("WINMDM_ALLOW_CRASH_POINTS").ok();
     check(
         std::env::var("WINMDM_CRASH_AT").ok().as_deref(),
-        std::env::var("WINMDM_ALLOW_CRASH_POINTS").ok().as_deref(),
+        allow.as_deref(),
+    )?;
+    check_fault(
+        std::env::var("WINMDM_FAULT").ok().as_deref(),
+        allow.as_deref(),
     )
+}
+
+fn check_fault(fault: Option<&str>, allow: Option<&str>) -> Result<(), String> {
+    let Some(f) = fault else {
+        return Ok(());
+    };
+    if allow != Some("1") {
+        return Err(
+            "WINMDM_FAULT switches on a deliberate bug for crash-consistency tests: set WINMDM_ALLOW_CRASH_POINTS=1 to confirm, or unset it"
+                .into(),
+        );
+    }
+    if !FAULTS.contains(&f) {
+        return Err(format!(
+            "WINMDM_FAULT: no fault {f:?} (known: {})",
+            FAULTS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the deliberate bug `name` is switched on (read once; the server refused to
+/// start unless the test confirmation is set too).
+pub fn fault(name: &str) -> bool {
+    static FAULT: OnceLock<Option<String>> = OnceLock::new();
+    FAULT
+        .get_or_init(|| std::env::var("WINMDM_FAULT").ok())
+        .as_deref()
+        == Some(name)
 }
 
 fn check(crash_at: Option<&str>, allow: Option<&str>) -> Result<(), String> {
@@ -86,7 +131,7 @@ pub fn point(name: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, check_fault};
 
     #[test]
     fn crash_points_need_the_test_confirmation_and_a_known_name() {
@@ -95,5 +140,16 @@ mod tests {
             .is_err_and(|e| e.contains("WINMDM_ALLOW_CRASH_POINTS")));
         assert!(check(Some("management.after_store:3"), Some("1")).is_ok());
         assert!(check(Some("nowhere"), Some("1")).is_err_and(|e| e.contains("no crash point")));
+    }
+
+    #[test]
+    fn faults_need_the_test_confirmation_and_a_known_name() {
+        assert!(check_fault(None, None).is_ok());
+        assert!(check_fault(Some("commit_after_answer"), None)
+            .is_err_and(|e| e.contains("WINMDM_ALLOW_CRASH_POINTS")));
+        assert!(check_fault(Some("commit_after_answer"), Some("1")).is_ok());
+        assert!(
+            check_fault(Some("lose_everything"), Some("1")).is_err_and(|e| e.contains("no fault"))
+        );
     }
 }

@@ -54,6 +54,9 @@ pub(super) async fn wait_for_drain(run: &Run, quiet: Duration) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    while !super::profiles::settled(run).await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn violation(
@@ -153,6 +156,11 @@ pub(super) async fn check(run: &Run) -> ChaosReport {
                 ));
             }
         }
+        report.outage.messages += l.outage.messages;
+        report.outage.answered_5xx += l.outage.answered_5xx;
+        report.outage.answered_200_after += l.outage.answered_200_after;
+        report.outage.answered_200_while_down += l.outage.answered_200_while_down;
+        report.outage.other += l.outage.other;
         report.messages += l.messages;
         report.answered_messages += l.answered_messages;
         report.violations.extend(l.violations.iter().cloned());
@@ -183,6 +191,35 @@ pub(super) async fn check(run: &Run) -> ChaosReport {
             }
         }
     }
+    // No management message is answered 200 by a server that cannot have stored it:
+    // each needs the database from its first step (the client certificate's lookup).
+    if report.outage.messages > 0 {
+        *passed.entry("no_200_while_database_down").or_default() += report.outage.messages;
+    }
+    for l in ledgers
+        .iter()
+        .filter(|l| l.outage.answered_200_while_down > 0)
+    {
+        report.violations.push(violation(
+            "no_200_while_database_down",
+            &l.device_id,
+            format!(
+                "{} management messages answered 200 in sessions that ran wholly while the database was down",
+                l.outage.answered_200_while_down
+            ),
+            &Value::Null,
+        ));
+    }
+    // Each device's profile states against its tree (only devices whose last session
+    // succeeded: their tree is what the server last saw).
+    let trees = ledgers
+        .iter()
+        .filter(|l| l.final_session_ok == Some(true))
+        .map(|l| (l.device_id.clone(), l.tree.clone()))
+        .collect();
+    report.assignments_acknowledged = run.assignments.lock().map(|a| a.len()).unwrap_or(0);
+    report.assignments_checked =
+        super::profiles::check(run, &trees, &mut passed, &mut report.violations).await;
     report.passed = passed;
     report
 }

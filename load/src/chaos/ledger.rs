@@ -43,6 +43,10 @@ pub struct Ledger {
     pub answered_messages: u64,
     /// Whether the session after the drain succeeded (None: not run).
     pub final_session_ok: Option<bool>,
+    /// The device's Policy CSP nodes after that session (node path, value).
+    pub tree: BTreeMap<String, String>,
+    /// Management messages of sessions run wholly while the database was down.
+    pub outage: super::OutageAnswers,
 }
 
 fn children<'a, 'i>(
@@ -148,6 +152,21 @@ impl Ledger {
         }
     }
 
+    /// Counts the answers to management messages of a session begun while the
+    /// database was down (`wholly`: it also ended before the database was started
+    /// again). Read the exchanges with [`Ledger::read`] too.
+    pub fn read_during_outage(&mut self, exchanges: &[Exchange], wholly: bool) {
+        for e in exchanges.iter().filter(|e| e.step == "sync") {
+            self.outage.messages += 1;
+            match e.status {
+                Some(s) if s >= 500 => self.outage.answered_5xx += 1,
+                Some(200) if wholly => self.outage.answered_200_while_down += 1,
+                Some(200) => self.outage.answered_200_after += 1,
+                _ => self.outage.other += 1,
+            }
+        }
+    }
+
     /// Commands whose Status the server answered with HTTP 200, with the code sent.
     pub fn acknowledged(&self) -> impl Iterator<Item = (&String, &str)> {
         self.commands.iter().filter_map(|(id, seen)| {
@@ -198,6 +217,28 @@ mod tests {
         assert_eq!(
             l.acknowledged().collect::<Vec<_>>(),
             [(&"c1".to_string(), "200")]
+        );
+    }
+
+    #[test]
+    fn answers_during_an_outage_are_counted_by_kind() {
+        let mut l = Ledger::new("dev");
+        let down = [
+            exchange(&msg(""), Some(500), ""),
+            exchange(&msg(""), None, ""),
+            exchange(&msg(""), Some(200), &msg("")),
+        ];
+        l.read_during_outage(&down, false);
+        l.read_during_outage(&down[2..], true);
+        assert_eq!(
+            (
+                l.outage.messages,
+                l.outage.answered_5xx,
+                l.outage.other,
+                l.outage.answered_200_after,
+                l.outage.answered_200_while_down
+            ),
+            (4, 1, 1, 1, 1)
         );
     }
 

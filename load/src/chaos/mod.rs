@@ -2,16 +2,21 @@
 //! the reference server's crash consistency.
 //!
 //! The server runs as a child process (`winmdm-load serve`) on SQLite or, with
-//! `WINMDM_TEST_POSTGRES_URL`, on Postgres. Emulated devices enroll and sync
-//! continuously; an admin client queues single and fleet-wide commands; the server is
-//! killed with SIGKILL and restarted at moments drawn from the seed. Afterwards a quiet
-//! period lets every device sync until the queue drains, and the checker compares the
-//! history (what the admin API acknowledged, what each device received and answered)
+//! `WINMDM_TEST_POSTGRES_URL`, on Postgres; with [`Backend::PostgresManaged`], as two
+//! replicas behind a proxy on a private Postgres cluster the run can stop. Emulated
+//! devices enroll and sync continuously; an admin client queues single and fleet-wide
+//! commands and assigns profiles; the server is killed with SIGKILL and restarted, and
+//! (managed Postgres) the database is stopped immediately and started again and the
+//! replicas are swapped, at moments drawn from the seed. Afterwards a quiet period lets
+//! every device sync until the queue drains, and the checker compares the history
+//! (what the admin API acknowledged, what each device received, answered and applied)
 //! with what the server stored. The fault schedule is reproducible from the seed; the
 //! interleaving of requests is not.
 
 mod check;
+pub mod cluster;
 mod ledger;
+mod profiles;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,15 +24,38 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fake_windows_client::{Device, DeviceProfile};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use winmdm::target::Target;
 
 pub use ledger::{Ledger, Violation};
 
+/// Where the server keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// SQLite, or Postgres when `WINMDM_TEST_POSTGRES_URL` is set: one server process.
+    #[default]
+    FromEnvironment,
+    /// A private Postgres cluster started for the run ([`cluster`]), which the run can
+    /// stop and start, with two server replicas on it behind a proxy.
+    PostgresManaged,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
+    pub backend: Backend,
+    /// Immediate stops of the database (`pg_ctl stop -m immediate`), each followed by a
+    /// start after an outage drawn from `outage` (managed Postgres only).
+    pub db_restarts: usize,
+    pub outage: (Duration, Duration),
+    /// Replica swaps: new connections go to the other replica, then the one that had
+    /// them is killed and a new process started in its place (managed Postgres only).
+    pub swaps: usize,
+    /// Extra environment of every server process (a test-only fault of
+    /// `winmdm_server::crash::FAULTS`, with its confirmation).
+    pub server_env: Vec<(String, String)>,
     pub devices: usize,
     /// SIGKILLs of the server.
     pub kills: usize,
@@ -42,6 +70,41 @@ pub struct ChaosOptions {
     /// The executable that serves with `serve` (this one).
     pub serve_exe: PathBuf,
     pub progress: bool,
+}
+
+impl ChaosOptions {
+    /// A small run: 5 devices, 3 kills, every crash point, no database fault.
+    pub fn new(serve_exe: PathBuf) -> ChaosOptions {
+        ChaosOptions {
+            backend: Backend::FromEnvironment,
+            db_restarts: 0,
+            outage: (Duration::from_millis(1000), Duration::from_millis(3000)),
+            swaps: 0,
+            server_env: Vec::new(),
+            devices: 5,
+            kills: 3,
+            seed: 1,
+            kill_gap: (Duration::from_millis(300), Duration::from_millis(900)),
+            quiet: Duration::from_secs(90),
+            crash_points: true,
+            serve_exe,
+            progress: false,
+        }
+    }
+}
+
+/// Management messages of sessions begun while the database was down. Every 200 is
+/// checked by `answered_status_stored` like any other.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OutageAnswers {
+    pub messages: u64,
+    pub answered_5xx: u64,
+    /// Answered 200 once the database was back (the request waited for a connection).
+    pub answered_200_after: u64,
+    /// Answered 200 in a session that also ended before the database was started.
+    pub answered_200_while_down: u64,
+    /// No answer (connection refused, reset or timed out) or another status.
+    pub other: u64,
 }
 
 /// What the checker found.
@@ -62,6 +125,12 @@ pub struct ChaosReport {
     pub crash_points: Vec<(&'static str, bool)>,
     /// Devices renewed during the run.
     pub renewals: u64,
+    pub db_restarts: usize,
+    pub swaps: usize,
+    pub outage: OutageAnswers,
+    /// Profile assignments the admin API acknowledged, and those checked.
+    pub assignments_acknowledged: usize,
+    pub assignments_checked: usize,
 }
 
 impl ChaosReport {
@@ -78,6 +147,23 @@ impl ChaosReport {
             self.answered_messages,
             self.elapsed.as_secs_f64()
         )?;
+        writeln!(
+            w,
+            "  {} database restarts, {} replica swaps, {} renewals, {} profile assignments acknowledged ({} checked)",
+            self.db_restarts,
+            self.swaps,
+            self.renewals,
+            self.assignments_acknowledged,
+            self.assignments_checked
+        )?;
+        if self.db_restarts > 0 {
+            let o = &self.outage;
+            writeln!(
+                w,
+                "  sessions begun while the database was down: {} management messages, {} answered 5xx, {} answered 200 while it was down, {} answered 200 after it was back, {} other",
+                o.messages, o.answered_5xx, o.answered_200_while_down, o.answered_200_after, o.other
+            )?;
+        }
         for (point, hit) in &self.crash_points {
             writeln!(
                 w,
@@ -115,6 +201,8 @@ pub enum ChaosError {
     Server(String),
     #[error("no device enrolled: the run tested nothing")]
     NothingEnrolled,
+    #[error("database: {0}")]
+    Database(String),
 }
 
 /// Shared by the tasks of a run.
@@ -128,6 +216,26 @@ struct Run {
     acknowledged: Mutex<Vec<(String, Vec<String>)>>,
     admin: reqwest::Client,
     renewals: std::sync::atomic::AtomicU64,
+    /// Odd while the database is down (from after the stop returned until just before
+    /// the start): a session that began and ended in one odd epoch ran wholly in it.
+    outage_epoch: std::sync::atomic::AtomicU64,
+    /// Profile assignments the admin API acknowledged (profile, device), and every pair
+    /// ever asked for (answered or not: each pair is asked for once).
+    assignments: Mutex<Vec<(String, String)>>,
+    assignment_requests: Mutex<std::collections::BTreeSet<(String, String)>>,
+}
+
+/// One fault of the schedule.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill,
+    DbRestart,
+    Swap,
+}
+
+/// Runs a blocking cluster command without stalling the other tasks of its worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 fn note(progress: bool, msg: &str) {
@@ -139,9 +247,33 @@ fn note(progress: bool, msg: &str) {
 /// Runs the workload with the faults, then the checker.
 pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
     let started = Instant::now();
-    let server = winmdm::embedded::start_process(opts.serve_exe.clone())
-        .await
-        .map_err(ChaosError::Server)?;
+    let cluster = match opts.backend {
+        Backend::FromEnvironment => None,
+        Backend::PostgresManaged => {
+            Some(blocking(cluster::Cluster::start).map_err(ChaosError::Database)?)
+        }
+    };
+    let server = match &cluster {
+        None => {
+            winmdm::embedded::start_process_with(
+                opts.serve_exe.clone(),
+                winmdm::embedded::postgres_admin_url(),
+                opts.server_env.clone(),
+            )
+            .await
+        }
+        Some(c) => {
+            winmdm::embedded::start_replicas_with(
+                opts.serve_exe.clone(),
+                2,
+                c.admin_url(),
+                opts.server_env.clone(),
+                Some(1),
+            )
+            .await
+        }
+    }
+    .map_err(ChaosError::Server)?;
     let admin = fake_windows_client::http::client(&server.target.tls(), None)
         .map_err(|e| ChaosError::Server(e.to_string()))?;
     let run = Arc::new(Run {
@@ -152,6 +284,9 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
         acknowledged: Mutex::new(Vec::new()),
         admin,
         renewals: std::sync::atomic::AtomicU64::new(0),
+        outage_epoch: std::sync::atomic::AtomicU64::new(0),
+        assignments: Mutex::new(Vec::new()),
+        assignment_requests: Mutex::new(Default::default()),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..opts.devices {
@@ -175,27 +310,71 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
     };
     let admin_task = tokio::spawn(admin_workload(run.clone(), opts.seed));
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-    let mut kills = 0;
-    for k in 0..opts.kills {
+    let mut faults = vec![Fault::Kill; opts.kills];
+    if cluster.is_some() {
+        faults.extend(vec![Fault::DbRestart; opts.db_restarts]);
+        faults.extend(vec![Fault::Swap; opts.swaps]);
+        faults.shuffle(&mut rng);
+    }
+    let (mut kills, mut db_restarts, mut swaps) = (0, 0, 0);
+    let total = faults.len();
+    for (k, fault) in faults.into_iter().enumerate() {
         let (lo, hi) = opts.kill_gap;
         let gap = rng.gen_range(lo.as_millis()..=hi.as_millis().max(lo.as_millis()));
         tokio::time::sleep(Duration::from_millis(gap as u64)).await;
-        server
-            .control
-            .kill_and_restart()
-            .await
-            .map_err(ChaosError::Server)?;
-        kills += 1;
-        note(opts.progress, &format!("kill {}/{}", k + 1, opts.kills));
+        match (fault, &cluster) {
+            (Fault::Kill, _) => {
+                server
+                    .control
+                    .kill_and_restart()
+                    .await
+                    .map_err(ChaosError::Server)?;
+                kills += 1;
+            }
+            (Fault::DbRestart, Some(c)) => {
+                let (lo, hi) = opts.outage;
+                let outage = rng.gen_range(lo.as_millis()..=hi.as_millis().max(lo.as_millis()));
+                blocking(|| c.stop_immediate()).map_err(ChaosError::Database)?;
+                run.outage_epoch.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(outage as u64)).await;
+                run.outage_epoch.fetch_add(1, Ordering::SeqCst);
+                blocking(|| c.start_again()).map_err(ChaosError::Database)?;
+                db_restarts += 1;
+            }
+            (Fault::Swap, Some(_)) => {
+                let old = server.control.preferred_replica().await.unwrap_or(0);
+                server
+                    .control
+                    .route_to_replica(1 - old.min(1))
+                    .await
+                    .map_err(ChaosError::Server)?;
+                // Devices move over as their connections to the old replica end: let a
+                // few do so by themselves before the old replica is killed.
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(100..500))).await;
+                server
+                    .control
+                    .restart_replica(old)
+                    .await
+                    .map_err(ChaosError::Server)?;
+                swaps += 1;
+            }
+            (_, None) => {}
+        }
+        note(
+            opts.progress,
+            &format!("fault {}/{total}: {fault:?}", k + 1),
+        );
     }
     let mut crash_points = Vec::new();
     if opts.crash_points {
         for point in winmdm_server::crash::POINTS {
             let nth = rng.gen_range(1..=3);
-            let env = vec![
+            let mut env = opts.server_env.clone();
+            env.retain(|(k, _)| k != "WINMDM_ALLOW_CRASH_POINTS");
+            env.extend([
                 ("WINMDM_CRASH_AT".to_string(), format!("{point}:{nth}")),
                 ("WINMDM_ALLOW_CRASH_POINTS".to_string(), "1".to_string()),
-            ];
+            ]);
             server
                 .control
                 .restart_with_env(env)
@@ -217,7 +396,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
         }
         server
             .control
-            .restart_with_env(Vec::new())
+            .restart_with_env(opts.server_env.clone())
             .await
             .map_err(ChaosError::Server)?;
     }
@@ -231,8 +410,11 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
     report.crash_points = crash_points;
     report.renewals = run.renewals.load(Ordering::SeqCst);
     server.control.shutdown().await;
+    drop(cluster);
     report.seed = opts.seed;
     report.kills = kills;
+    report.db_restarts = db_restarts;
+    report.swaps = swaps;
     report.elapsed = started.elapsed();
     if report.enrolled == 0 {
         return Err(ChaosError::NothingEnrolled);
@@ -267,8 +449,14 @@ async fn device(run: Arc<Run>, seed: u64) {
         if rng.gen_bool(0.02) && d.renew().await.is_ok() {
             run.renewals.fetch_add(1, Ordering::SeqCst);
         }
+        let epoch = run.outage_epoch.load(Ordering::SeqCst);
         let _ = d.sync().await;
-        ledger.read(&d.take_exchanges());
+        let exchanges = d.take_exchanges();
+        if epoch % 2 == 1 {
+            let wholly = run.outage_epoch.load(Ordering::SeqCst) == epoch;
+            ledger.read_during_outage(&exchanges, wholly);
+        }
+        ledger.read(&exchanges);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
     }
     // The last word: a session after the drain, with whatever certificate the device
@@ -276,6 +464,7 @@ async fn device(run: Arc<Run>, seed: u64) {
     let last = d.sync().await;
     ledger.read(&d.take_exchanges());
     ledger.final_session_ok = Some(last.is_ok());
+    ledger.tree = profiles::policy_nodes(&d);
     if let Ok(mut l) = run.ledgers.lock() {
         l.push(ledger);
     }
@@ -311,10 +500,24 @@ async fn enroll(d: &mut Device, target: &Target) -> Result<(), String> {
 async fn admin_workload(run: Arc<Run>, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
     let targets = ["./DevDetail/SwV", "./DevInfo/DevId", "./DevDetail/OEM"];
+    let mut saved = false;
     loop {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..250))).await;
         let devices: Vec<String> = run.enrolled.lock().map(|e| e.clone()).unwrap_or_default();
         if devices.is_empty() {
+            continue;
+        }
+        // The profiles are saved once (again until the API says 201); then one round
+        // in six assigns a profile instead of queueing a command.
+        if !saved {
+            saved = profiles::save_all(&run).await;
+            if saved {
+                profiles::assign_some(&run, &devices, &mut rng).await;
+            }
+            continue;
+        }
+        if rng.gen_bool(1.0 / 6.0) {
+            profiles::assign_some(&run, &devices, &mut rng).await;
             continue;
         }
         let fleet = rng.gen_bool(0.3);

@@ -178,6 +178,7 @@ async fn process(
         i64::from(state.config.redeliver_after_secs),
     );
     let delivery = work.delivery;
+    let work = commit_after_answer(state, work);
     // Nothing of the message is stored when this fails (one transaction).
     crate::crash::point("management.before_store");
     let outcome = state.store.record_message(work).await?;
@@ -216,4 +217,28 @@ async fn process(
     };
     tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = commands.len(), "management message");
     Ok(exchange.finish_with(&commands))
+}
+
+/// The test-only deliberate bug `commit_after_answer` ([`crate::crash::FAULTS`]): the
+/// message's Statuses and Results are taken out of `work` and stored 3 s later in the
+/// background, after the answer went out. Without the fault, `work` is returned as is.
+fn commit_after_answer(
+    state: &AppState,
+    mut work: crate::model::MessageWork,
+) -> crate::model::MessageWork {
+    if work.responses.is_empty() || !crate::crash::fault("commit_after_answer") {
+        return work;
+    }
+    let later = crate::model::MessageWork {
+        first_in_session: false,
+        delivery: None,
+        responses: std::mem::take(&mut work.responses),
+        ..work.clone()
+    };
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let _ = store.record_message(later).await;
+    });
+    work
 }

@@ -57,8 +57,8 @@ pub struct MessageOutcome {
     pub answered: Vec<Option<AnsweredCommand>>,
     /// The device acknowledged the server's DMClient Unenroll Exec.
     pub unenroll_acknowledged: bool,
-    /// The device answered something and has profile assignments in progress: advance
-    /// them, then deliver (delivery was not attempted).
+    /// The device answered something, or started a session, and has profile assignments
+    /// in progress: advance them, then deliver (delivery was not attempted).
     pub profiles_open: bool,
     /// The commands claimed for the reply, oldest first; None when delivery did not run.
     pub commands: Option<Vec<QueuedCommand>>,

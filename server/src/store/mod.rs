@@ -49,6 +49,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// Longest wait of a Postgres query for a pooled connection (see [`Store::open`]).
+pub const POSTGRES_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Handle on the database.
 #[derive(Clone)]
 pub struct Store {
@@ -82,6 +85,13 @@ impl Store {
         let mut opts = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
             .test_before_acquire(false);
+        if backend == Backend::Postgres {
+            // While the database is down, a request waits at most this long for a
+            // connection and is then answered 500 (the device sends it again). sqlx's
+            // default, 30 s with connection retries backed off up to a fifth of it, held
+            // requests 10-15 s after an outage of 1-3 s had ended (docs/reliability.md).
+            opts = opts.acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT);
+        }
         if backend == Backend::Sqlite {
             opts = opts.after_connect(move |conn, _| {
                 Box::pin(async move {

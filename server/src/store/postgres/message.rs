@@ -27,7 +27,9 @@ pub async fn record_message(
     let Some(delivery) = delivery else {
         return Ok(out);
     };
-    if !w.responses.is_empty() {
+    // Also at a session's start: an assignment whose last answer was stored by a
+    // process that died (or lost the database) before moving it on moves on now.
+    if !w.responses.is_empty() || w.first_in_session {
         let open: Option<i32> = sqlx::query_scalar(sql::OPEN_PROFILES)
             .bind(&w.device_id)
             .fetch_optional(pool)

@@ -96,7 +96,9 @@ pub fn record_message(c: &Connection, w: &MessageWork) -> rusqlite::Result<Messa
     let Some(delivery) = delivery else {
         return Ok(out);
     };
-    if !w.responses.is_empty() {
+    // Also at a session's start: an assignment whose last answer was stored by a
+    // process that died (or lost the database) before moving it on moves on now.
+    if !w.responses.is_empty() || w.first_in_session {
         let open = c
             .prepare_cached(sql::OPEN_PROFILES)?
             .exists([&w.device_id])?;
