@@ -13,7 +13,7 @@
 //!   Postgres;
 //! - [`model`]: the states, verbs and records they all share.
 //!
-//! Beside them: [`state`] (what handlers share), [`sessions`] (replay records),
+//! Beside them: [`state`] (what handlers share),
 //! [`ca`] and [`tls`] (key material), [`config`], [`paths`].
 
 // Handlers and their helpers return ready-made responses as errors (axum style).
@@ -35,7 +35,6 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod secret;
 pub mod service;
-pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tls;
