@@ -245,6 +245,73 @@ async fn a_restart_mid_session_loses_nothing(db: Db) {
     stored_whole_once(&a, &id).await;
 }
 
+async fn the_same_message_at_two_replicas_at_once(db: Db) {
+    let Some((_dir, _url, a, b)) = replicas(db).await else {
+        return;
+    };
+    let (cert, _) = a.enroll_device(DEVICE).await;
+    let id = queue_get(&a, "./Vendor/MSFT/Big").await;
+    post(&a, &message(1, PKG1, true), &cert).await;
+    let [m2, m3, m4] = chunked(&id);
+    // A load balancer retrying on B while A still works on the message.
+    let (ra, rb) = tokio::join!(post(&a, &m2, &cert), post(&b, &m2, &cert));
+    assert_eq!(ra.body, rb.body);
+    let (ra, rb) = tokio::join!(post(&b, &m3, &cert), post(&a, &m3, &cert));
+    assert_eq!(ra.body, rb.body);
+    post(&b, &m4, &cert).await;
+    stored_whole_once(&a, &id).await;
+}
+
+/// Replay rows of `session` (all sessions when None).
+async fn replay_rows(s: &TestServer, session: Option<&str>) -> i64 {
+    let q = match session {
+        Some(id) => sqlx::query_scalar("SELECT COUNT(*) FROM session_replay WHERE session_id = $1")
+            .bind(id.to_string()),
+        None => sqlx::query_scalar("SELECT COUNT(*) FROM session_replay"),
+    };
+    q.fetch_one(s.state.store.pool()).await.expect("count")
+}
+
+#[tokio::test]
+async fn replay_records_are_one_row_per_session_and_expire() {
+    let Some((_dir, _url, a, _b)) = replicas(Db::Sqlite).await else {
+        return;
+    };
+    let (cert, _) = a.enroll_device(DEVICE).await;
+    for n in 1..=3 {
+        post(&a, &message(n, PKG1, true), &cert).await;
+    }
+    assert_eq!(replay_rows(&a, None).await, 1, "one row per session");
+    let other = message(1, PKG1, true).replace("<SessionID>7<", "<SessionID>8<");
+    post(&a, &other, &cert).await;
+    assert_eq!(replay_rows(&a, None).await, 2);
+    // Session 7 idle for two hours: deleted; session 8 kept.
+    sqlx::query(
+        "UPDATE session_replay SET updated_unix = updated_unix - 7200 WHERE session_id = '7'",
+    )
+    .execute(a.state.store.pool())
+    .await
+    .expect("age");
+    let now = winmdm_server::db::unix_now();
+    a.state
+        .store
+        .delete_expired_session_state(now - 3600, 0)
+        .await
+        .expect("sweep");
+    assert_eq!(replay_rows(&a, Some("7")).await, 0);
+    assert_eq!(replay_rows(&a, Some("8")).await, 1);
+}
+
+#[tokio::test]
+async fn sqlite_the_same_message_at_two_replicas_at_once_is_stored_once() {
+    the_same_message_at_two_replicas_at_once(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_the_same_message_at_two_replicas_at_once_is_stored_once() {
+    the_same_message_at_two_replicas_at_once(Db::Postgres).await;
+}
+
 #[tokio::test]
 async fn sqlite_a_session_alternates_between_replicas_with_chunks_reassembled_once() {
     alternating_session_with_chunks_across_replicas(Db::Sqlite).await;

@@ -155,6 +155,22 @@ impl Store {
         postgres::session::record_answer(&self.pool, &stamp, &xml).await
     }
 
+    /// Deletes the replay records idle since before `replays_before` (Unix seconds) and
+    /// the large objects unchanged since before `chunks_before` (microseconds); the
+    /// messages' transactions do this once a minute ([`sweep_due`]).
+    pub async fn delete_expired_session_state(
+        &self,
+        replays_before: i64,
+        chunks_before: i64,
+    ) -> Result<(), ServerError> {
+        let cutoffs = (replays_before, chunks_before);
+        if let Some(w) = self.writer() {
+            return w.run(move |c| sqlite::session::sweep(c, cutoffs)).await;
+        }
+        let mut conn = self.pool.acquire().await?;
+        postgres::session::sweep(&mut conn, cutoffs).await
+    }
+
     /// The device's large objects being reassembled, with the data of those `keys`
     /// name (the objects the message may complete).
     pub async fn chunk_snapshot(

@@ -91,18 +91,28 @@ pub async fn record<R>(
     if let Some(xml) = xml {
         set_answer(&mut tx, s, &xml).await?;
     }
-    if let Some((replays_before, chunks_before)) = sweep {
-        sqlx::query(sql::DELETE_OLD_REPLAYS)
-            .bind(replays_before)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::DELETE_OLD_CHUNKS)
-            .bind(chunks_before)
-            .execute(&mut *tx)
-            .await?;
+    if let Some(cutoffs) = sweep {
+        self::sweep(&mut tx, cutoffs).await?;
     }
     tx.commit().await?;
     Ok(Recorded::Stored(r))
+}
+
+/// Deletes replay records and large objects older than the cutoffs (Unix seconds,
+/// microseconds).
+pub async fn sweep(
+    conn: &mut AnyConnection,
+    (replays_before, chunks_before): (i64, i64),
+) -> Result<(), ServerError> {
+    sqlx::query(sql::DELETE_OLD_REPLAYS)
+        .bind(replays_before)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(sql::DELETE_OLD_CHUNKS)
+        .bind(chunks_before)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn set_answer(

@@ -61,13 +61,20 @@ pub fn record<R>(
     apply_chunks(c, ops)?;
     let (r, xml) = answer(outcome);
     upsert(c, stamp, xml.as_deref())?;
-    if let Some((replays_before, chunks_before)) = sweep {
-        c.prepare_cached(sql::DELETE_OLD_REPLAYS)?
-            .execute([replays_before])?;
-        c.prepare_cached(sql::DELETE_OLD_CHUNKS)?
-            .execute([chunks_before])?;
+    if let Some(cutoffs) = sweep {
+        self::sweep(c, cutoffs)?;
     }
     Ok(Recorded::Stored(r))
+}
+
+/// Deletes replay records and large objects older than the cutoffs (Unix seconds,
+/// microseconds).
+pub fn sweep(c: &Connection, (replays_before, chunks_before): (i64, i64)) -> rusqlite::Result<()> {
+    c.prepare_cached(sql::DELETE_OLD_REPLAYS)?
+        .execute([replays_before])?;
+    c.prepare_cached(sql::DELETE_OLD_CHUNKS)?
+        .execute([chunks_before])?;
+    Ok(())
 }
 
 /// Applies chunk changes against every stored object (the bounds are global).
