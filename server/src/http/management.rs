@@ -21,7 +21,7 @@ use crate::model::EnrollmentState;
 use crate::model::ReplayStamp;
 use crate::paths::MANAGEMENT_PATH;
 use crate::protocol::management::{check_header, Answered, Exchange, Read, Refusal};
-use crate::protocol::reassembly::{self, Snapshot};
+use crate::protocol::reassembly::{self, sends_chunks, Snapshot};
 use crate::protocol::replay;
 use crate::state::{AppState, PeerCertificate};
 use crate::store::session::Recorded;
@@ -109,6 +109,12 @@ pub(super) async fn answer(
             StatusCode::BAD_REQUEST,
             "MsgID already used in this session for a different message",
         ),
+        // Read twice and still racing another replica's chunk changes: sent again, it
+        // is read afresh.
+        Ok(Recorded::Unread) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "large objects changed while the message was read; send it again",
+        ),
         Err(e) => {
             tracing::error!(%device_id, error = %e, "could not store the device's message");
             refuse(
@@ -119,19 +125,25 @@ pub(super) async fn answer(
     }
 }
 
-/// Processes a message from an authenticated device and returns the server's answer;
-/// an error when the device's Status and Results could not be stored (none of them is).
-async fn process(
+/// Reads the message's commands (against its device's large objects when `snapshot`)
+/// and stores what it found with the answer, in one transaction.
+async fn record(
     state: &AppState,
     msg: &syncml::ClientMessage,
-    stamp: ReplayStamp,
+    stamp: &ReplayStamp,
     current_cert: bool,
     chal: &str,
-) -> Result<Recorded<String>, ServerError> {
+    snapshot: bool,
+) -> Result<Recorded<(Answered, bool)>, ServerError> {
     let device_id = stamp.device_id.as_str();
-    let chunks = match reassembly::keys_to_read(msg, device_id) {
-        Some(keys) => state.store.chunk_snapshot(device_id, keys).await?,
-        None => Snapshot::default(),
+    let keys = reassembly::keys_to_read(msg, device_id).unwrap_or_default();
+    let (chunks, unread) = if snapshot {
+        (
+            state.store.chunk_snapshot(device_id, keys).await?,
+            Vec::new(),
+        )
+    } else {
+        (Snapshot::default(), keys)
     };
     let mut exchange = Exchange::with_chal(
         msg,
@@ -158,7 +170,7 @@ async fn process(
     crate::crash::point("management.before_store");
     let recorded = state
         .store
-        .record_session_message(work, ops, stamp.clone(), move |outcome| {
+        .record_session_message(work, ops, unread, stamp.clone(), move |outcome| {
             let foreign = outcome.answered.iter().any(Option::is_none);
             let answered = reply.answer(delivery, outcome);
             let xml = match &answered {
@@ -169,10 +181,31 @@ async fn process(
         })
         .await?;
     crate::crash::point("management.after_store");
+    Ok(recorded)
+}
+
+/// Processes a message from an authenticated device and returns the server's answer;
+/// an error when the device's Status and Results could not be stored (none of them is).
+async fn process(
+    state: &AppState,
+    msg: &syncml::ClientMessage,
+    stamp: ReplayStamp,
+    current_cert: bool,
+    chal: &str,
+) -> Result<Recorded<String>, ServerError> {
+    let device_id = stamp.device_id.as_str();
+    // Large objects are read first only for a message sending chunks; plain Results
+    // are checked to complete none in the message's transaction (no extra round trip),
+    // and read again against the objects in the rare case one does.
+    let mut recorded = record(state, msg, &stamp, current_cert, chal, sends_chunks(msg)).await?;
+    if let Recorded::Unread = recorded {
+        recorded = record(state, msg, &stamp, current_cert, chal, true).await?;
+    }
     let (answered, foreign) = match recorded {
         Recorded::Stored(a) => a,
         Recorded::Repeat(xml) => return Ok(Recorded::Repeat(xml)),
         Recorded::Conflict => return Ok(Recorded::Conflict),
+        Recorded::Unread => return Ok(Recorded::Unread),
     };
     if foreign {
         tracing::debug!(%device_id, "response to a command not from the queue");

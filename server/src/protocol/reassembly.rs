@@ -431,6 +431,15 @@ impl ChunkView for Snapshot {
     }
 }
 
+/// Whether the message carries a chunk with `MoreData` (its objects must be read first).
+pub fn sends_chunks(msg: &crate::syncml::ClientMessage) -> bool {
+    msg.commands.iter().any(|cmd| {
+        cmd.kind() == Some(crate::model::Verb::Results)
+            && cmd.cmd_ref.is_some()
+            && cmd.result_items().iter().any(|i| i.more_data)
+    })
+}
+
 /// The keys of the objects a message's Results may complete (no `MoreData`): the
 /// snapshot loads their data. `None` when the message has no Results to read against
 /// the objects at all.

@@ -23,6 +23,9 @@ pub enum Recorded<R> {
     /// The message's effects and its replay record are stored; what the answer closure
     /// returned.
     Stored(R),
+    /// Nothing stored: one of the objects its Results were read as complete (without a
+    /// snapshot) is being reassembled. Read it again against [`Store::chunk_snapshot`].
+    Unread,
 }
 
 /// Statements both backends run as they are.
@@ -40,6 +43,8 @@ pub(super) const DEVICE_CHUNKS: &str =
     "SELECT cmd_ref, loc_uri, bytes, refused, updated_us FROM chunk_objects WHERE device_id = $1";
 pub(super) const ALL_CHUNKS: &str =
     "SELECT device_id, cmd_ref, loc_uri, bytes, refused, updated_us FROM chunk_objects";
+pub(super) const CHUNK_EXISTS: &str =
+    "SELECT 1 FROM chunk_objects WHERE device_id = $1 AND cmd_ref = $2 AND loc_uri = $3";
 pub(super) const CHUNK_DATA: &str = "SELECT data FROM chunk_objects
      WHERE device_id = $1 AND cmd_ref = $2 AND loc_uri = $3 AND refused = 0";
 pub(super) const APPEND_CHUNK: &str = "INSERT INTO chunk_objects (device_id, cmd_ref, loc_uri, data, bytes, refused, updated_us)
@@ -125,10 +130,14 @@ impl Store {
     /// it was answered already ([`Recorded::Repeat`]) or its MsgID is taken. `answer`
     /// turns what storing found into the caller's result and the answer to record
     /// (None when it is not known yet: [`Store::record_answer`] adds it later).
+    /// `unread`: objects the message's Results were read as not being reassembled,
+    /// without a snapshot (which costs a round trip); checked here, in the transaction
+    /// ([`Recorded::Unread`] when one is).
     pub async fn record_session_message<R, F>(
         &self,
         work: MessageWork,
         chunk_ops: Vec<ChunkOp>,
+        unread: Vec<ChunkKey>,
         stamp: ReplayStamp,
         answer: F,
     ) -> Result<Recorded<R>, ServerError>
@@ -139,10 +148,20 @@ impl Store {
         let sweep = sweep_due();
         if let Some(w) = self.writer() {
             return w
-                .run(move |c| sqlite::session::record(c, work, chunk_ops, &stamp, answer, sweep))
+                .run(move |c| {
+                    sqlite::session::record(c, work, (chunk_ops, &unread), &stamp, answer, sweep)
+                })
                 .await;
         }
-        postgres::session::record(&self.pool, work, chunk_ops, &stamp, answer, sweep).await
+        postgres::session::record(
+            &self.pool,
+            work,
+            (chunk_ops, &unread),
+            &stamp,
+            answer,
+            sweep,
+        )
+        .await
     }
 
     /// Records the answer of a message stored without one.

@@ -58,7 +58,7 @@ async fn select(
 pub async fn record<R>(
     pool: &AnyPool,
     mut work: MessageWork,
-    mut ops: Vec<ChunkOp>,
+    (mut ops, unread): (Vec<ChunkOp>, &[ChunkKey]),
     s: &ReplayStamp,
     answer: impl FnOnce(MessageOutcome) -> (R, Option<String>),
     sweep: Option<(i64, i64)>,
@@ -83,6 +83,18 @@ pub async fn record<R>(
                 ops.clear();
             }
             Replay::New => {}
+        }
+    }
+    for k in unread {
+        let held: Option<i32> = sqlx::query_scalar(sql::CHUNK_EXISTS)
+            .bind(&k.device_id)
+            .bind(&k.cmd_ref)
+            .bind(&k.loc_uri)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_some() {
+            // Rolled back (the claim of the row too) when `tx` drops.
+            return Ok(Recorded::Unread);
         }
     }
     let outcome = super::message::record_message_on(&mut tx, &work).await?;

@@ -41,7 +41,7 @@ pub fn upsert(c: &Connection, s: &ReplayStamp, xml: Option<&str>) -> rusqlite::R
 pub fn record<R>(
     c: &Connection,
     mut work: MessageWork,
-    mut ops: Vec<ChunkOp>,
+    (mut ops, unread): (Vec<ChunkOp>, &[ChunkKey]),
     stamp: &ReplayStamp,
     answer: impl FnOnce(MessageOutcome) -> (R, Option<String>),
     sweep: Option<(i64, i64)>,
@@ -56,6 +56,13 @@ pub fn record<R>(
             ops.clear();
         }
         Replay::New => {}
+    }
+    for k in unread {
+        if c.prepare_cached(sql::CHUNK_EXISTS)?
+            .exists((&k.device_id, &k.cmd_ref, &k.loc_uri))?
+        {
+            return Ok(Recorded::Unread);
+        }
     }
     let outcome = super::message::record_message(c, &work)?;
     apply_chunks(c, ops)?;
