@@ -43,7 +43,10 @@ fn requirements() -> Option<(String, Nginx)> {
         (_, Err(e)) => Some(e.clone()),
     };
     if let Some(why) = why {
-        if std::env::var_os("CI").is_some() {
+        // `.ci/run` sets WINMDM_TEST_POSTGRES_LATER in its SQLite pass: this test runs in
+        // the Postgres pass that follows.
+        let later = postgres.is_none() && std::env::var_os("WINMDM_TEST_POSTGRES_LATER").is_some();
+        if std::env::var_os("CI").is_some() && !later {
             panic!("CI: the nginx test cannot run: {why}");
         }
         eprintln!("skipped: {why}");

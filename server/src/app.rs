@@ -16,7 +16,6 @@ use tower::Service;
 use crate::ca::IdentityCa;
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::sessions::Sessions;
 use crate::store::Store;
 
 pub use crate::http::router;
@@ -65,7 +64,6 @@ pub async fn build_state(config: Config, public_url: String) -> Result<Arc<AppSt
         store,
         ca,
         public_url,
-        sessions: Sessions::default(),
         rate_limiter,
     }))
 }

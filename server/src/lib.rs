@@ -13,9 +13,9 @@
 //!   Postgres;
 //! - [`model`]: the states, verbs and records they all share.
 //!
-//! Beside them: [`state`] (what handlers share), [`sessions`] (replay records),
-//! [`ca`] and [`tls`] (key material), [`config`], [`paths`], [`telemetry`] (the metrics'
-//! names and recorder; recorded in the HTTP layer and the store, never in the core).
+//! Beside them: [`state`] (what handlers share), [`ca`] and [`tls`] (key material),
+//! [`config`], [`paths`], [`telemetry`] (the metrics' names and recorder; recorded in the
+//! HTTP layer and the store, never in the core).
 
 // Handlers and their helpers return ready-made responses as errors (axum style).
 #![allow(clippy::result_large_err)]
@@ -36,7 +36,6 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod secret;
 pub mod service;
-pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod telemetry;

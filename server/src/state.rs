@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use crate::ca::{CertRejection, ClientCert, IdentityCa};
 use crate::config::Config;
 use crate::model::Host;
-use crate::sessions::Sessions;
 use crate::store::Store;
 
 /// The peer's IP address, for per-client rate limits.
@@ -64,7 +63,6 @@ pub struct AppState {
     pub store: Store,
     pub ca: IdentityCa,
     pub public_url: String,
-    pub sessions: Sessions,
     pub rate_limiter: crate::rate_limit::RateLimiter,
 }
 

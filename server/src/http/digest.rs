@@ -7,12 +7,13 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::management::{answer, check_replay};
+use super::management::answer;
 use super::respond::{refuse, syncml_response};
 use crate::codec::digest::{chal_xml, parse_cred};
 use crate::paths::MANAGEMENT_PATH;
 use crate::protocol::digest::challenge;
 use crate::protocol::management::{check_header, Refusal};
+use crate::protocol::replay::{self, Replay};
 use crate::service::digest::{authenticate, Outcome};
 use crate::state::AppState;
 use crate::syncml;
@@ -35,10 +36,27 @@ pub async fn session(state: &AppState, body: &str) -> Response {
     }
     // A resend of a message already answered (same session, MsgID and bytes) gets that
     // answer again: its nonce is used up, and the answer carries the next one.
-    let replay = match check_replay(state, &msg, &device_id, body) {
+    let stamp = replay::stamp(&device_id, &msg.hdr.session_id, &msg.hdr.msg_id, body);
+    let record = match state.store.replay_record(&stamp).await {
         Ok(r) => r,
-        Err(answered) => return answered,
+        Err(e) => {
+            tracing::error!(error = %e, "management: storage failure");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
+        }
     };
+    match replay::judge(record, &stamp) {
+        Replay::Repeat(xml) => {
+            tracing::info!(%device_id, msg = %msg.hdr.msg_id, "resent message answered from the session record");
+            return syncml_response(axum::body::Bytes::from(xml));
+        }
+        Replay::Conflict => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "MsgID already used in this session for a different message",
+            )
+        }
+        Replay::New | Replay::Unanswered => {}
+    }
     let cred = parse_cred(&doc);
     let outcome = match authenticate(&state.store, &device_id, cred.as_ref()).await {
         Ok(o) => o,
@@ -49,7 +67,7 @@ pub async fn session(state: &AppState, body: &str) -> Response {
     };
     match outcome {
         Outcome::Accepted { next_nonce } => {
-            answer(state, &msg, replay, false, &chal_xml(&next_nonce)).await
+            answer(state, &msg, stamp, false, &chal_xml(&next_nonce)).await
         }
         Outcome::Challenge { code, next_nonce } => {
             tracing::info!(%device_id, code, "management message challenged (digest)");

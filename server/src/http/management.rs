@@ -14,15 +14,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
-use sha2::{Digest, Sha256};
 
 use super::respond::{refuse, syncml_response};
 use crate::error::ServerError;
 use crate::model::EnrollmentState;
+use crate::model::ReplayStamp;
 use crate::paths::MANAGEMENT_PATH;
-use crate::protocol::management::{check_header, Exchange, Next, Read, Refusal};
-use crate::sessions::{Replay, SessionKey};
+use crate::protocol::management::{check_header, Answered, Exchange, Read, Refusal};
+use crate::protocol::reassembly::{self, sends_chunks, Snapshot};
+use crate::protocol::replay;
 use crate::state::{AppState, PeerCertificate};
+use crate::store::session::Recorded;
 use crate::syncml;
 
 /// Handles one message of a management session.
@@ -74,92 +76,86 @@ pub async fn session(
         Err(Refusal::Forbidden(why)) => return refuse(StatusCode::FORBIDDEN, why),
         Err(Refusal::BadRequest(why)) => return refuse(StatusCode::BAD_REQUEST, why),
     }
-    let device_id = &identity.device_id;
-    let replay = match check_replay(&state, &msg, device_id, &body) {
-        Ok(r) => r,
-        Err(answer) => return answer,
-    };
-    answer(&state, &msg, replay, identity.current, "").await
-}
-
-/// A message's place in its session's replay record (see [`check_replay`]).
-pub(super) struct ReplayKey {
-    key: SessionKey,
-    digest: [u8; 32],
-}
-
-/// A message resent after a dropped connection gets the answer it got the first time
-/// (the Err); it is not processed twice.
-pub(super) fn check_replay(
-    state: &AppState,
-    msg: &syncml::ClientMessage,
-    device_id: &str,
-    body: &str,
-) -> Result<ReplayKey, Response> {
-    let key = SessionKey {
-        device_id: device_id.to_string(),
-        session_id: msg.hdr.session_id.clone(),
-    };
-    let digest: [u8; 32] = Sha256::digest(body.as_bytes()).into();
-    match state.sessions.check_replay(&key, &msg.hdr.msg_id, &digest) {
-        Replay::New => Ok(ReplayKey { key, digest }),
-        Replay::Repeat(xml) => {
-            metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "replayed")
-                .increment(1);
-            tracing::info!(%device_id, msg = %msg.hdr.msg_id, "resent message answered from the session record");
-            Err(syncml_response(xml))
-        }
-        Replay::Conflict => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "MsgID already used in this session for a different message",
-        )),
-    }
+    let stamp = replay::stamp(
+        &identity.device_id,
+        &msg.hdr.session_id,
+        &msg.hdr.msg_id,
+        &body,
+    );
+    answer(&state, &msg, stamp, identity.current, "").await
 }
 
 /// Processes an authenticated device's message and answers it (`chal`: the SyncHdr
-/// Status's digest challenge, or empty), remembering the answer for a resend.
+/// Status's digest challenge, or empty), recording the answer for a resend. A message
+/// its session's replay record shows answered gets that answer again (on whichever
+/// replica it reaches): it is not processed twice.
 pub(super) async fn answer(
     state: &AppState,
     msg: &syncml::ClientMessage,
-    replay: ReplayKey,
+    stamp: ReplayStamp,
     current_cert: bool,
     chal: &str,
 ) -> Response {
-    let device_id = &replay.key.device_id;
-    // A message that could not be stored is answered 500 and not remembered: the device
+    let device_id = stamp.device_id.clone();
+    // A message that could not be stored is answered 500 and not recorded: the device
     // sends the package again instead of dropping its answers.
-    let xml = match process(state, msg, device_id, current_cert, chal).await {
-        Ok(xml) => axum::body::Bytes::from(xml),
+    match process(state, msg, stamp, current_cert, chal).await {
+        Ok(Recorded::Stored(xml)) => {
+            metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "answered")
+                .increment(1);
+            // OMA-DM 1.2 (DM protocol §8.1): a session's first message has MsgID 1.
+            if msg.hdr.msg_id == "1" {
+                metrics::counter!(crate::telemetry::OMADM_SESSIONS).increment(1);
+            }
+            syncml_response(axum::body::Bytes::from(xml))
+        }
+        Ok(Recorded::Repeat(xml)) => {
+            metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "replayed")
+                .increment(1);
+            tracing::info!(%device_id, msg = %msg.hdr.msg_id, "resent message answered from the session record");
+            syncml_response(axum::body::Bytes::from(xml))
+        }
+        Ok(Recorded::Conflict) => refuse(
+            StatusCode::BAD_REQUEST,
+            "MsgID already used in this session for a different message",
+        ),
+        // Read twice and still racing another replica's chunk changes: sent again, it
+        // is read afresh.
+        Ok(Recorded::Unread) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "large objects changed while the message was read; send it again",
+        ),
         Err(e) => {
             metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "failed").increment(1);
             tracing::error!(%device_id, error = %e, "could not store the device's message");
-            return refuse(
+            refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage failure: the message was not stored; send it again",
-            );
+            )
         }
-    };
-    metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "answered").increment(1);
-    // OMA-DM 1.2 (DM protocol §8.1): a session's first message has MsgID 1.
-    if msg.hdr.msg_id == "1" {
-        metrics::counter!(crate::telemetry::OMADM_SESSIONS).increment(1);
     }
-    state
-        .sessions
-        .remember(replay.key, &msg.hdr.msg_id, replay.digest, xml.clone());
-    syncml_response(xml)
 }
 
-/// Processes a message from an authenticated device and returns the server's answer;
-/// an error when the device's Status and Results could not be stored (none of them is).
-async fn process(
+/// Reads the message's commands (against its device's large objects when `snapshot`)
+/// and stores what it found with the answer, in one transaction.
+async fn record(
     state: &AppState,
     msg: &syncml::ClientMessage,
-    device_id: &str,
+    stamp: &ReplayStamp,
     current_cert: bool,
     chal: &str,
-) -> Result<String, ServerError> {
-    let chunks = &state.sessions.chunks;
+    snapshot: bool,
+) -> Result<Recorded<(Answered, bool)>, ServerError> {
+    let device_id = stamp.device_id.as_str();
+    let keys = reassembly::keys_to_read(msg, device_id).unwrap_or_default();
+    let (chunks, unread) = if snapshot {
+        (
+            state.store.chunk_snapshot(device_id, keys).await?,
+            Vec::new(),
+        )
+    } else {
+        (Snapshot::default(), keys)
+    };
     let mut exchange = Exchange::with_chal(
         msg,
         &state.url(MANAGEMENT_PATH),
@@ -167,9 +163,9 @@ async fn process(
         chal,
     );
     for cmd in &msg.commands {
-        if let Read::NeedsSentCommand(command_uuid) = exchange.read(cmd, device_id, chunks, None) {
+        if let Read::NeedsSentCommand(command_uuid) = exchange.read(cmd, device_id, &chunks, None) {
             let sent = state.store.sent_command(device_id, command_uuid).await?;
-            exchange.read(cmd, device_id, chunks, Some(sent.as_ref()));
+            exchange.read(cmd, device_id, &chunks, Some(sent.as_ref()));
         }
     }
     let work = exchange.work(
@@ -179,44 +175,90 @@ async fn process(
     );
     let delivery = work.delivery;
     let work = commit_after_answer(state, work);
-    // Nothing of the message is stored when this fails (one transaction).
+    let ops = exchange.take_chunk_ops();
+    let reply = exchange.into_reply();
+    // Nothing of the message is stored when this fails (one transaction), its replay
+    // record and large-object changes included.
     crate::crash::point("management.before_store");
-    let outcome = state.store.record_message(work).await?;
+    let recorded = state
+        .store
+        .record_session_message(work, ops, unread, stamp.clone(), move |outcome| {
+            let foreign = outcome.answered.iter().any(Option::is_none);
+            let answered = reply.answer(delivery, outcome);
+            let xml = match &answered {
+                Answered::Done { xml, .. } => Some(xml.clone()),
+                Answered::AdvanceProfiles(..) => None,
+            };
+            ((answered, foreign), xml)
+        })
+        .await?;
     crate::crash::point("management.after_store");
-    chunks.apply(exchange.take_chunk_ops());
-    if outcome.answered.iter().any(Option::is_none) {
+    Ok(recorded)
+}
+
+/// Processes a message from an authenticated device and returns the server's answer;
+/// an error when the device's Status and Results could not be stored (none of them is).
+async fn process(
+    state: &AppState,
+    msg: &syncml::ClientMessage,
+    stamp: ReplayStamp,
+    current_cert: bool,
+    chal: &str,
+) -> Result<Recorded<String>, ServerError> {
+    let device_id = stamp.device_id.as_str();
+    // Large objects are read first only for a message sending chunks; plain Results
+    // are checked to complete none in the message's transaction (no extra round trip),
+    // and read again against the objects in the rare case one does.
+    let mut recorded = record(state, msg, &stamp, current_cert, chal, sends_chunks(msg)).await?;
+    if let Recorded::Unread = recorded {
+        recorded = record(state, msg, &stamp, current_cert, chal, true).await?;
+    }
+    let (answered, foreign) = match recorded {
+        Recorded::Stored(a) => a,
+        Recorded::Repeat(xml) => return Ok(Recorded::Repeat(xml)),
+        Recorded::Conflict => return Ok(Recorded::Conflict),
+        Recorded::Unread => return Ok(Recorded::Unread),
+    };
+    if foreign {
         tracing::debug!(%device_id, "response to a command not from the queue");
     }
-    let commands = match exchange.next(delivery, outcome) {
-        Next::Unenrolled => {
-            tracing::info!(%device_id, "device unenrolled");
-            if let Err(e) = state
-                .store
-                .set_enrollment_state(device_id, EnrollmentState::Unenrolled)
-                .await
-            {
-                tracing::error!(error = %e, "could not record unenrollment");
+    let xml = match answered {
+        Answered::Done { xml, unenrolled } => {
+            if unenrolled {
+                tracing::info!(%device_id, "device unenrolled");
+                if let Err(e) = state
+                    .store
+                    .set_enrollment_state(device_id, EnrollmentState::Unenrolled)
+                    .await
+                {
+                    tracing::error!(error = %e, "could not record unenrollment");
+                }
             }
-            return Ok(exchange.finish());
+            xml
         }
-        Next::AskForMore => return Ok(exchange.ask_for_more()),
-        Next::Send(commands) => commands,
-        Next::AdvanceProfiles(delivery) => {
+        Answered::AdvanceProfiles(reply, delivery) => {
             if let Err(e) = crate::service::profiles::advance(&state.store, device_id).await {
                 tracing::error!(error = %e, "could not advance profile assignments");
             }
-            state
+            let commands = state
                 .store
                 .deliver(device_id, delivery)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "management: could not claim commands");
                     Vec::new()
-                })
+                });
+            tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = commands.len(), "management message");
+            let xml = reply.finish_with(&commands);
+            // Without it, a resend finds the message stored but unanswered and gets
+            // an answer built again (its effects are not stored twice).
+            if let Err(e) = state.store.record_answer(stamp, xml.clone()).await {
+                tracing::error!(error = %e, "could not record the answer");
+            }
+            xml
         }
     };
-    tracing::debug!(%device_id, session = %msg.hdr.session_id, msg = %msg.hdr.msg_id, commands = commands.len(), "management message");
-    Ok(exchange.finish_with(&commands))
+    Ok(Recorded::Stored(xml))
 }
 
 /// The test-only deliberate bug `commit_after_answer` ([`crate::crash::FAULTS`]): the

@@ -63,3 +63,22 @@ pub struct MessageOutcome {
     /// The commands claimed for the reply, oldest first; None when delivery did not run.
     pub commands: Option<Vec<QueuedCommand>>,
 }
+
+/// A message's place in its session's replay record: the session (device and
+/// SessionID), the MsgID and the SHA-256 of the request body (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayStamp {
+    pub device_id: String,
+    pub session_id: String,
+    pub msg_id: String,
+    pub request_sha256: String,
+}
+
+/// A session's replay record as stored: its last message and the answer sent (None
+/// while the message's effects are stored but its answer is not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReplay {
+    pub msg_id: String,
+    pub request_sha256: String,
+    pub response: Option<String>,
+}

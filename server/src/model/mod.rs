@@ -9,7 +9,9 @@ mod states;
 mod verb;
 
 pub use auth::{ManagementAuth, StoredDigest};
-pub use message::{Delivery, MessageOutcome, MessageWork, ResponseRecord};
+pub use message::{
+    Delivery, MessageOutcome, MessageWork, ReplayStamp, ResponseRecord, StoredReplay,
+};
 pub use profile::{
     AssignmentStep, AssignmentView, ItemCommand, OpenAssignment, ProfileItem, ProfileView,
     ReadBack, TrackedCommand,

@@ -5,7 +5,7 @@
 
 use quick_xml::escape::escape;
 
-use super::reassembly::{self, ChunkKey, ChunkOp, Pending, Reassembly};
+use super::reassembly::{self, ChunkKey, ChunkOp, ChunkView, Pending};
 use crate::model::{
     Delivery, MessageOutcome, MessageWork, QueuedCommand, ResponseKind, ResponseRecord,
     SentCommand, Verb,
@@ -112,7 +112,7 @@ impl<'m> Exchange<'m> {
         &mut self,
         cmd: &'c ClientCommand,
         device_id: &str,
-        chunks: &Reassembly,
+        chunks: &dyn ChunkView,
         sent: Option<Option<&SentCommand>>,
     ) -> Read<'c> {
         let msg_id = &self.msg.hdr.msg_id;
@@ -178,15 +178,79 @@ impl<'m> Exchange<'m> {
 
     /// What follows from storing the message (`delivery` as in its [`MessageWork`]).
     pub fn next(&self, delivery: Option<Delivery>, outcome: MessageOutcome) -> Next {
-        if self.unenrolled || outcome.unenroll_acknowledged {
-            return Next::Unenrolled;
+        next(self.unenrolled, delivery, outcome)
+    }
+
+    /// The answer without commands.
+    pub fn finish(self) -> String {
+        self.into_reply().finish()
+    }
+
+    /// The answer asking for the package's next message (Alert 1222).
+    pub fn ask_for_more(self) -> String {
+        self.into_reply().ask_for_more()
+    }
+
+    /// The answer carrying `commands`, each under its UUID as CmdID.
+    pub fn finish_with(self, commands: &[QueuedCommand]) -> String {
+        self.into_reply().finish_with(commands)
+    }
+
+    /// The answer still to finish, without the message it reads (once every command is
+    /// read and the work taken): it travels to where the message is stored.
+    pub fn into_reply(self) -> Reply {
+        Reply {
+            reply: self.reply,
+            unenrolled: self.unenrolled,
         }
-        let Some(delivery) = delivery else {
-            return Next::AskForMore;
-        };
-        match outcome.commands {
-            Some(commands) => Next::Send(commands),
-            None => Next::AdvanceProfiles(delivery),
+    }
+}
+
+fn next(unenrolled: bool, delivery: Option<Delivery>, outcome: MessageOutcome) -> Next {
+    if unenrolled || outcome.unenroll_acknowledged {
+        return Next::Unenrolled;
+    }
+    let Some(delivery) = delivery else {
+        return Next::AskForMore;
+    };
+    match outcome.commands {
+        Some(commands) => Next::Send(commands),
+        None => Next::AdvanceProfiles(delivery),
+    }
+}
+
+/// A message's answer once its commands are read: finished from what storing found.
+pub struct Reply {
+    reply: ServerMessage,
+    unenrolled: bool,
+}
+
+/// What storing a message decided about its answer.
+pub enum Answered {
+    /// The answer is complete; `unenrolled`: record the device unenrolled.
+    Done { xml: String, unenrolled: bool },
+    /// Profiles move first: advance them, claim with this delivery, then finish.
+    AdvanceProfiles(Reply, Delivery),
+}
+
+impl Reply {
+    /// The answer, decided the moment the message is stored (so it is recorded with it),
+    /// unless profile work must come first.
+    pub fn answer(self, delivery: Option<Delivery>, outcome: MessageOutcome) -> Answered {
+        match next(self.unenrolled, delivery, outcome) {
+            Next::Unenrolled => Answered::Done {
+                xml: self.finish(),
+                unenrolled: true,
+            },
+            Next::AskForMore => Answered::Done {
+                xml: self.ask_for_more(),
+                unenrolled: false,
+            },
+            Next::Send(commands) => Answered::Done {
+                xml: self.finish_with(&commands),
+                unenrolled: false,
+            },
+            Next::AdvanceProfiles(d) => Answered::AdvanceProfiles(self, d),
         }
     }
 
@@ -305,7 +369,7 @@ pub fn answers_sent_command(sent: &SentCommand, loc_uri: &str) -> bool {
 fn results<'c>(
     device_id: &str,
     cmd: &'c ClientCommand,
-    chunks: &Reassembly,
+    chunks: &dyn ChunkView,
     sent: Option<Option<&SentCommand>>,
     ops: &mut Vec<ChunkOp>,
 ) -> Result<(u16, Option<ClientCommand>), &'c str> {

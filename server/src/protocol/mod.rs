@@ -12,3 +12,4 @@ pub mod management;
 pub mod orbit;
 pub mod profiles;
 pub mod reassembly;
+pub mod replay;

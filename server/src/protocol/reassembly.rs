@@ -1,17 +1,23 @@
 //! Large objects a device sends in chunks (OMA-DM 1.2 large object handling: Results
-//! items with `MoreData`, the next message asked for with Alert 1222), held in memory
-//! until the last chunk arrives, within bounds: per object, per device, over all
-//! devices (the oldest buffers are evicted first), and for at most [`CHUNK_TTL`].
+//! items with `MoreData`, the next message asked for with Alert 1222), held until the
+//! last chunk arrives, within bounds: per object, per device, over all devices (the
+//! oldest buffers are evicted first), and for at most [`CHUNK_TTL`].
 //!
 //! An object refused or evicted is remembered (a tombstone) until its last chunk or the
 //! TTL, so that its later chunks are refused too instead of starting a new, truncated
 //! object. Changes are applied only once the device's message is stored
 //! ([`ChunkOp`]), so a message answered with a storage error and sent again is not
 //! counted twice.
+//!
+//! The decisions are here, without I/O: a [`Ledger`] (what is held, and what is charged
+//! against the bounds) turns [`ChunkOp`]s into [`Write`]s, and a message is read
+//! against a [`ChunkView`]. The store keeps the objects in the database, so that every
+//! replica sees the same ones ([`Snapshot`] for reading, the ledger's writes applied in
+//! the message's transaction); [`Reassembly`] keeps them in memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A large object being reassembled: the device, the command its Results answer, and
 /// the node.
@@ -65,7 +71,7 @@ fn key_cost(key: &ChunkKey) -> usize {
     key.device_id.len() + key.cmd_ref.len() + key.loc_uri.len() + OVERHEAD
 }
 
-/// The bounds of [`Reassembly`].
+/// The bounds of the reassembly.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub object: usize,
@@ -85,20 +91,26 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    fn ttl_us(&self) -> i64 {
+        i64::try_from(self.ttl.as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
 /// Where a chunk stands before its message is stored.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pending {
     /// No buffer: a first chunk (or a whole object).
     None,
     /// Chunks received so far, of this many bytes (the data is copied out only for the
-    /// last chunk, by [`Reassembly::whole`]).
+    /// last chunk, by [`ChunkView::whole`]).
     Buffered(usize),
     /// The object was refused or evicted: refuse its chunks (413).
     Refused,
 }
 
 /// A change to apply once the device's message is stored.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ChunkOp {
     /// Add a chunk (MoreData).
     Append(ChunkKey, String),
@@ -108,22 +120,113 @@ pub enum ChunkOp {
     Refuse(ChunkKey),
 }
 
-struct Buffer {
-    updated: Instant,
-    data: String,
+/// A change to the stored objects, decided by the [`Ledger`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Add `data` to the object's buffer (opening it if there is none); `updated` is its
+    /// new time (microseconds).
+    Append {
+        key: ChunkKey,
+        data: String,
+        updated: i64,
+    },
+    /// Forget the object's buffer or tombstone.
+    Delete(ChunkKey),
+    /// Replace the object by a tombstone made at `at` (microseconds).
+    Tombstone { key: ChunkKey, at: i64 },
 }
 
-#[derive(Default)]
-struct State {
-    buffers: HashMap<ChunkKey, Buffer>,
+/// One stored object as the ledger sees it: its key, its buffered bytes (None for a
+/// tombstone), and its last change (microseconds).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: ChunkKey,
+    pub bytes: Option<usize>,
+    pub updated: i64,
+}
+
+/// What is held (sizes and times, not data) and charged against the bounds; applies
+/// [`ChunkOp`]s within the bounds and says what to write.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Buffered bytes and last change, per object.
+    buffers: HashMap<ChunkKey, (usize, i64)>,
+    tombstones: HashMap<ChunkKey, i64>,
     /// Bytes per device, and in all: buffers ([`key_cost`] and data) and tombstones
     /// ([`key_cost`]).
     per_device: HashMap<String, usize>,
     total: usize,
-    tombstones: HashMap<ChunkKey, Instant>,
+    /// Latest time written: every write gets a later one, so the eviction order is
+    /// total even within one microsecond.
+    latest: i64,
+    writes: Vec<Write>,
 }
 
-impl State {
+impl Ledger {
+    /// The ledger of these stored objects.
+    pub fn load(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let mut l = Ledger::default();
+        for e in entries {
+            l.latest = l.latest.max(e.updated);
+            match e.bytes {
+                Some(bytes) => {
+                    l.charge(&e.key.device_id, key_cost(&e.key) + bytes);
+                    l.buffers.insert(e.key, (bytes, e.updated));
+                }
+                None => {
+                    l.charge(&e.key.device_id, key_cost(&e.key));
+                    l.tombstones.insert(e.key, e.updated);
+                }
+            }
+        }
+        l
+    }
+
+    /// Applies `ops` at `now` (microseconds) after expiring stale objects; returns the
+    /// writes that make the stored objects match.
+    pub fn apply(&mut self, ops: Vec<ChunkOp>, now: i64, l: &Limits) -> Vec<Write> {
+        self.expire(now, l);
+        for op in ops {
+            match op {
+                ChunkOp::Append(key, data) => self.append(key, data, now, l),
+                ChunkOp::Finish(key) => {
+                    self.remove(&key);
+                    self.forget_tombstone(&key);
+                }
+                ChunkOp::Refuse(key) => self.tombstone(key, now, l),
+            }
+        }
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Where the object of `key` stands at `now`.
+    pub fn pending(&self, key: &ChunkKey, now: i64, l: &Limits) -> Pending {
+        if self.tombstones.contains_key(key) {
+            return Pending::Refused;
+        }
+        match self.buffers.get(key) {
+            Some((bytes, updated)) if now - updated < l.ttl_us() => Pending::Buffered(*bytes),
+            Some(_) => Pending::Refused,
+            None => Pending::None,
+        }
+    }
+
+    /// Whether adding `len` bytes to the object of `key` stays within the per-object and
+    /// per-device bounds and the key is short enough (the global bound evicts others
+    /// instead).
+    pub fn fits(&self, key: &ChunkKey, len: usize, l: &Limits) -> bool {
+        let (added, held) = self.added(key, len);
+        key_acceptable(key)
+            && held <= l.object
+            && self.device(&key.device_id) + added <= l.device
+            && added <= l.total
+    }
+
+    /// Bytes held (as counted against the bounds): in all, and for one device.
+    pub fn held(&self, device_id: &str) -> (usize, usize) {
+        (self.total, self.device(device_id))
+    }
+
     fn charge(&mut self, device: &str, bytes: usize) {
         *self.per_device.entry(device.to_string()).or_insert(0) += bytes;
         self.total += bytes;
@@ -143,21 +246,29 @@ impl State {
         self.per_device.get(device).copied().unwrap_or(0)
     }
 
-    fn remove(&mut self, key: &ChunkKey) -> Option<Buffer> {
-        let b = self.buffers.remove(key)?;
-        self.uncharge(&key.device_id, key_cost(key) + b.data.len());
-        Some(b)
+    /// A time after every earlier write, `now` when the clock allows.
+    fn stamp(&mut self, now: i64) -> i64 {
+        self.latest = now.max(self.latest + 1);
+        self.latest
+    }
+
+    fn remove(&mut self, key: &ChunkKey) {
+        if let Some((bytes, _)) = self.buffers.remove(key) {
+            self.uncharge(&key.device_id, key_cost(key) + bytes);
+            self.writes.push(Write::Delete(key.clone()));
+        }
     }
 
     fn forget_tombstone(&mut self, key: &ChunkKey) {
         if self.tombstones.remove(key).is_some() {
             self.uncharge(&key.device_id, key_cost(key));
+            self.writes.push(Write::Delete(key.clone()));
         }
     }
 
     /// Drops the object's buffer and refuses its later chunks, if the tombstone fits
     /// the bounds (it always does in place of a buffer, which cost more).
-    fn tombstone(&mut self, key: ChunkKey, now: Instant, l: &Limits) {
+    fn tombstone(&mut self, key: ChunkKey, now: i64, l: &Limits) {
         self.remove(&key);
         let cost = key_cost(&key);
         if self.tombstones.contains_key(&key)
@@ -169,14 +280,17 @@ impl State {
             return;
         }
         self.charge(&key.device_id, cost);
-        self.tombstones.insert(key, now);
+        let at = self.stamp(now);
+        self.tombstones.insert(key.clone(), at);
+        self.writes.push(Write::Tombstone { key, at });
     }
 
-    fn expire(&mut self, now: Instant, l: &Limits) {
+    fn expire(&mut self, now: i64, l: &Limits) {
+        let ttl = l.ttl_us();
         let stale: Vec<ChunkKey> = self
             .buffers
             .iter()
-            .filter(|(_, b)| now.duration_since(b.updated) >= l.ttl)
+            .filter(|(_, (_, updated))| now - updated >= ttl)
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
@@ -185,7 +299,7 @@ impl State {
         let gone: Vec<ChunkKey> = self
             .tombstones
             .iter()
-            .filter(|(_, t)| now.duration_since(**t) >= l.ttl)
+            .filter(|(_, t)| now - **t >= ttl)
             .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
@@ -196,12 +310,12 @@ impl State {
     /// Bytes `data` adds to the object of `key`, and the bytes the object then holds.
     fn added(&self, key: &ChunkKey, data: usize) -> (usize, usize) {
         match self.buffers.get(key) {
-            Some(b) => (data, b.data.len() + data),
+            Some((bytes, _)) => (data, bytes + data),
             None => (key_cost(key) + data, data),
         }
     }
 
-    fn append(&mut self, key: ChunkKey, data: &str, now: Instant, l: &Limits) {
+    fn append(&mut self, key: ChunkKey, data: String, now: i64, l: &Limits) {
         if self.tombstones.contains_key(&key) {
             return;
         }
@@ -219,7 +333,7 @@ impl State {
             let Some(oldest) = self
                 .buffers
                 .iter()
-                .min_by_key(|(_, b)| b.updated)
+                .min_by_key(|(_, (_, updated))| *updated)
                 .map(|(k, _)| k.clone())
             else {
                 // Only tombstones left: refuse the new object rather than exceed.
@@ -234,20 +348,140 @@ impl State {
             }
         }
         self.charge(&key.device_id, added);
-        let buffer = self.buffers.entry(key).or_insert(Buffer {
-            updated: now,
-            data: String::new(),
-        });
-        buffer.updated = now;
-        buffer.data.push_str(data);
+        let updated = self.stamp(now);
+        let held = self.buffers.get(&key).map_or(0, |(b, _)| *b) + data.len();
+        self.buffers.insert(key.clone(), (held, updated));
+        self.writes.push(Write::Append { key, data, updated });
     }
 }
 
-/// The large objects being reassembled.
+/// The reassembly state a message is read against (read only).
+pub trait ChunkView: Sync {
+    /// Where the object of `key` stands.
+    fn pending(&self, key: &ChunkKey) -> Pending;
+    /// The whole object of `key`: its buffered chunks followed by `last` (read only: the
+    /// buffer goes only with [`ChunkOp::Finish`], once the message is stored, so a
+    /// message that cannot be stored and is sent again still finds it). `None` without
+    /// a live buffer or over the object bound.
+    fn whole(&self, key: &ChunkKey, last: &str) -> Option<String>;
+    /// Whether adding `len` bytes to the object of `key` stays within the bounds.
+    fn fits(&self, key: &ChunkKey, len: usize) -> bool;
+    /// Largest object reassembled, in bytes.
+    fn object_limit(&self) -> usize;
+}
+
+/// `buffered` followed by `last`, if the buffer is live and the whole fits the bound.
+fn joined(pending: Pending, buffered: Option<&String>, last: &str, l: &Limits) -> Option<String> {
+    let Pending::Buffered(_) = pending else {
+        return None;
+    };
+    let data = buffered?;
+    if data.len() + last.len() > l.object {
+        return None;
+    }
+    let mut whole = String::with_capacity(data.len() + last.len());
+    whole.push_str(data);
+    whole.push_str(last);
+    Some(whole)
+}
+
+/// One device's stored objects as read before its message: every object's size, and
+/// the data of the objects the message may complete.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    ledger: Ledger,
+    data: HashMap<ChunkKey, String>,
+    limits: Limits,
+    now: i64,
+}
+
+impl Snapshot {
+    /// The device's objects (`entries`) and the data of those the message may complete,
+    /// read at `now` (microseconds).
+    pub fn new(entries: Vec<Entry>, data: HashMap<ChunkKey, String>, now: i64) -> Self {
+        Snapshot {
+            ledger: Ledger::load(entries),
+            data,
+            limits: Limits::default(),
+            now,
+        }
+    }
+
+    /// Bytes the device holds (as counted against the bounds).
+    pub fn held(&self, device_id: &str) -> usize {
+        self.ledger.held(device_id).1
+    }
+}
+
+impl ChunkView for Snapshot {
+    fn pending(&self, key: &ChunkKey) -> Pending {
+        self.ledger.pending(key, self.now, &self.limits)
+    }
+
+    fn whole(&self, key: &ChunkKey, last: &str) -> Option<String> {
+        joined(self.pending(key), self.data.get(key), last, &self.limits)
+    }
+
+    fn fits(&self, key: &ChunkKey, len: usize) -> bool {
+        self.ledger.fits(key, len, &self.limits)
+    }
+
+    fn object_limit(&self) -> usize {
+        self.limits.object
+    }
+}
+
+/// Whether the message carries a chunk with `MoreData` (its objects must be read first).
+pub fn sends_chunks(msg: &crate::syncml::ClientMessage) -> bool {
+    msg.commands.iter().any(|cmd| {
+        cmd.kind() == Some(crate::model::Verb::Results)
+            && cmd.cmd_ref.is_some()
+            && cmd.result_items().iter().any(|i| i.more_data)
+    })
+}
+
+/// The keys of the objects a message's Results may complete (no `MoreData`): the
+/// snapshot loads their data. `None` when the message has no Results to read against
+/// the objects at all.
+pub fn keys_to_read(msg: &crate::syncml::ClientMessage, device_id: &str) -> Option<Vec<ChunkKey>> {
+    let mut any = false;
+    let mut keys = Vec::new();
+    for cmd in &msg.commands {
+        let Some(cmd_ref) = cmd.cmd_ref.as_deref() else {
+            continue;
+        };
+        if cmd.kind() != Some(crate::model::Verb::Results) {
+            continue;
+        }
+        any = true;
+        let items = cmd.result_items();
+        if items.iter().any(|i| i.more_data) {
+            continue;
+        }
+        if let Some(item) = items.first() {
+            let key = ChunkKey::new(device_id, cmd_ref, item.loc_uri.as_str());
+            if key_acceptable(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    any.then_some(keys)
+}
+
+/// The large objects being reassembled, in memory (one process): the same ledger, with
+/// the data beside it.
 #[derive(Default)]
 pub struct Reassembly {
     limits: Limits,
-    state: Mutex<State>,
+    state: Mutex<(Ledger, HashMap<ChunkKey, String>)>,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl Reassembly {
@@ -258,77 +492,22 @@ impl Reassembly {
         }
     }
 
-    /// Where the object of `key` stands (read only).
-    pub fn pending(&self, key: &ChunkKey) -> Pending {
-        let Ok(s) = self.state.lock() else {
-            return Pending::Refused;
-        };
-        if s.tombstones.contains_key(key) {
-            return Pending::Refused;
-        }
-        match s.buffers.get(key) {
-            Some(b) if b.updated.elapsed() < self.limits.ttl => Pending::Buffered(b.data.len()),
-            Some(_) => Pending::Refused,
-            None => Pending::None,
-        }
-    }
-
-    /// The whole object of `key`: its buffered chunks followed by `last` (read only: the
-    /// buffer goes only with [`ChunkOp::Finish`], once the message is stored, so a
-    /// message that cannot be stored and is sent again still finds it). `None` without
-    /// a live buffer or over the object bound.
-    pub fn whole(&self, key: &ChunkKey, last: &str) -> Option<String> {
-        let s = self.state.lock().ok()?;
-        let b = s
-            .buffers
-            .get(key)
-            .filter(|b| b.updated.elapsed() < self.limits.ttl)?;
-        if b.data.len() + last.len() > self.limits.object {
-            return None;
-        }
-        let mut whole = String::with_capacity(b.data.len() + last.len());
-        whole.push_str(&b.data);
-        whole.push_str(last);
-        Some(whole)
-    }
-
-    /// Whether adding `len` bytes to the object of `key` stays within the per-object and
-    /// per-device bounds and the key is short enough (read only; the global bound evicts
-    /// others instead).
-    pub fn fits(&self, key: &ChunkKey, len: usize) -> bool {
-        let Ok(s) = self.state.lock() else {
-            return false;
-        };
-        let (added, held) = s.added(key, len);
-        key_acceptable(key)
-            && held <= self.limits.object
-            && s.device(&key.device_id) + added <= self.limits.device
-            && added <= self.limits.total
-    }
-
-    /// Largest object reassembled, in bytes.
-    pub fn object_limit(&self) -> usize {
-        self.limits.object
-    }
-
     /// Applies the changes of a stored message.
     pub fn apply(&self, ops: Vec<ChunkOp>) {
-        self.apply_at(ops, Instant::now());
+        self.apply_at(ops, micros_now());
     }
 
-    fn apply_at(&self, ops: Vec<ChunkOp>, now: Instant) {
+    fn apply_at(&self, ops: Vec<ChunkOp>, now: i64) {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        s.expire(now, &self.limits);
-        for op in ops {
-            match op {
-                ChunkOp::Append(key, data) => s.append(key, &data, now, &self.limits),
-                ChunkOp::Finish(key) => {
-                    s.remove(&key);
-                    s.forget_tombstone(&key);
+        let (ledger, data) = &mut *s;
+        for w in ledger.apply(ops, now, &self.limits) {
+            match w {
+                Write::Append { key, data: d, .. } => data.entry(key).or_default().push_str(&d),
+                Write::Delete(key) | Write::Tombstone { key, .. } => {
+                    data.remove(&key);
                 }
-                ChunkOp::Refuse(key) => s.tombstone(key, now, &self.limits),
             }
         }
     }
@@ -337,193 +516,35 @@ impl Reassembly {
     pub fn held(&self, device_id: &str) -> (usize, usize) {
         self.state
             .lock()
-            .map(|s| (s.total, s.device(device_id)))
+            .map(|s| s.0.held(device_id))
             .unwrap_or((0, 0))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(device: &str, cmd: &str) -> ChunkKey {
-        ChunkKey::new(device, cmd, "./Vendor/MSFT/Big")
-    }
-
-    fn small() -> Reassembly {
-        Reassembly::with_limits(Limits {
-            object: 10_000,
-            device: 3_000,
-            total: 5_000,
-            ttl: Duration::from_secs(600),
-        })
-    }
-
-    fn append(r: &Reassembly, k: &ChunkKey, len: usize) {
-        r.apply(vec![ChunkOp::Append(k.clone(), "x".repeat(len))]);
-    }
-
-    #[test]
-    fn a_device_cannot_hold_more_than_its_share() {
-        let r = small();
-        append(&r, &key("a", "1"), 1_000);
-        append(&r, &key("a", "2"), 1_000);
-        assert!(!r.fits(&key("a", "3"), 1_000));
-        append(&r, &key("a", "3"), 1_000);
-        // The object that would exceed the device's share is refused, with its later
-        // chunks; the others are intact.
-        assert_eq!(r.pending(&key("a", "3")), Pending::Refused);
-        assert!(r.held("a").1 <= 3_000);
-        assert!(matches!(
-            r.pending(&key("a", "1")),
-            Pending::Buffered(1_000)
-        ));
-        // The refusal lasts until the object's last chunk.
-        r.apply(vec![ChunkOp::Finish(key("a", "3"))]);
-        assert_eq!(r.pending(&key("a", "3")), Pending::None);
-    }
-
-    #[test]
-    fn the_global_bound_evicts_the_oldest_objects() {
-        let r = small();
-        for d in ["a", "b", "c", "d", "e"] {
-            append(&r, &key(d, "1"), 1_000);
-            assert!(r.held(d).0 <= 5_000);
-        }
-        // The oldest went first, and its later chunks are refused, not restarted.
-        assert_eq!(r.pending(&key("a", "1")), Pending::Refused);
-        append(&r, &key("a", "1"), 10);
-        assert_eq!(r.pending(&key("a", "1")), Pending::Refused);
-        assert!(matches!(r.pending(&key("e", "1")), Pending::Buffered(_)));
-        assert!(r.held("e").0 <= 5_000);
-    }
-
-    #[test]
-    fn stale_objects_expire() {
-        let r = small();
-        let k = key("a", "1");
-        let then = Instant::now();
-        r.apply_at(vec![ChunkOp::Append(k.clone(), "x".repeat(100))], then);
-        r.apply_at(Vec::new(), then + CHUNK_TTL);
-        // Only the tombstone is left, charged for its key.
-        assert_eq!(r.held("a"), (key_cost(&k), key_cost(&k)));
-        // Long after, even the tombstone is gone.
-        r.apply_at(Vec::new(), then + 3 * CHUNK_TTL);
-        assert_eq!(r.pending(&k), Pending::None);
-        assert_eq!(r.held("a"), (0, 0));
-    }
-
-    #[test]
-    fn an_object_over_the_object_bound_is_refused() {
-        let r = Reassembly::with_limits(Limits {
-            object: 100,
-            ..Limits::default()
-        });
-        let k = key("a", "1");
-        append(&r, &k, 60);
-        assert!(!r.fits(&k, 60));
-        append(&r, &k, 60);
-        assert_eq!(r.pending(&k), Pending::Refused);
-        assert_eq!(r.held("a"), (key_cost(&k), key_cost(&k)));
-        r.apply(vec![ChunkOp::Finish(k)]);
-        assert_eq!(r.held("a"), (0, 0));
-    }
-
-    #[test]
-    fn an_empty_first_chunk_leaves_nothing_charged_once_finished() {
-        let r = small();
-        let k = key("a", "1");
-        append(&r, &k, 0);
-        assert_eq!(r.pending(&k), Pending::Buffered(0));
-        assert!(r.fits(&k, 100));
-        append(&r, &k, 100);
-        append(&r, &k, 0);
-        append(&r, &k, 50);
-        assert_eq!(r.held("a"), (key_cost(&k) + 150, key_cost(&k) + 150));
-        assert_eq!(r.whole(&k, "yy").map(|w| w.len()), Some(152));
-        r.apply(vec![ChunkOp::Finish(k)]);
-        assert_eq!(r.held("a"), (0, 0));
-    }
-
-    #[test]
-    fn buffers_are_charged_for_their_keys() {
-        let r = Reassembly::with_limits(Limits {
-            device: 10_000,
-            ..Limits::default()
-        });
-        let long = |n: u32| -> ChunkKey {
-            ChunkKey::new(
-                "a",
-                n.to_string(),
-                format!("./Vendor/MSFT/Big/{n}/{}", "p".repeat(900)),
-            )
+impl ChunkView for Reassembly {
+    fn pending(&self, key: &ChunkKey) -> Pending {
+        let Ok(s) = self.state.lock() else {
+            return Pending::Refused;
         };
-        // Empty data: only the keys count, and they fill the device's share.
-        let mut opened = 0;
-        for n in 0..20 {
-            if !r.fits(&long(n), 0) {
-                break;
-            }
-            append(&r, &long(n), 0);
-            opened += 1;
-        }
-        assert!(opened < 10, "{opened} buffers of long keys within 10 kB");
-        assert!(r.held("a").1 > 9_000 - key_cost(&long(0)));
-        assert!(r.held("a").1 <= 10_000);
+        s.0.pending(key, micros_now(), &self.limits)
     }
 
-    #[test]
-    fn an_over_long_cmd_ref_or_loc_uri_opens_no_buffer() {
-        let r = Reassembly::default();
-        let loc = ChunkKey::new("a", "1", "L".repeat(MAX_KEY_PART + 1));
-        let cmd = ChunkKey::new("a", "C".repeat(MAX_KEY_PART + 1), "./Big");
-        for k in [loc, cmd] {
-            assert!(!key_acceptable(&k));
-            assert!(!r.fits(&k, 1));
-            append(&r, &k, 1);
-            r.apply(vec![ChunkOp::Refuse(k.clone())]);
-            assert_eq!(r.pending(&k), Pending::None);
-            assert_eq!(r.held("a"), (0, 0));
-        }
-        assert!(key_acceptable(&ChunkKey::new(
-            "a",
-            "C".repeat(MAX_KEY_PART),
-            "L".repeat(MAX_KEY_PART)
-        )));
+    fn whole(&self, key: &ChunkKey, last: &str) -> Option<String> {
+        let s = self.state.lock().ok()?;
+        let pending = s.0.pending(key, micros_now(), &self.limits);
+        joined(pending, s.1.get(key), last, &self.limits)
     }
 
-    #[test]
-    fn tombstones_are_charged() {
-        let r = small();
-        let k = key("a", "1");
-        r.apply(vec![ChunkOp::Refuse(k.clone())]);
-        assert_eq!(r.pending(&k), Pending::Refused);
-        assert_eq!(r.held("a"), (key_cost(&k), key_cost(&k)));
-        // They count against the device's share: 3_000 bytes hold ten tombstones.
-        for n in 2..20 {
-            r.apply(vec![ChunkOp::Refuse(key("a", &n.to_string()))]);
-        }
-        assert!(r.held("a").1 <= 3_000);
-        assert!(!r.fits(&key("a", "x"), 1_000));
+    fn fits(&self, key: &ChunkKey, len: usize) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|s| s.0.fits(key, len, &self.limits))
     }
 
-    #[test]
-    fn many_chunks_reassemble_in_order() {
-        let r = Reassembly::default();
-        let k = key("a", "1");
-        let mut expected = String::new();
-        for n in 0..500 {
-            let chunk = format!("{n:04}");
-            assert!(r.fits(&k, chunk.len()));
-            r.apply(vec![ChunkOp::Append(k.clone(), chunk.clone())]);
-            expected.push_str(&chunk);
-            assert_eq!(r.pending(&k), Pending::Buffered(expected.len()));
-        }
-        assert_eq!(r.whole(&k, "end"), Some(format!("{expected}end")));
-        // Reading the whole object leaves the buffer until its message is stored.
-        assert_eq!(r.pending(&k), Pending::Buffered(expected.len()));
-        r.apply(vec![ChunkOp::Finish(k.clone())]);
-        assert_eq!(r.whole(&k, "end"), None);
-        assert_eq!(r.held("a"), (0, 0));
+    fn object_limit(&self) -> usize {
+        self.limits.object
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_enrollments_by_host.sql"),
     include_str!("../../migrations/sqlite/0006_node_key_age.sql"),
     include_str!("../../migrations/sqlite/0007_digest_credentials.sql"),
+    include_str!("../../migrations/sqlite/0008_session_state.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -23,6 +24,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_enrollments_by_host.sql"),
     include_str!("../../migrations/postgres/0006_node_key_age.sql"),
     include_str!("../../migrations/postgres/0007_digest_credentials.sql"),
+    include_str!("../../migrations/postgres/0008_session_state.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.

@@ -14,6 +14,7 @@
 mod migrate;
 mod portable;
 pub mod postgres;
+pub mod session;
 pub mod sqlite;
 pub(crate) mod statements;
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::model::AnsweredCommand;
+use crate::protocol::reassembly::Reassembly;
 
 const DEVICE: &str = "DEV1";
 

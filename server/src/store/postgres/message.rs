@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::clock::{now, unix_now};
 use crate::error::ServerError;
@@ -23,7 +23,15 @@ pub async fn record_message(
     pool: &AnyPool,
     w: &MessageWork,
 ) -> Result<MessageOutcome, ServerError> {
-    let (mut out, delivery) = stored(w, store_responses(pool, w).await?);
+    record_message_on(&mut *pool.acquire().await?, w).await
+}
+
+/// As [`record_message`], on `conn` (a transaction's, to store more with it).
+pub async fn record_message_on(
+    conn: &mut AnyConnection,
+    w: &MessageWork,
+) -> Result<MessageOutcome, ServerError> {
+    let (mut out, delivery) = stored(w, store_responses(conn, w).await?);
     let Some(delivery) = delivery else {
         return Ok(out);
     };
@@ -32,14 +40,14 @@ pub async fn record_message(
     if !w.responses.is_empty() || w.first_in_session {
         let open: Option<i32> = sqlx::query_scalar(sql::OPEN_PROFILES)
             .bind(&w.device_id)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
         if open.is_some() {
             out.profiles_open = true;
             return Ok(out);
         }
     }
-    out.commands = Some(deliver(pool, &w.device_id, delivery).await?);
+    out.commands = Some(deliver_on(conn, &w.device_id, delivery).await?);
     Ok(out)
 }
 
@@ -62,7 +70,7 @@ const RESPONSE_PARAMS: usize = 7;
 /// The message's writes as one statement of data-modifying CTEs; returns, per response,
 /// the answered command.
 async fn store_responses(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     w: &MessageWork,
 ) -> Result<Vec<Option<AnsweredCommand>>, ServerError> {
     if w.responses.is_empty() && !w.first_in_session {
@@ -120,7 +128,7 @@ async fn store_responses(
             .bind(&r.body_xml)
             .bind(r.acknowledges());
     }
-    let found = q.fetch_all(pool).await?;
+    let found = q.fetch_all(&mut *conn).await?;
     let mut answered = vec![None; w.responses.len()];
     for (ord, verb, target) in found {
         if let Some(slot) = usize::try_from(ord).ok().and_then(|i| answered.get_mut(i)) {
@@ -139,12 +147,20 @@ pub async fn deliver(
     device_id: &str,
     d: Delivery,
 ) -> Result<Vec<QueuedCommand>, ServerError> {
+    deliver_on(&mut *pool.acquire().await?, device_id, d).await
+}
+
+async fn deliver_on(
+    conn: &mut AnyConnection,
+    device_id: &str,
+    d: Delivery,
+) -> Result<Vec<QueuedCommand>, ServerError> {
     let now_unix = unix_now();
     let stale = now_unix - d.redeliver_after_secs;
     let rows = sqlx::query(sql::DELIVERABLE)
         .bind(device_id)
         .bind(stale)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
     let pending = rows
         .iter()
@@ -175,7 +191,7 @@ pub async fn deliver(
     for c in &pending[..take] {
         q = q.bind(&c.command_uuid);
     }
-    let claimed: Vec<String> = q.fetch_all(pool).await?;
+    let claimed: Vec<String> = q.fetch_all(&mut *conn).await?;
     // Concurrent sessions of one device may have taken some: keep the queue's order.
     Ok(pending
         .into_iter()

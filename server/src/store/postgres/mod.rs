@@ -3,6 +3,7 @@
 //! databases for tests and the harness.
 
 pub mod message;
+pub mod session;
 
 use sqlx::any::AnyPoolOptions;
 
