@@ -153,6 +153,8 @@ pub struct Device {
     pub(crate) auth: crate::credential::EnrollmentAuth,
     /// Tolerated deviations in server responses, oldest first (not saved).
     pub(crate) warnings: Vec<crate::Warning>,
+    /// TLS sessions kept for resumption on the next connection (not saved).
+    pub(crate) tls_sessions: crate::http::TlsSessions,
 }
 
 /// Default cap on a Retry-After wait.
@@ -243,6 +245,7 @@ impl Device {
             auth: Default::default(),
             shared_client: None,
             warnings: Vec::new(),
+            tls_sessions: Default::default(),
         }
     }
 

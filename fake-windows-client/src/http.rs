@@ -1,4 +1,4 @@
-//! HTTPS transport: a rustls configuration built here (ring provider, HTTP/1.1) and a
+//! HTTPS transport: a rustls configuration built here (aws-lc-rs provider, HTTP/1.1) and a
 //! request helper that records every exchange.
 
 pub use crate::error::refusal_in;
@@ -119,6 +119,83 @@ pub fn client(
     TlsContext::new(tls)?.client(identity)
 }
 
+/// TLS sessions a device keeps to resume them on its next connection, as Windows
+/// (Schannel) resumes a session with the server it last talked to. The configuration
+/// itself is kept per client identity and trust: rustls resumes only with the server
+/// certificate verifier that accepted the session, and a resumed session keeps the
+/// client certificate of its full handshake (RFC 8446 §4.6.1, RFC 5246 §7.4.1.2), so a
+/// new certificate or trust starts with an empty store.
+#[derive(Clone, Default)]
+pub struct TlsSessions(Arc<std::sync::Mutex<Option<KeptConfig>>>);
+
+/// The configuration of one identity and trust, with its session store.
+struct KeptConfig {
+    cert_der: Vec<u8>,
+    tls: TlsOptions,
+    config: rustls::ClientConfig,
+}
+
+/// Sessions remembered per identity (a device talks to one server, or a few).
+const SESSIONS_PER_IDENTITY: usize = 8;
+
+impl std::fmt::Debug for TlsSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsSessions")
+    }
+}
+
+impl TlsSessions {
+    /// The configuration for `tls` and `identity`, sharing the sessions of the last
+    /// connection made with both; a new one, with no session, when either changed.
+    pub fn config(
+        &self,
+        tls: &TlsOptions,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<rustls::ClientConfig, ClientError> {
+        let cert: &[u8] = identity.map(|i| i.cert_der.as_slice()).unwrap_or(&[]);
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = &*held {
+            if k.cert_der == cert && &k.tls == tls {
+                return Ok(k.config.clone());
+            }
+        }
+        let mut config = TlsContext::new(tls)?.config(identity)?;
+        config.resumption = rustls::client::Resumption::store(Arc::new(
+            rustls::client::ClientSessionMemoryCache::new(SESSIONS_PER_IDENTITY),
+        ));
+        *held = Some(KeptConfig {
+            cert_der: cert.to_vec(),
+            tls: tls.clone(),
+            config: config.clone(),
+        });
+        Ok(config)
+    }
+
+    /// Forgets every session: the next connection does a full handshake.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// An HTTP/1.1 client like [`client`]'s that resumes the TLS sessions of `sessions`.
+pub fn client_resuming(
+    tls: &TlsOptions,
+    identity: Option<&ClientIdentity>,
+    sessions: &TlsSessions,
+) -> Result<reqwest::Client, ClientError> {
+    client_over(sessions.config(tls, identity)?)
+}
+
+fn client_over(config: rustls::ClientConfig) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .http1_only()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(tls_err)
+}
+
 /// The server trust of a [`TlsOptions`] parsed once, to build many client
 /// configurations (one per device certificate) without parsing the CA again.
 #[derive(Clone)]
@@ -139,7 +216,7 @@ impl std::fmt::Debug for TlsContext {
 impl TlsContext {
     /// Parses the CA certificates of `tls` (or notes that any server is accepted).
     pub fn new(tls: &TlsOptions) -> Result<Self, ClientError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let roots = if tls.insecure {
             None
         } else {
@@ -192,13 +269,7 @@ impl TlsContext {
         &self,
         identity: Option<&ClientIdentity>,
     ) -> Result<reqwest::Client, ClientError> {
-        reqwest::Client::builder()
-            .use_preconfigured_tls(self.config(identity)?)
-            .http1_only()
-            .timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(tls_err)
+        client_over(self.config(identity)?)
     }
 }
 

@@ -38,7 +38,7 @@ impl Device {
             .clone()
             .ok_or_else(|| ClientError::State("device is not enrolled".into()))?;
         let identity = self.session_identity()?;
-        let client = http::client(&self.tls, identity.as_ref())?;
+        let client = http::client_resuming(&self.tls, identity.as_ref(), &self.tls_sessions)?;
         self.state.session_counter += 1;
         let session_id = self.state.session_counter.to_string();
         let url = syncml::with_management_query(&enrollment.management_url);

@@ -152,7 +152,7 @@ impl Device {
             context: &context,
         });
         let identity = self.session_identity()?;
-        let client = http::client(&self.tls, identity.as_ref())?;
+        let client = http::client_resuming(&self.tls, identity.as_ref(), &self.tls_sessions)?;
         let r = self
             .send_retrying(
                 &client,

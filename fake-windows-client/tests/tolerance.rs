@@ -28,6 +28,8 @@ type Handler = Arc<dyn Fn(usize, &str) -> (Vec<(String, String)>, String) + Send
 struct Seen {
     /// The client certificate presented on each connection.
     client_certs: Vec<Vec<u8>>,
+    /// Whether each connection's TLS handshake was full or resumed.
+    handshakes: Vec<Option<rustls::HandshakeKind>>,
     /// Request targets (path and query).
     paths: Vec<String>,
 }
@@ -68,7 +70,7 @@ async fn mtls_server(
     keep_alive: bool,
     handler: Handler,
 ) -> (String, Arc<Mutex<Seen>>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(ca.der.clone()))
@@ -118,8 +120,10 @@ async fn mtls_server(
                     .and_then(|c| c.first())
                     .map(|c| c.to_vec())
                     .unwrap_or_default();
+                let kind = tls.get_ref().1.handshake_kind();
                 if let Ok(mut s) = seen.lock() {
                     s.client_certs.push(cert);
+                    s.handshakes.push(kind);
                 }
                 while let Some((target, body)) = read_request(&mut tls).await {
                     if let Ok(mut s) = seen.lock() {
@@ -466,6 +470,32 @@ async fn keep_alive_connections_and_extra_query_parameters_are_fine() {
     );
     assert_eq!(s.1, 1, "one kept-alive connection");
     assert!(d.take_warnings().is_empty());
+}
+
+#[tokio::test]
+async fn the_next_session_resumes_the_tls_session_of_the_last() {
+    let ca = TestCa::new();
+    let (url, seen) = mtls_server(
+        &ca,
+        false,
+        Arc::new(|_, body| (syncml_ct(), answer(body, true, ""))),
+    )
+    .await;
+    let mut d = new_device();
+    let client = ca.client_cert(d.device_id(), &d.public_key_der().expect("spki"));
+    let addr = format!("{url}/ManagementServer/MDM.svc");
+    let xml = provisioning_xml(&params(&ca, &client, &d, &addr));
+    apply(&mut d, &xml).expect("applies");
+    d.sync().await.expect("first session");
+    d.sync().await.expect("second session");
+    let (kinds, certs) = seen
+        .lock()
+        .map(|s| (s.handshakes.clone(), s.client_certs.clone()))
+        .unwrap_or_default();
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(kinds, vec![Some(Full), Some(Resumed)]);
+    // The resumed session carries the certificate of the full handshake.
+    assert_eq!(certs, vec![client.clone(), client]);
 }
 
 const MID: &str = "urn:uuid:0a1b2c3d-0000-4000-8000-000000000001";

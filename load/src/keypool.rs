@@ -212,9 +212,9 @@ fn write_key(
     let der = key
         .to_pkcs8_der()
         .map_err(|err| KeyPoolError::Generate(err.to_string()))?;
-    // The TLS stack (ring) must accept it.
-    ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes())
-        .map_err(|err| KeyPoolError::Generate(format!("ring rejects a pool key: {err}")))?;
+    // The TLS stack (aws-lc-rs) must accept it.
+    aws_lc_rs::signature::RsaKeyPair::from_pkcs8(der.as_bytes())
+        .map_err(|err| KeyPoolError::Generate(format!("aws-lc-rs rejects a pool key: {err}")))?;
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|err| KeyPoolError::Generate(err.to_string()))?;

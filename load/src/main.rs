@@ -145,6 +145,10 @@ struct BenchArgs {
     /// Directory of cached enrollment keys.
     #[arg(long, value_name = "DIR")]
     key_pool: Option<PathBuf>,
+    /// Key type of the embedded servers' TLS certificate: `ecdsa` (P-256, the server's
+    /// default) or `rsa` (RSA-2048, a signature per full handshake).
+    #[arg(long, value_name = "TYPE", default_value = "ecdsa", value_parser = ["ecdsa", "rsa"])]
+    tls_key_type: String,
 }
 
 fn seconds(s: f64, what: &str) -> Result<std::time::Duration, String> {
@@ -194,6 +198,11 @@ async fn run_bench(args: BenchArgs) -> Result<bool, String> {
             .unwrap_or_else(winmdm_load::keypool::default_dir),
         progress: true,
         timeline: args.html.is_some(),
+        tls_key_type: if args.tls_key_type == "rsa" {
+            winmdm_load::bench::TlsKeyType::Rsa
+        } else {
+            winmdm_load::bench::TlsKeyType::Ecdsa
+        },
         ..Default::default()
     };
     let report = winmdm_load::bench::run(&opts)

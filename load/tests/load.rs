@@ -100,6 +100,8 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
         progress: false,
         timeline: true,
         openssl: false,
+        // The RSA server certificate here; the other runs use the default ECDSA one.
+        tls_key_type: winmdm_load::bench::TlsKeyType::Rsa,
     };
     let report = winmdm_load::bench::run(&opts).await.expect("bench");
     // `--html`: phase (d)'s charts, each with data points.
@@ -141,6 +143,13 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
         assert_eq!(f.errors, 0, "{}", connect.label());
         assert!(f.sessions > 0, "{}", connect.label());
         assert_eq!(f.acknowledged, f.commands, "{}", connect.label());
+        // Each session on a new connection offers the session the last one left.
+        let offered = if connect == winmdm_load::bench::Connect::New {
+            f.sessions
+        } else {
+            0
+        };
+        assert_eq!(f.resumptions_offered, offered, "{}", connect.label());
     }
     assert_eq!(report.devices.devices_checked_in, 4);
     let json = report.to_json();
@@ -157,6 +166,7 @@ async fn bench_runs_every_phase_and_stores_every_answer() {
     ] {
         assert!(json.get(key).is_some_and(|v| v.is_number()), "{key}");
     }
+    assert_eq!(json["tls_key_type"], "rsa");
 }
 
 #[test]

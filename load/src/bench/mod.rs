@@ -1,6 +1,6 @@
 //! `winmdm-load bench`: throughput figures of this machine in one run, and their ratios.
 //!
-//! (a) RSA-2048 signatures/s with ring, one signing thread per core; (b) enrollments/s
+//! (a) RSA-2048 signatures/s with aws-lc-rs, one signing thread per core; (b) enrollments/s
 //! end to end against an embedded server (discovery, policy, RequestSecurityToken with
 //! CSR verification, certificate signing and the database write; Orbit enrollment is
 //! done beforehand and keys come from the pool) and their ratio to (a); (c) SyncML
@@ -24,12 +24,14 @@ use winmdm::target::Target;
 
 mod phases;
 mod report;
+mod resume;
 mod server;
 
 pub use phases::Connect;
 use phases::{enroll_phase, finish_enrollment, prepare, syncml_phase};
 pub use report::{capacity, BenchReport, EnrollFigure, SyncmlFigure};
 pub use server::{server_cpu, BenchServer};
+pub use winmdm_server::tls::TlsKeyType;
 
 /// Hard limit on any one phase.
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
@@ -47,7 +49,7 @@ pub enum BenchError {
     Server(#[from] winmdm_server::ServerError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("RSA key rejected by ring: {0}")]
+    #[error("RSA key rejected by aws-lc-rs: {0}")]
     Key(String),
     #[error("{0}")]
     Failed(String),
@@ -72,6 +74,8 @@ pub struct BenchOptions {
     pub timeline: bool,
     /// Measure OpenSSL's RSA-2048 signing rate too (`openssl speed`), when installed.
     pub openssl: bool,
+    /// Key type of the servers' TLS certificate.
+    pub tls_key_type: TlsKeyType,
 }
 
 impl Default for BenchOptions {
@@ -87,6 +91,7 @@ impl Default for BenchOptions {
             progress: false,
             timeline: false,
             openssl: true,
+            tls_key_type: TlsKeyType::Ecdsa,
         }
     }
 }
@@ -161,7 +166,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     server.stop().await;
     if let Some(admin) = winmdm::embedded::postgres_admin_url() {
         note(opts.progress, "(c) SyncML on Postgres");
-        let pg = BenchServer::start(Some(&admin)).await?;
+        let pg = BenchServer::start(Some(&admin), opts.tls_key_type).await?;
         let prepared = prepare(
             &pg.target,
             &pool,
@@ -190,7 +195,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         opts.progress,
         &format!("(d) {} devices enrolled and checked in once", opts.devices),
     );
-    let server = BenchServer::start(None).await?;
+    let server = BenchServer::start(None, opts.tls_key_type).await?;
     let devices = load::run(
         &server.target,
         &LoadOptions {
@@ -220,6 +225,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         rsa2048_sign_per_s,
         rsa2048_sign_per_s_openssl,
         sqlite_synchronous: sqlite_synchronous.to_string(),
+        tls_key_type: opts.tls_key_type,
         enroll,
         enroll_device_signing,
         syncml,
@@ -227,23 +233,28 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     })
 }
 
-/// RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second with ring, `threads` threads.
+/// RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second with aws-lc-rs (what the server signs with), `threads` threads.
 pub fn rsa_sign_rate(pkcs8: &[u8], threads: usize, time: Duration) -> Result<f64, BenchError> {
-    let key = ring::signature::RsaKeyPair::from_pkcs8(pkcs8)
+    let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(pkcs8)
         .map_err(|e| BenchError::Key(e.to_string()))?;
     let count = AtomicU64::new(0);
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
-                let rng = ring::rand::SystemRandom::new();
-                let mut sig = vec![0u8; key.public().modulus_len()];
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                let mut sig = vec![0u8; key.public_modulus_len()];
                 let msg = [7u8; 32];
                 let mut n = 0u64;
                 while started.elapsed() < time {
                     for _ in 0..8 {
                         if key
-                            .sign(&ring::signature::RSA_PKCS1_SHA256, &rng, &msg, &mut sig)
+                            .sign(
+                                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                                &rng,
+                                &msg,
+                                &mut sig,
+                            )
                             .is_ok()
                         {
                             n += 1;

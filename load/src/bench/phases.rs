@@ -10,7 +10,7 @@ pub(super) async fn enroll_phase(
     opts: &BenchOptions,
     presign: bool,
 ) -> Result<(BenchServer, EnrollFigure, Vec<Enrolled>), BenchError> {
-    let server = BenchServer::start(None).await?;
+    let server = BenchServer::start(None, opts.tls_key_type).await?;
     let n = opts.enroll_devices;
     let prepared = prepare(&server.target, pool, n, opts.concurrency, presign).await?;
     note(opts.progress, "timed window starts");
@@ -223,11 +223,13 @@ impl Slot {
             Connect::New => self.config.clone(),
             Connect::NewFullHandshake => self.tls.config(Some(&self.identity))?,
         };
+        // The session's messages share the connection (kept alive between them, as
+        // Windows does within a session); it closes when the client is dropped after
+        // the session.
         reqwest::Client::builder()
             .use_preconfigured_tls(config)
             .http1_only()
             .timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| ClientError::Tls(e.to_string()))
     }
@@ -254,13 +256,17 @@ pub(super) async fn syncml_phase(
     let admin = tls.client(None)?;
     let token = target.admin_token.clone().unwrap_or_default();
     let profile = Arc::new(DeviceProfile::random());
+    let offered = Arc::new(AtomicU64::new(0));
     let mut slots = Vec::with_capacity(devices.len());
     for (key, state, url) in devices {
         let der = pool
             .der(key as usize)
             .ok_or_else(|| BenchError::Failed("missing pool key".into()))?;
         let identity = state.identity(der);
-        let config = tls.config(Some(&identity))?;
+        let mut config = tls.config(Some(&identity))?;
+        config.resumption = rustls::client::Resumption::store(Arc::new(
+            super::resume::CountingStore::new(offered.clone()),
+        ));
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(config.clone())
             .http1_only()
@@ -287,6 +293,8 @@ pub(super) async fn syncml_phase(
         acknowledged: 0,
         elapsed: Duration::ZERO,
         server_cpu: Duration::ZERO,
+        database_cpu: None,
+        resumptions_offered: 0,
     };
     let queue_url = format!("{}/api/v1/commands", target.server_url);
     // Warm-up: every connection is opened (and every TLS session cached) before timing
@@ -301,6 +309,8 @@ pub(super) async fn syncml_phase(
         let rest = slots.split_off(per_group.min(slots.len()));
         groups.push(std::mem::replace(&mut slots, rest));
     }
+    let db_before = database_cpu(store).await;
+    let offered_before = offered.load(Ordering::Relaxed);
     let cpu_before = server_cpu();
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -360,8 +370,49 @@ pub(super) async fn syncml_phase(
     }
     figure.elapsed = started.elapsed();
     figure.server_cpu = server_cpu().saturating_sub(cpu_before);
+    figure.resumptions_offered = offered.load(Ordering::Relaxed) - offered_before;
+    if let (Some(before), Some(after)) = (db_before, database_cpu(store).await) {
+        // A backend that started during the phase counts whole; one that ended is lost.
+        let ticks: u64 = after
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+            .sum();
+        figure.database_cpu = Some(Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_S));
+    }
     figure.acknowledged = acknowledged(store).await?.saturating_sub(acked_before);
     Ok(figure)
+}
+
+/// `USER_HZ`, the unit of /proc/<pid>/stat CPU times (100 on Linux for every
+/// architecture the project runs on).
+const CLOCK_TICKS_PER_S: u64 = 100;
+
+/// CPU time so far (user + system, clock ticks) of each Postgres backend serving the
+/// store's database (`pg_stat_activity`, then `/proc/<pid>/stat`); None on SQLite or
+/// when the backends' /proc entries cannot be read (the database on another host).
+async fn database_cpu(
+    store: &winmdm_server::db::Store,
+) -> Option<std::collections::HashMap<i64, u64>> {
+    if store.backend() != winmdm_server::db::Backend::Postgres {
+        return None;
+    }
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .ok()?;
+    let mut out = std::collections::HashMap::new();
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = f.get(11)?.parse().ok()?;
+        let stime: u64 = f.get(12)?.parse().ok()?;
+        out.insert(i64::from(pid), utime + stime);
+    }
+    Some(out)
 }
 
 /// Commands the server stored as acknowledged so far.

@@ -16,9 +16,18 @@ pub struct SyncmlFigure {
     pub elapsed: Duration,
     /// CPU time of the server threads during the phase.
     pub server_cpu: Duration,
+    /// CPU time of the database's own processes during the phase (Postgres: the
+    /// backends serving the benchmark's database), when it could be read.
+    pub database_cpu: Option<Duration>,
+    /// New connections on which the device offered a TLS session to resume.
+    pub resumptions_offered: u64,
 }
 
 impl SyncmlFigure {
+    pub fn database_cpu_us_per_msg(&self) -> Option<f64> {
+        self.database_cpu
+            .map(|c| c.as_secs_f64() * 1e6 / (self.messages.max(1) as f64))
+    }
     pub fn msgs_per_s(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -74,6 +83,8 @@ pub struct BenchReport {
     pub rsa2048_sign_per_s_openssl: Option<f64>,
     /// The SQLite `synchronous` setting of the benchmark's servers.
     pub sqlite_synchronous: String,
+    /// Key type of the servers' TLS certificate.
+    pub tls_key_type: super::TlsKeyType,
     /// Phase (b).
     pub enroll: EnrollFigure,
     /// Phase (b) again with each device signing its CSR inside the timed window.
@@ -120,7 +131,7 @@ impl BenchReport {
         let new = self.syncml_with("sqlite", phases::Connect::New);
         let full = self.syncml_with("sqlite", phases::Connect::NewFullHandshake);
         let openssl = self.rsa2048_sign_per_s_openssl;
-        json!({
+        let mut v = json!({
             "cores": self.cores,
             "rsa2048_sign_per_s": r(self.rsa2048_sign_per_s),
             "rsa2048_sign_per_s_openssl": openssl.map(r),
@@ -159,14 +170,37 @@ impl BenchReport {
             "devices_errors": self.devices.stats.error_total(),
             "rss_bytes_per_device": self.devices.rss_bytes_per_device(),
             "state_bytes_per_device": self.devices.state_bytes_per_device,
-        })
+        });
+        // A second object: one json! of every key exceeds the macro's recursion limit.
+        let more = json!({
+            "tls_key_type": match self.tls_key_type {
+                super::TlsKeyType::Ecdsa => "ecdsa",
+                super::TlsKeyType::Rsa => "rsa",
+            },
+            "syncml_sessions_new_connection": new.map(|s| s.sessions),
+            "syncml_resumptions_offered_new_connection": new.map(|s| s.resumptions_offered),
+            "syncml_server_cpu_us_per_msg_postgres": pg.map(|s| r(s.server_cpu_us_per_msg())),
+            "syncml_database_cpu_us_per_msg_postgres": pg.and_then(SyncmlFigure::database_cpu_us_per_msg).map(r),
+        });
+        if let (Some(v), serde_json::Value::Object(more)) = (v.as_object_mut(), more) {
+            v.extend(more);
+        }
+        v
     }
 
     pub fn print(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         writeln!(w, "cores                      {}", self.cores)?;
         writeln!(
             w,
-            "(a) RSA-2048 signs (ring)  {:>10.1}/s",
+            "server TLS key             {}",
+            match self.tls_key_type {
+                super::TlsKeyType::Ecdsa => "ECDSA P-256",
+                super::TlsKeyType::Rsa => "RSA-2048",
+            }
+        )?;
+        writeln!(
+            w,
+            "(a) RSA-2048 signs (aws-lc){:>10.1}/s",
             self.rsa2048_sign_per_s
         )?;
         if let Some(o) = self.rsa2048_sign_per_s_openssl {
@@ -226,6 +260,20 @@ impl BenchReport {
                 self.cores,
                 s.capacity(self.cores)
             )?;
+            if s.connect == phases::Connect::New {
+                writeln!(
+                    w,
+                    "    TLS resumption         offered on {} of {} new connections",
+                    s.resumptions_offered, s.sessions
+                )?;
+            }
+            if let Some(db) = s.database_cpu_us_per_msg() {
+                writeln!(
+                    w,
+                    "    database CPU           {db:>10.1} us/message ({} backends of the benchmark's database, not in the server's figure)",
+                    s.backend
+                )?;
+            }
         }
         if let Some(h) = self.full_handshake_server_us() {
             writeln!(

@@ -20,13 +20,31 @@ const SERVER_THREAD: &str = "winmdm-srv";
 impl BenchServer {
     /// An in-process server on SQLite, or on a fresh Postgres database created through
     /// `postgres_admin_url`.
-    pub async fn start(postgres_admin_url: Option<&str>) -> Result<Self, BenchError> {
+    pub async fn start(
+        postgres_admin_url: Option<&str>,
+        tls_key_type: TlsKeyType,
+    ) -> Result<Self, BenchError> {
         let dir = tempfile::tempdir()?;
         let hex = || uuid::Uuid::new_v4().simple().to_string();
         let mut config = winmdm_server::Config::for_data_dir(
             dir.path().to_path_buf(),
             &format!("secret-{}", hex()),
         );
+        if tls_key_type != TlsKeyType::Ecdsa {
+            // The server generates an ECDSA certificate when given none.
+            let (cert, key) = winmdm_server::tls::self_signed_pem(
+                vec!["localhost".into(), "127.0.0.1".into()],
+                tls_key_type,
+            )?;
+            let (cert_path, key_path) = (
+                dir.path().join("bench-tls-cert.pem"),
+                dir.path().join("bench-tls-key.pem"),
+            );
+            std::fs::write(&cert_path, cert)?;
+            winmdm_server::tls::write_private(&key_path, key.as_bytes())?;
+            config.tls_cert = Some(cert_path);
+            config.tls_key = Some(key_path);
+        }
         config.admin_token = Some(format!("admin-{}", hex()));
         config.enroll_rate_per_client = 0;
         if let Some(admin) = postgres_admin_url {

@@ -208,7 +208,7 @@ impl Double {
         roots
             .add(CertificateDer::from(ca_der.clone()))
             .expect("root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider.clone(),

@@ -112,18 +112,18 @@ pub fn parse_and_verify(der: &[u8], min_key_bits: usize) -> Result<Csr, CsrError
     })
 }
 
-/// Hash name, `rsa`-crate scheme, digest function and ring algorithm of a signature OID.
+/// Hash name, `rsa`-crate scheme, digest function and aws-lc-rs algorithm of a signature OID.
 type SignatureCheck = (
     &'static str,
     Pkcs1v15Sign,
     fn(&[u8]) -> Vec<u8>,
-    &'static ring::signature::RsaParameters,
+    &'static aws_lc_rs::signature::RsaParameters,
 );
 
-/// Verifies the request's signature. ring does the work for 2048-8192-bit keys (several
-/// times faster than the `rsa` crate); anything ring refuses, including keys outside that
+/// Verifies the request's signature. aws-lc-rs does the work for 2048-8192-bit keys (several
+/// times faster than the `rsa` crate); anything aws-lc-rs refuses, including keys outside that
 /// range or unusual encodings, is checked again with the `rsa` crate before being called
-/// a bad signature, so no request Windows could send is refused for ring's strictness.
+/// a bad signature, so no request Windows could send is refused for its strictness.
 fn verify(
     key: &RsaPublicKey,
     pkcs1_key: &[u8],
@@ -131,8 +131,8 @@ fn verify(
     tbs: &[u8],
     sig: &[u8],
 ) -> Result<&'static str, CsrError> {
-    use ring::signature as rs;
-    let (hash, scheme, digest, ring_alg): SignatureCheck =
+    use aws_lc_rs::signature as rs;
+    let (hash, scheme, digest, lc_alg): SignatureCheck =
         if oid == OID_OIW_SHA1_RSA || oid == [OID_PKCS1_PREFIX, &[0x05]].concat().as_slice() {
             (
                 "sha1",
@@ -164,7 +164,7 @@ fn verify(
         } else {
             return Err(CsrError::UnsupportedSignatureAlgorithm);
         };
-    if rs::UnparsedPublicKey::new(ring_alg, pkcs1_key)
+    if rs::UnparsedPublicKey::new(lc_alg, pkcs1_key)
         .verify(tbs, sig)
         .is_ok()
     {
