@@ -73,8 +73,10 @@ pub struct Options {
 pub const TOKEN: &str = "double-enrollment-token";
 /// The Orbit enroll secret when [`Options::orbit`] is on.
 pub const SECRET: &str = "double-secret";
-/// The header read timeout of the double (unless [`Hole::NoHeaderTimeout`]).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The request read timeout of the double (unless [`Hole::NoHeaderTimeout`]): long
+/// enough that a loaded machine's harness is not cut off mid-request, short enough for
+/// the slow-request attack's 10 s wait in `third_party.rs`.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct Enrolled {
     pub token: String,
