@@ -558,17 +558,21 @@ async fn admin_workload(run: Arc<Run>, seed: u64) {
     }
 }
 
-async fn admin_post(run: &Run, url: &str, body: &serde_json::Value) -> Option<String> {
+/// Posts `body` to the admin API; the response, None when the request failed.
+async fn admin_send(run: &Run, url: &str, body: &serde_json::Value) -> Option<reqwest::Response> {
     let token = run.target.admin_token.as_deref()?;
-    let resp = run
-        .admin
+    run.admin
         .post(url)
         .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
-        .ok()?;
+        .ok()
+}
+
+async fn admin_post(run: &Run, url: &str, body: &serde_json::Value) -> Option<String> {
+    let resp = admin_send(run, url, body).await?;
     if resp.status().as_u16() != 201 {
         return None;
     }

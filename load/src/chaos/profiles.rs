@@ -70,17 +70,7 @@ pub(super) fn policy_nodes(d: &Device) -> BTreeMap<String, String> {
 }
 
 async fn admin_status(run: &Run, url: &str, body: &Value) -> Option<u16> {
-    let token = run.target.admin_token.as_deref()?;
-    let resp = run
-        .admin
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .ok()?;
-    Some(resp.status().as_u16())
+    Some(super::admin_send(run, url, body).await?.status().as_u16())
 }
 
 /// Saves every profile; true once the admin API saved them all.

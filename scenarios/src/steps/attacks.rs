@@ -162,7 +162,7 @@ fn client_of(ctx: &Context<'_>, device: &Device) -> Result<reqwest::Client, Stri
     crate::steps::mtls_client(ctx.target, &cert_pem, &key_pem)
 }
 
-async fn post_syncml(
+pub(super) async fn post_syncml(
     client: &reqwest::Client,
     url: &str,
     body: String,
@@ -175,7 +175,11 @@ async fn post_syncml(
         .await
         .map_err(|e| format!("management request: {e}"))?;
     let status = r.status().as_u16();
-    Ok((status, r.text().await.unwrap_or_default()))
+    let text = r
+        .text()
+        .await
+        .map_err(|e| format!("management answer: {e}"))?;
+    Ok((status, text))
 }
 
 /// An HTTP 200 whose SyncML refuses the device: the SyncHdr Status is not 200/212

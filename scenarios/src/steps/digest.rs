@@ -9,6 +9,7 @@ use base64::Engine;
 use fake_windows_client::digest::DigestAuth;
 use fake_windows_client::SyncReport;
 
+use super::attacks::post_syncml as post;
 use crate::context::Context;
 use crate::scenario::Attack;
 
@@ -126,23 +127,6 @@ fn package_one(url: &str, device_id: &str, session: &str, msg_id: u32, cred: &st
     format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID><MsgID>{msg_id}</MsgID><Target><LocURI>{url}</LocURI></Target><Source><LocURI>{device_id}</LocURI></Source>{cred}</SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Final/></SyncBody></SyncML>"#
     )
-}
-
-/// Posts a SyncML message; the HTTP status and body.
-async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(u16, String), String> {
-    let r = client
-        .post(url)
-        .header("content-type", "application/vnd.syncml.dm+xml")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("management request: {e}"))?;
-    let status = r.status().as_u16();
-    let text = r
-        .text()
-        .await
-        .map_err(|e| format!("management answer: {e}"))?;
-    Ok((status, text))
 }
 
 /// Package 1 without credentials: it must be challenged. The challenge's status.
