@@ -25,6 +25,10 @@ pub struct IdentityCa {
     issuer: Issuer<'static, KeyPair>,
     cert_der: Vec<u8>,
     cert_pem: String,
+    /// SHA-1 thumbprint and base64 of `cert_der`, computed once: every provisioning
+    /// document carries both.
+    thumbprint: String,
+    cert_base64: String,
     /// Certificates that passed [`IdentityCa::verify_issuer`], by SHA-256 of their DER.
     accepted: std::sync::Mutex<std::collections::HashMap<[u8; 32], ClientCert>>,
 }
@@ -87,8 +91,11 @@ impl IdentityCa {
             .next()
             .ok_or_else(|| ServerError::Config("identity CA file holds no certificate".into()))?
             .to_vec();
+        use base64::Engine;
         Ok(IdentityCa {
             issuer,
+            thumbprint: thumbprint(&cert_der),
+            cert_base64: base64::engine::general_purpose::STANDARD.encode(&cert_der),
             cert_der,
             cert_pem: cert_pem.to_string(),
             accepted: Default::default(),
@@ -136,8 +143,13 @@ impl IdentityCa {
     }
 
     /// Thumbprint of the CA certificate.
-    pub fn thumbprint(&self) -> String {
-        thumbprint(&self.cert_der)
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// Base64 (standard alphabet, padded) of the CA certificate's DER.
+    pub fn cert_base64(&self) -> &str {
+        &self.cert_base64
     }
 
     /// Signs a client-authentication certificate for `subject_cn` over the CSR's RSA
@@ -288,4 +300,22 @@ fn pkcs8_pem(key: &rsa::RsaPrivateKey) -> Result<String, ServerError> {
     key.to_pkcs8_pem(LineEnding::LF)
         .map(|p| p.to_string())
         .map_err(|e| ServerError::Crypto(format!("PKCS#8 PEM encoding: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn cached_thumbprint_and_base64_are_those_of_the_certificate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = IdentityCa::load_or_create(dir.path()).expect("CA");
+        assert_eq!(ca.thumbprint(), thumbprint(ca.cert_der()));
+        assert_eq!(ca.thumbprint().len(), 40);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(ca.cert_base64())
+            .expect("base64");
+        assert_eq!(decoded, ca.cert_der());
+    }
 }

@@ -9,7 +9,8 @@ use quick_xml::escape::escape;
 pub struct ProvisioningInput<'a> {
     pub provider_id: &'a str,
     pub management_url: &'a str,
-    pub root_cert_der: &'a [u8],
+    /// The root certificate's DER, base64 (standard alphabet, padded).
+    pub root_cert_base64: &'a str,
     pub root_thumbprint: &'a str,
     pub client_cert_der: &'a [u8],
     pub client_thumbprint: &'a str,
@@ -61,11 +62,17 @@ fn criteria_escape(s: &str) -> String {
         .replace('\\', "%5C")
 }
 
-/// The root store characteristic.
-fn root_store(thumbprint: &str, der: &[u8]) -> String {
+/// An `EncodedCertificate` parm: base64 needs no XML escaping (its alphabet has no
+/// `<`, `>`, `&` or quotes), so the value is written as is.
+fn encoded_certificate(base64: &str) -> String {
+    format!("<parm name=\"EncodedCertificate\" value=\"{base64}\"/>")
+}
+
+/// The root store characteristic (`base64`: the certificate's DER).
+fn root_store(thumbprint: &str, base64: &str) -> String {
     format!(
         "<characteristic type=\"CertificateStore\"><characteristic type=\"Root\"><characteristic type=\"System\"><characteristic type=\"{thumbprint}\">{}</characteristic></characteristic></characteristic></characteristic>",
-        parm("EncodedCertificate", &base64::engine::general_purpose::STANDARD.encode(der)),
+        encoded_certificate(base64),
     )
 }
 
@@ -75,7 +82,7 @@ fn root_store(thumbprint: &str, der: &[u8]) -> String {
 fn my_store(store: &str, thumbprint: &str, der: &[u8], renewal_period_days: u32) -> String {
     format!(
         "<characteristic type=\"CertificateStore\"><characteristic type=\"My\"><characteristic type=\"{store}\"><characteristic type=\"{thumbprint}\">{}</characteristic><characteristic type=\"PrivateKeyContainer\"/></characteristic><characteristic type=\"WSTEP\"><characteristic type=\"Renew\">{}{}{}</characteristic></characteristic></characteristic></characteristic>",
-        parm("EncodedCertificate", &base64::engine::general_purpose::STANDARD.encode(der)),
+        encoded_certificate(&base64::engine::general_purpose::STANDARD.encode(der)),
         typed_parm("ROBOSupport", "true", "boolean"),
         typed_parm("RenewPeriod", &renewal_period_days.to_string(), "integer"),
         typed_parm("RetryInterval", "4", "integer"),
@@ -85,7 +92,8 @@ fn my_store(store: &str, thumbprint: &str, der: &[u8], renewal_period_days: u32)
 /// What goes into a renewal's provisioning document.
 pub struct RenewalInput<'a> {
     pub provider_id: &'a str,
-    pub root_cert_der: &'a [u8],
+    /// The root certificate's DER, base64 (standard alphabet, padded).
+    pub root_cert_base64: &'a str,
     pub root_thumbprint: &'a str,
     pub client_cert_der: &'a [u8],
     pub client_thumbprint: &'a str,
@@ -98,7 +106,7 @@ pub struct RenewalInput<'a> {
 pub fn build_renewal(p: &RenewalInput<'_>) -> String {
     format!(
         "<wap-provisioningdoc version=\"1.1\">{}{}<characteristic type=\"APPLICATION\">{}</characteristic></wap-provisioningdoc>",
-        root_store(p.root_thumbprint, p.root_cert_der),
+        root_store(p.root_thumbprint, p.root_cert_base64),
         my_store(p.client_store, p.client_thumbprint, p.client_cert_der, p.renewal_period_days),
         parm("PROVIDER-ID", p.provider_id),
     )
@@ -113,7 +121,7 @@ pub fn build(p: &ProvisioningInput<'_>) -> String {
     );
     let mut doc = String::with_capacity(8192);
     doc.push_str("<wap-provisioningdoc version=\"1.1\">");
-    doc.push_str(&root_store(p.root_thumbprint, p.root_cert_der));
+    doc.push_str(&root_store(p.root_thumbprint, p.root_cert_base64));
     doc.push_str(&my_store(
         p.client_store,
         p.client_thumbprint,

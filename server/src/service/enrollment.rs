@@ -109,8 +109,8 @@ pub async fn issue(
     let prov = crate::provisioning::build(&crate::provisioning::ProvisioningInput {
         provider_id: &state.config.provider_id,
         management_url: &management_url,
-        root_cert_der: state.ca.cert_der(),
-        root_thumbprint: &root_thumbprint,
+        root_cert_base64: state.ca.cert_base64(),
+        root_thumbprint,
         client_cert_der: &issued.der,
         client_thumbprint: &issued.thumbprint,
         client_subject_cn: &device_id,
@@ -209,8 +209,8 @@ pub async fn renew(
     let root_thumbprint = state.ca.thumbprint();
     let doc = crate::provisioning::build_renewal(&crate::provisioning::RenewalInput {
         provider_id: &state.config.provider_id,
-        root_cert_der: state.ca.cert_der(),
-        root_thumbprint: &root_thumbprint,
+        root_cert_base64: state.ca.cert_base64(),
+        root_thumbprint,
         client_cert_der: &issued.der,
         client_thumbprint: &issued.thumbprint,
         client_store: decide::client_store(Some(enrollment.enrollment_type.as_str())),
