@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use fake_windows_client::auth::form_encode;
 
+use super::post_syncml;
 use crate::capability::Capability;
 use crate::context::Context;
 use crate::scenario::Attack;
@@ -160,26 +161,6 @@ fn client_of(ctx: &Context<'_>, device: &Device) -> Result<reqwest::Client, Stri
         .client_identity_pem()
         .ok_or("the second device holds no certificate")?;
     crate::steps::mtls_client(ctx.target, &cert_pem, &key_pem)
-}
-
-pub(super) async fn post_syncml(
-    client: &reqwest::Client,
-    url: &str,
-    body: String,
-) -> Result<(u16, String), String> {
-    let r = client
-        .post(url)
-        .header("content-type", "application/vnd.syncml.dm+xml")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("management request: {e}"))?;
-    let status = r.status().as_u16();
-    let text = r
-        .text()
-        .await
-        .map_err(|e| format!("management answer: {e}"))?;
-    Ok((status, text))
 }
 
 /// An HTTP 200 whose SyncML refuses the device: the SyncHdr Status is not 200/212

@@ -9,7 +9,7 @@ use base64::Engine;
 use fake_windows_client::digest::DigestAuth;
 use fake_windows_client::SyncReport;
 
-use super::attacks::post_syncml as post;
+use super::post_syncml as post;
 use crate::context::Context;
 use crate::scenario::Attack;
 

@@ -144,3 +144,25 @@ fn discovery_url(target: &crate::target::Target) -> String {
         .clone()
         .unwrap_or_else(|| format!("{}/EnrollmentServer/Discovery.svc", target.server_url))
 }
+
+/// Posts a SyncML message as a device would (the raw steps: attacks, digest); the HTTP
+/// status and body.
+pub(crate) async fn post_syncml(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> Result<(u16, String), String> {
+    let r = client
+        .post(url)
+        .header("content-type", "application/vnd.syncml.dm+xml")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("management request: {e}"))?;
+    let status = r.status().as_u16();
+    let text = r
+        .text()
+        .await
+        .map_err(|e| format!("management answer: {e}"))?;
+    Ok((status, text))
+}
