@@ -3,6 +3,8 @@
 //! broken response fails the step that received it, with a useful message in the
 //! terminal, the JUnit report and the HTML report.
 
+mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -45,26 +47,16 @@ fn start_server(extra: &[&str]) -> ServerProcess {
     if let Some(url) = &database {
         args.extend(["--database-url".to_string(), url.clone()]);
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm"))
-        .arg("serve")
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The server picks its port and prints it: no race with other tests' servers.
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_else(|| panic!("unexpected first line from winmdm serve: {line:?}"))
-        .to_string();
+    let started = serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_winmdm"))
+            .arg("serve")
+            .args(&args)
+            .stderr(Stdio::null()),
+    );
     ServerProcess {
-        child,
-        _stdout: stdout,
-        url: format!("https://{addr}"),
+        child: started.child,
+        _stdout: started.stdout,
+        url: format!("https://{}", started.addr),
         ca: dir.path().join("tls-cert.pem"),
         _dir: dir,
     }

@@ -4,9 +4,10 @@
 //! and admin calls leave no secret in any line, and every line logged while a request
 //! is handled carries its request id.
 
-use std::io::BufRead;
+mod serve;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -123,26 +124,17 @@ fn serve(dir: &Path, s: &Secrets, extra_config: &str) -> Served {
     .expect("write config");
     let log_path = dir.join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("winmdm serve");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_default()
-        .to_string();
+    let started = serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_winmdm"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .stderr(log),
+    );
     Served {
-        child,
-        _stdout: stdout,
-        url: format!("https://{addr}"),
+        child: started.child,
+        _stdout: started.stdout,
+        url: format!("https://{}", started.addr),
         ca: dir.join("data").join("tls-cert.pem"),
         log_path,
     }

@@ -15,7 +15,8 @@
 //! and nginx with its stream module (Debian: `nginx`, `libnginx-mod-stream`): under
 //! `CI=true` the test fails without them, otherwise it says why and returns.
 
-use std::io::BufRead;
+mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -125,41 +126,31 @@ fn replica(
     extra: &[&str],
     log: &Path,
 ) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(["--database-url", db, "--public-url", public_url])
-        .args(["--enroll-secret", SECRET, "--admin-token", ADMIN])
-        .args(["--enroll-rate-per-client", "0"])
-        // Half-sent requests closed after 2 s (the slow-request attack scenario).
-        .args([
-            "--header-read-timeout-secs",
-            "2",
-            "--body-read-timeout-secs",
-            "2",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("replica log"))
-        .spawn()
-        .expect("winmdm serve");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_default()
-        .to_string();
-    assert!(!addr.is_empty(), "winmdm serve did not start: {line:?}");
+    let started = serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_winmdm"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(["--database-url", db, "--public-url", public_url])
+            .args(["--enroll-secret", SECRET, "--admin-token", ADMIN])
+            .args(["--enroll-rate-per-client", "0"])
+            // Half-sent requests closed after 2 s (the slow-request attack scenario).
+            .args([
+                "--header-read-timeout-secs",
+                "2",
+                "--body-read-timeout-secs",
+                "2",
+            ])
+            .args(extra)
+            .stderr(std::fs::File::create(log).expect("replica log")),
+    );
     (
         Killed {
-            child,
-            _stdout: Some(stdout),
+            child: started.child,
+            _stdout: Some(started.stdout),
             graceful: false,
         },
-        addr,
+        started.addr,
     )
 }
 

@@ -6,7 +6,8 @@
 //! Needs the `prometheus` binary (Debian's `prometheus` package; `.ci/run` installs it):
 //! under `CI=true` its absence fails the test, elsewhere the test says why and skips.
 
-use std::io::BufRead;
+mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,23 +124,14 @@ fn prometheus_scrapes_the_metrics_and_reads_back_the_traffic() {
         ),
     )
     .expect("write config");
-    let mut server = Killed(
+    let started = serve::spawn(
         Command::new(env!("CARGO_BIN_EXE_winmdm"))
             .args(["serve", "--config"])
             .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("winmdm serve"),
+            .stderr(Stdio::null()),
     );
-    let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_default()
-        .to_string();
+    let _server = Killed(started.child);
+    let (stdout, addr) = (started.stdout, started.addr);
     let url = format!("https://{addr}");
     let ca = dir.path().join("data").join("tls-cert.pem");
 

@@ -9,6 +9,7 @@
 //! namespace without the trailing slash, the unclosed `MAC` ContextItem.
 
 mod double;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -247,29 +248,24 @@ impl Drop for ServerProcess {
 
 fn start_server(extra: &[&str]) -> ServerProcess {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_winmdm"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--enroll-secret",
-            "ext-secret",
-            "--enroll-rate-per-client",
-            "0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).expect("first line");
-    let addr = line.split_whitespace().nth(3).expect("address").to_string();
+    let started = serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_winmdm"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--enroll-secret",
+                "ext-secret",
+                "--enroll-rate-per-client",
+                "0",
+            ])
+            .args(extra)
+            .stderr(Stdio::null()),
+    );
     ServerProcess {
-        child,
-        _stdout: stdout,
-        url: format!("https://{addr}"),
+        child: started.child,
+        _stdout: started.stdout,
+        url: format!("https://{}", started.addr),
         ca: dir.path().join("tls-cert.pem"),
         _dir: dir,
     }
