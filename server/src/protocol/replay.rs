@@ -6,7 +6,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{ReplayStamp, StoredReplay};
+use crate::model::{MessageWork, ReplayStamp, StoredReplay};
+use crate::protocol::reassembly::ChunkOp;
 
 /// Replay records of sessions idle longer than this are deleted.
 pub const SESSION_TTL_SECS: i64 = 3600;
@@ -51,6 +52,15 @@ pub fn judge(stored: Option<StoredReplay>, stamp: &ReplayStamp) -> Replay {
         }
         _ => Replay::New,
     }
+}
+
+/// A [`Replay::Unanswered`] message: its effects (Statuses, Results, the session's
+/// first-message work, large-object changes) are stored already, so only its answer is
+/// built again.
+pub fn answer_only(work: &mut MessageWork, ops: &mut Vec<ChunkOp>) {
+    work.responses.clear();
+    work.first_in_session = false;
+    ops.clear();
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::clock::unix_now;
 use crate::error::ServerError;
 use crate::model::{MessageOutcome, MessageWork, ReplayStamp, StoredReplay};
 use crate::protocol::reassembly::{micros_now, ChunkKey, ChunkOp, Entry, Ledger, Limits, Write};
-use crate::protocol::replay::{judge, Replay};
+use crate::protocol::replay::{answer_only, judge, Replay};
 use crate::store::session::{self as sql, entry, key_of, Recorded};
 
 /// Advisory lock serialising the changes to large objects across replicas (the bounds
@@ -76,12 +76,7 @@ pub async fn record<R>(
         match judge(select(&mut tx, s).await?, s) {
             Replay::Repeat(xml) => return Ok(Recorded::Repeat(xml)),
             Replay::Conflict => return Ok(Recorded::Conflict),
-            // Its effects are stored: only the answer is built again.
-            Replay::Unanswered => {
-                work.responses.clear();
-                work.first_in_session = false;
-                ops.clear();
-            }
+            Replay::Unanswered => answer_only(&mut work, &mut ops),
             Replay::New => {}
         }
     }

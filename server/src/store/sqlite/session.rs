@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::clock::unix_now;
 use crate::model::{MessageOutcome, MessageWork, ReplayStamp, StoredReplay};
 use crate::protocol::reassembly::{micros_now, ChunkKey, ChunkOp, Entry, Ledger, Limits, Write};
-use crate::protocol::replay::{judge, Replay};
+use crate::protocol::replay::{answer_only, judge, Replay};
 use crate::store::session::{self as sql, entry, key_of, Recorded};
 
 pub fn replay_record(c: &Connection, s: &ReplayStamp) -> rusqlite::Result<Option<StoredReplay>> {
@@ -49,12 +49,7 @@ pub fn record<R>(
     match judge(replay_record(c, stamp)?, stamp) {
         Replay::Repeat(xml) => return Ok(Recorded::Repeat(xml)),
         Replay::Conflict => return Ok(Recorded::Conflict),
-        Replay::Unanswered => {
-            // Its effects are stored: only the answer is built again.
-            work.responses.clear();
-            work.first_in_session = false;
-            ops.clear();
-        }
+        Replay::Unanswered => answer_only(&mut work, &mut ops),
         Replay::New => {}
     }
     for k in unread {
