@@ -23,6 +23,10 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     pub enrolled: u64,
     pub checkins: u64,
+    /// Check-ins whose connection resumed the device's TLS session (no full handshake).
+    pub checkin_resumptions: u64,
+    /// Full TLS handshakes of check-ins (the server asked for the client certificate).
+    pub checkin_full_handshakes: u64,
     pub syncml_messages: u64,
     pub commands: u64,
     /// Where each latency and error is also recorded per interval (for charts).
@@ -61,6 +65,8 @@ impl Stats {
         }
         self.enrolled += o.enrolled;
         self.checkins += o.checkins;
+        self.checkin_resumptions += o.checkin_resumptions;
+        self.checkin_full_handshakes += o.checkin_full_handshakes;
         self.syncml_messages += o.syncml_messages;
         self.commands += o.commands;
     }

@@ -43,6 +43,33 @@ async fn small_load_enrolls_and_checks_in_every_device() {
     assert_eq!(again.len(), 5);
 }
 
+/// Every check-in opens a new connection; after a device's first one (a full handshake,
+/// its enrollment having used no client certificate) each resumes the TLS session of the
+/// last, as Windows does. Counts only: a check-in that stopped resuming makes a full
+/// handshake, so the two counts move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_devices_resume_their_tls_session() {
+    let pool = tempfile::tempdir().expect("temp dir");
+    let e = winmdm::embedded::start().await.expect("embedded server");
+    let opts = LoadOptions {
+        devices: 3,
+        concurrency: 3,
+        duration: Duration::from_secs(2),
+        time_scale: 14_400.0,
+        key_pool_dir: pool.path().to_path_buf(),
+        checkin_once: false,
+        progress: false,
+        timeline: false,
+    };
+    let report = load::run(&e.target, &opts).await.expect("load run");
+    e.control.shutdown().await;
+    assert_eq!(report.stats.errors, Default::default(), "errors by kind");
+    assert_eq!(report.devices_checked_in, 3);
+    assert!(report.checkins >= 6, "{} check-ins", report.checkins);
+    assert_eq!(report.checkin_full_handshakes, 3, "one per device");
+    assert_eq!(report.checkin_resumptions, report.checkins - 3);
+}
+
 #[test]
 fn load_json_output_ends_with_the_figures() {
     let pool = tempfile::tempdir().expect("temp dir");
@@ -77,6 +104,7 @@ fn load_json_output_ends_with_the_figures() {
         "syncml_msgs_per_s",
         "errors",
         "rss_bytes_per_device",
+        "checkin_resumptions",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {last}");
     }

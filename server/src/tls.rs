@@ -195,17 +195,31 @@ const SESSION_CACHE_ENTRIES: usize = 16_384;
 /// connection per session) skips the certificate exchange and signatures: a cache for
 /// TLS 1.2 session IDs (RFC 5246 §7.4.1.2) and, for TLS 1.3 (RFC 8446 §2.2, §4.6.1) and
 /// TLS 1.2 tickets (RFC 5077), tickets sealed with the provider's rotating key
-/// (AES-256-GCM, a new key every 6 hours; a ticket lives at most 12 hours). A TLS 1.3
-/// resumption still runs an ECDHE exchange (psk_dhe_ke), so it keeps forward secrecy.
-/// The client certificate of a resumed session is the one verified at its full
-/// handshake; the management route still checks its issuer, validity and binding on
-/// every connection and request. The ticket keys live in this process only: a device
-/// that reaches another replica (or a restarted server) does a full handshake.
+/// (AES-256-CBC with HMAC-SHA256 as RFC 5077 §4 recommends, a new key every 6 hours; a
+/// ticket lives at most 12 hours). A TLS 1.3 resumption still runs an ECDHE exchange
+/// (psk_dhe_ke), so it keeps forward secrecy. The client certificate of a resumed
+/// session is the one verified at its full handshake; the management route still
+/// checks its issuer, validity and binding on every connection and request. The ticket
+/// keys live in this process only: a device that reaches another replica (or a
+/// restarted server) does a full handshake.
+///
+/// One TLS 1.3 ticket per connection, not rustls' two: more serve a client that opens
+/// parallel connections to the same server, one ticket each (RFC 9149 §1; for a client
+/// that does not, one per resumption "is a good choice", §3). A device runs one OMA-DM
+/// session at a time on one connection, and Schannel keeps one cache entry per session
+/// and server name ("Caching Schannel Sessions", SSPI documentation). OpenSSL too sends
+/// one ticket after a resumption. Each ticket costs the server a key derivation, a
+/// sealing of the session with its client certificate and a record, on every new
+/// connection.
 fn enable_resumption(cfg: &mut ServerConfig) -> Result<(), ServerError> {
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    cfg.send_tls13_tickets = TLS13_TICKETS_PER_CONNECTION;
     Ok(())
 }
+
+/// TLS 1.3 tickets sent after each handshake (see [`enable_resumption`]).
+const TLS13_TICKETS_PER_CONNECTION: usize = 1;
 
 /// Accepts any client certificate whose handshake signature is valid; chain, validity
 /// and binding to an enrollment are checked by the management route.

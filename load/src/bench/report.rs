@@ -181,6 +181,8 @@ impl BenchReport {
             "syncml_resumptions_offered_new_connection": new.map(|s| s.resumptions_offered),
             "syncml_server_cpu_us_per_msg_postgres": pg.map(|s| r(s.server_cpu_us_per_msg())),
             "syncml_database_cpu_us_per_msg_postgres": pg.and_then(SyncmlFigure::database_cpu_us_per_msg).map(r),
+            "devices_checkin_resumptions": self.devices.checkin_resumptions,
+            "devices_checkin_full_handshakes": self.devices.checkin_full_handshakes,
         });
         if let (Some(v), serde_json::Value::Object(more)) = (v.as_object_mut(), more) {
             v.extend(more);

@@ -5,7 +5,8 @@
 //! certificate, session counter) plus an index into the [`keypool::KeyPool`], waiting
 //! in one heap ordered by next check-in; `concurrency` worker tasks serve the heap and
 //! the enrollment queue. Requests without a client certificate share one keep-alive
-//! client; each check-in opens its own mTLS connection, as a device does.
+//! client; each check-in opens its own mTLS connection, as a device does, and resumes
+//! the TLS session of the device's last check-in ([`session::DeviceSession`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -23,6 +24,7 @@ use crate::timeline::Timeline;
 use winmdm::target::Target;
 
 mod report;
+mod session;
 
 pub use report::LoadReport;
 
@@ -84,6 +86,8 @@ struct Idle {
     key: u32,
     enrolled_at: Instant,
     state: CheckinState,
+    /// The TLS session to resume on the next check-in.
+    session: Arc<session::DeviceSession>,
 }
 
 impl PartialEq for Idle {
@@ -108,7 +112,9 @@ struct Shared {
     target: Target,
     opts: LoadOptions,
     pool: KeyPool,
-    tls: TlsContext,
+    /// The TLS configuration every check-in starts from: one server-certificate
+    /// verifier for every device, so that their sessions resume.
+    template: rustls::ClientConfig,
     plain: reqwest::Client,
     profile: DeviceProfile,
     /// Set by the first enrolled device.
@@ -167,7 +173,7 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
         target: target.clone(),
         opts: opts.clone(),
         pool,
-        tls,
+        template: tls.config(None)?,
         plain,
         profile: DeviceProfile::random(),
         management_url: Default::default(),
@@ -253,7 +259,11 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
         let n = heap.len().max(1);
         let bytes: usize = heap
             .iter()
-            .map(|Reverse(i)| std::mem::size_of::<Reverse<Idle>>() + i.state.footprint())
+            .map(|Reverse(i)| {
+                std::mem::size_of::<Reverse<Idle>>()
+                    + i.state.footprint()
+                    + session::DeviceSession::footprint()
+            })
             .sum();
         (bytes / n + shared.pool.bytes_per_key()) as u64
     };
@@ -263,6 +273,8 @@ pub async fn run(target: &Target, opts: &LoadOptions) -> Result<LoadReport, Load
         enrolled: stats.enrolled,
         devices_checked_in,
         checkins: stats.checkins,
+        checkin_resumptions: stats.checkin_resumptions,
+        checkin_full_handshakes: stats.checkin_full_handshakes,
         syncml_messages: stats.syncml_messages,
         commands: stats.commands,
         enroll_elapsed,
@@ -516,6 +528,7 @@ async fn enroll_inner(s: &Shared, i: usize, stats: &mut Stats) -> Option<Idle> {
         key: i as u32,
         enrolled_at: now,
         state,
+        session: Default::default(),
     })
 }
 
@@ -532,10 +545,14 @@ async fn check_in(s: &Shared, mut idle: Idle, stats: &mut Stats) -> Idle {
             .pool
             .der(idle.key as usize)
             .ok_or_else(|| "key pool: missing key".to_string())?;
-        let client = s
-            .tls
-            .client(Some(&idle.state.identity(key)))
-            .map_err(|e| error_kind(&e))?;
+        let config = idle.session.lend(&s.template, idle.state.identity(key));
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .http1_only()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("client: TLS set-up: {e}"))?;
         // A device enrolled after the deadline still gets its first check-in.
         let now = Instant::now();
         let left = (s.deadline.max(now) + GRACE).saturating_duration_since(now);
@@ -545,8 +562,13 @@ async fn check_in(s: &Shared, mut idle: Idle, stats: &mut Stats) -> Idle {
         }
     }
     .await;
+    let full_handshakes = idle.session.give_back();
+    stats.checkin_full_handshakes += u64::from(full_handshakes);
     match result {
         Ok(report) => {
+            if full_handshakes == 0 {
+                stats.checkin_resumptions += 1;
+            }
             for l in &report.latencies {
                 stats.time("management", *l);
             }

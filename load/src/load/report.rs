@@ -11,6 +11,11 @@ pub struct LoadReport {
     /// Devices with at least one completed check-in.
     pub devices_checked_in: u64,
     pub checkins: u64,
+    /// Check-ins that resumed the device's TLS session of its last check-in.
+    pub checkin_resumptions: u64,
+    /// Full TLS handshakes of check-ins (the first of each device, and any refused
+    /// resumption).
+    pub checkin_full_handshakes: u64,
     pub syncml_messages: u64,
     pub commands: u64,
     pub enroll_elapsed: Duration,
@@ -65,6 +70,8 @@ impl LoadReport {
             "enrolled": self.enrolled,
             "devices_checked_in": self.devices_checked_in,
             "checkins": self.checkins,
+            "checkin_resumptions": self.checkin_resumptions,
+            "checkin_full_handshakes": self.checkin_full_handshakes,
             "syncml_messages": self.syncml_messages,
             "commands": self.commands,
             "enroll_seconds": round3(self.enroll_elapsed.as_secs_f64()),
@@ -112,6 +119,11 @@ impl LoadReport {
             self.checkins,
             self.commands,
             self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            w,
+            "TLS            {:>10} check-ins resumed, {} full handshakes",
+            self.checkin_resumptions, self.checkin_full_handshakes
         )?;
         writeln!(
             w,
