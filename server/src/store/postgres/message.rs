@@ -1,6 +1,7 @@
 //! The per-message steps on Postgres, in as few round trips as the SQL allows: the
-//! message's writes are one statement of data-modifying CTEs (a single statement is
-//! atomic), and the claim of commands is one `UPDATE ... RETURNING`.
+//! claim of the session's replay row, the message's writes and its profile check are
+//! one statement of data-modifying CTEs (a single statement is atomic), and the claim
+//! of commands is one `UPDATE ... RETURNING`.
 
 use sqlx::Row;
 
@@ -10,45 +11,47 @@ use crate::clock::{now, unix_now};
 use crate::error::ServerError;
 use crate::model::{
     AnsweredCommand, CertIdentity, Delivery, MessageOutcome, MessageWork, QueuedCommand,
-    SentCommand, Verb,
+    ReplayStamp, SentCommand, Verb,
 };
 use crate::protocol::delivery::{cert_identity as identity, fitting, stored};
 use crate::store::portable::parsed;
 use crate::store::statements::{self as sql, placeholders};
 
-/// One message in at most four round trips: its writes (check-in, every Status and
-/// Results with the acknowledgements) are a single statement, atomic on its own; then
-/// the profile check, the command queue and the claim.
+/// One message in at most three round trips: its writes (check-in, every Status and
+/// Results with the acknowledgements) and the profile check are a single statement,
+/// atomic on its own; then the command queue and the claim.
 pub async fn record_message(
     pool: &AnyPool,
     w: &MessageWork,
 ) -> Result<MessageOutcome, ServerError> {
-    record_message_on(&mut *pool.acquire().await?, w).await
+    let stored = record_message_on(&mut *pool.acquire().await?, w, None).await?;
+    Ok(stored.unwrap_or_default())
 }
 
-/// As [`record_message`], on `conn` (a transaction's, to store more with it).
+/// As [`record_message`], on `conn` (a transaction's, to store more with it). With
+/// `claim`, the same statement first claims the session's replay row for the message
+/// ([`super::session`]) and writes only if it got it: None when it did not (nothing is
+/// written then).
 pub async fn record_message_on(
     conn: &mut AnyConnection,
     w: &MessageWork,
-) -> Result<MessageOutcome, ServerError> {
-    let (mut out, delivery) = stored(w, store_responses(conn, w).await?);
+    claim: Option<&ReplayStamp>,
+) -> Result<Option<MessageOutcome>, ServerError> {
+    let Some(written) = store_responses(conn, w, claim).await? else {
+        return Ok(None);
+    };
+    let (mut out, delivery) = stored(w, written.answered);
     let Some(delivery) = delivery else {
-        return Ok(out);
+        return Ok(Some(out));
     };
     // Also at a session's start: an assignment whose last answer was stored by a
     // process that died (or lost the database) before moving it on moves on now.
-    if !w.responses.is_empty() || w.first_in_session {
-        let open: Option<i32> = sqlx::query_scalar(sql::OPEN_PROFILES)
-            .bind(&w.device_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if open.is_some() {
-            out.profiles_open = true;
-            return Ok(out);
-        }
+    if written.profiles_open {
+        out.profiles_open = true;
+        return Ok(Some(out));
     }
     out.commands = Some(deliver_on(conn, &w.device_id, delivery).await?);
-    Ok(out)
+    Ok(Some(out))
 }
 
 pub async fn sent_command(
@@ -64,60 +67,117 @@ pub async fn sent_command(
     Ok(row.map(|(target, body_xml)| SentCommand { target, body_xml }))
 }
 
-/// Parameters per response in [`store_responses`]' VALUES rows.
+/// Parameters per response in [`store_responses`]' VALUES rows, and before them.
 const RESPONSE_PARAMS: usize = 7;
+const FIXED_PARAMS: usize = 8;
 
-/// The message's writes as one statement of data-modifying CTEs; returns, per response,
-/// the answered command.
+/// What the message's statement wrote and read.
+struct Written {
+    /// Per response, the answered command.
+    answered: Vec<Option<AnsweredCommand>>,
+    /// A profile assignment of the device is pending or verifying.
+    profiles_open: bool,
+}
+
+/// The replay row claimed for a new MsgID (inserted or replaced, answer unknown); a row
+/// already holding this MsgID is left as it is, locked, and no row comes back.
+const CLAIM_CTE: &str = "claim AS (
+         INSERT INTO session_replay (device_id, session_id, msg_id, request_sha256, response, updated_unix)
+         VALUES ($1, $2, $6, $7, NULL, $8)
+         ON CONFLICT (device_id, session_id) DO UPDATE SET msg_id = excluded.msg_id,
+           request_sha256 = excluded.request_sha256, response = NULL, updated_unix = excluded.updated_unix
+         WHERE session_replay.msg_id <> excluded.msg_id
+         RETURNING 1
+     )";
+
+/// The message's writes and its profile check as one statement of data-modifying CTEs,
+/// each writing only once the claim (when there is one) returned its row: the claim's
+/// row lock is held before anything is written. None when the claim found the row
+/// holding this MsgID.
 async fn store_responses(
     conn: &mut AnyConnection,
     w: &MessageWork,
-) -> Result<Vec<Option<AnsweredCommand>>, ServerError> {
-    if w.responses.is_empty() && !w.first_in_session {
-        return Ok(Vec::new());
+    claim: Option<&ReplayStamp>,
+) -> Result<Option<Written>, ServerError> {
+    let writes = !w.responses.is_empty() || w.first_in_session;
+    if !writes && claim.is_none() {
+        return Ok(Some(Written {
+            answered: Vec::new(),
+            profiles_open: false,
+        }));
     }
-    let mut statement = String::from(
-        "WITH checkin AS (
-             UPDATE enrollments SET last_checkin_at = $3 WHERE device_id = $1 AND $4::boolean
-         ), retire AS (
-             UPDATE device_certs SET state = 'retired'
-             WHERE device_id = $1 AND state = 'retiring' AND $4::boolean AND $5::boolean
-         )",
-    );
-    if w.responses.is_empty() {
-        statement.push_str(" SELECT 0::bigint, '', '' WHERE false");
+    let mut statement = String::from("WITH ");
+    statement.push_str(if claim.is_some() {
+        CLAIM_CTE
     } else {
-        // Each parameter's type comes with its bound value (int8, text, bool).
-        let rows: Vec<String> = (0..w.responses.len())
-            .map(|i| {
-                format!(
-                    "({})",
-                    placeholders(6 + i * RESPONSE_PARAMS, RESPONSE_PARAMS)
-                )
-            })
-            .collect();
-        statement.push_str(&format!(
-            ", input (ord, command_uuid, msg_ref, kind, status_code, body_xml, acks) AS (VALUES {})
-             , known AS (
-                 SELECT i.*, c.verb, c.target FROM input i
-                 JOIN commands c ON c.command_uuid = i.command_uuid AND c.device_id = $1
-             ), stored AS (
-                 INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
-                 SELECT command_uuid, $1, $2, msg_ref, kind, status_code, body_xml, $3 FROM known ORDER BY ord
-             ), acked AS (
-                 UPDATE commands c SET state = 'acknowledged', status_code = k.status_code, acked_at = $3
-                 FROM known k WHERE c.command_uuid = k.command_uuid AND c.device_id = $1 AND k.acks
-             )
-             SELECT ord, verb, target FROM known",
-            rows.join(", ")
-        ));
+        "claim AS (SELECT 1)"
+    });
+    // The marker row: the claim held, and the profile check (asked only of a message
+    // that writes or starts its session, as before each delivery of commands).
+    let marker = if writes {
+        "SELECT -1::bigint, '', '', EXISTS (
+             SELECT 1 FROM profile_assignments
+             WHERE device_id = $1 AND state IN ('pending', 'verifying')) FROM claim"
+    } else {
+        "SELECT -1::bigint, '', '', false FROM claim"
+    };
+    if !writes {
+        statement.push_str(&format!(" {marker}"));
+    } else {
+        statement.push_str(
+            ", checkin AS (
+                 UPDATE enrollments SET last_checkin_at = $3
+                 WHERE device_id = $1 AND $4::boolean AND EXISTS (SELECT 1 FROM claim)
+             ), retire AS (
+                 UPDATE device_certs SET state = 'retired'
+                 WHERE device_id = $1 AND state = 'retiring' AND $4::boolean AND $5::boolean
+                   AND EXISTS (SELECT 1 FROM claim)
+             )",
+        );
+        if w.responses.is_empty() {
+            statement.push_str(&format!(" {marker}"));
+        } else {
+            // Each parameter's type comes with its bound value (int8, text, bool).
+            let rows: Vec<String> = (0..w.responses.len())
+                .map(|i| {
+                    format!(
+                        "({})",
+                        placeholders(FIXED_PARAMS + 1 + i * RESPONSE_PARAMS, RESPONSE_PARAMS)
+                    )
+                })
+                .collect();
+            statement.push_str(&format!(
+                ", input (ord, command_uuid, msg_ref, kind, status_code, body_xml, acks) AS (VALUES {})
+                 , known AS (
+                     SELECT i.*, c.verb, c.target FROM input i
+                     JOIN commands c ON c.command_uuid = i.command_uuid AND c.device_id = $1
+                     WHERE EXISTS (SELECT 1 FROM claim)
+                 ), stored AS (
+                     INSERT INTO command_results (command_uuid, device_id, session_id, msg_ref, kind, status_code, body_xml, received_at)
+                     SELECT command_uuid, $1, $2, msg_ref, kind, status_code, body_xml, $3 FROM known ORDER BY ord
+                 ), acked AS (
+                     UPDATE commands c SET state = 'acknowledged', status_code = k.status_code, acked_at = $3
+                     FROM known k WHERE c.command_uuid = k.command_uuid AND c.device_id = $1 AND k.acks
+                 )
+                 {marker}
+                 UNION ALL SELECT ord, verb, target, false FROM known",
+                rows.join(", ")
+            ));
+        }
     }
-    let mut q = sqlx::query_as::<_, (i64, String, String)>(&statement)
+    let (msg_id, sha, unix) = match claim {
+        Some(s) => (s.msg_id.as_str(), s.request_sha256.as_str(), unix_now()),
+        None => ("", "", 0),
+    };
+    let mut q = sqlx::query_as::<_, (i64, String, String, bool)>(&statement)
         .bind(&w.device_id)
         .bind(&w.session_id)
         .bind(now())
         .bind(w.first_in_session)
-        .bind(w.current_cert);
+        .bind(w.current_cert)
+        .bind(msg_id)
+        .bind(sha)
+        .bind(unix);
     for (i, r) in w.responses.iter().enumerate() {
         q = q
             .bind(i as i64)
@@ -129,16 +189,26 @@ async fn store_responses(
             .bind(r.acknowledges());
     }
     let found = q.fetch_all(&mut *conn).await?;
-    let mut answered = vec![None; w.responses.len()];
-    for (ord, verb, target) in found {
-        if let Some(slot) = usize::try_from(ord).ok().and_then(|i| answered.get_mut(i)) {
+    let mut written = Written {
+        answered: vec![None; w.responses.len()],
+        profiles_open: false,
+    };
+    let mut held = false;
+    for (ord, verb, target, open) in found {
+        if ord < 0 {
+            held = true;
+            written.profiles_open = open;
+        } else if let Some(slot) = usize::try_from(ord)
+            .ok()
+            .and_then(|i| written.answered.get_mut(i))
+        {
             *slot = Some(AnsweredCommand {
                 verb: parsed(verb)?,
                 target,
             });
         }
     }
-    Ok(answered)
+    Ok(held.then_some(written))
 }
 
 /// Reads the deliverable commands and claims, in one UPDATE, those that fit.
