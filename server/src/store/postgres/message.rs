@@ -1,7 +1,7 @@
 //! The per-message steps on Postgres, in as few round trips as the SQL allows: the
-//! claim of the session's replay row, the message's writes and its profile check are
-//! one statement of data-modifying CTEs (a single statement is atomic), and the claim
-//! of commands is one `UPDATE ... RETURNING`.
+//! claim of the session's replay row, the message's writes, its profile check and the
+//! read of the deliverable commands are one statement of data-modifying CTEs (a single
+//! statement is atomic), and the claim of commands is one `UPDATE ... RETURNING`.
 
 use sqlx::Row;
 
@@ -37,7 +37,8 @@ pub async fn record_message_on(
     w: &MessageWork,
     claim: Option<&ReplayStamp>,
 ) -> Result<Option<MessageOutcome>, ServerError> {
-    let Some(written) = store_responses(conn, w, claim).await? else {
+    let stale = w.delivery.map(|d| unix_now() - d.redeliver_after_secs);
+    let Some(written) = store_responses(conn, w, claim, stale).await? else {
         return Ok(None);
     };
     let (mut out, delivery) = stored(w, written.answered);
@@ -50,7 +51,11 @@ pub async fn record_message_on(
         out.profiles_open = true;
         return Ok(Some(out));
     }
-    out.commands = Some(deliver_on(conn, &w.device_id, delivery).await?);
+    let pending = match (written.deliverable, stale) {
+        (Some(pending), Some(stale)) => (pending, stale),
+        _ => read_deliverable(conn, &w.device_id, delivery).await?,
+    };
+    out.commands = Some(claim_fitting(conn, &w.device_id, delivery, pending).await?);
     Ok(Some(out))
 }
 
@@ -69,7 +74,7 @@ pub async fn sent_command(
 
 /// Parameters per response in [`store_responses`]' VALUES rows, and before them.
 const RESPONSE_PARAMS: usize = 7;
-const FIXED_PARAMS: usize = 8;
+const FIXED_PARAMS: usize = 9;
 
 /// What the message's statement wrote and read.
 struct Written {
@@ -77,6 +82,9 @@ struct Written {
     answered: Vec<Option<AnsweredCommand>>,
     /// A profile assignment of the device is pending or verifying.
     profiles_open: bool,
+    /// The commands deliverable once the message's acknowledgements are written, in
+    /// queue order; None when the statement did not read them.
+    deliverable: Option<Vec<QueuedCommand>>,
 }
 
 /// The replay row claimed for a new MsgID (inserted or replaced, answer unknown); a row
@@ -90,20 +98,23 @@ const CLAIM_CTE: &str = "claim AS (
          RETURNING 1
      )";
 
-/// The message's writes and its profile check as one statement of data-modifying CTEs,
-/// each writing only once the claim (when there is one) returned its row: the claim's
-/// row lock is held before anything is written. None when the claim found the row
-/// holding this MsgID.
+/// The message's writes, its profile check and (with `stale`, the Unix time before
+/// which a sent command without a Status is sent again) the read of the deliverable
+/// commands as one statement of data-modifying CTEs, each writing only once the claim
+/// (when there is one) returned its row: the claim's row lock is held before anything
+/// is written. None when the claim found the row holding this MsgID.
 async fn store_responses(
     conn: &mut AnyConnection,
     w: &MessageWork,
     claim: Option<&ReplayStamp>,
+    stale: Option<i64>,
 ) -> Result<Option<Written>, ServerError> {
     let writes = !w.responses.is_empty() || w.first_in_session;
     if !writes && claim.is_none() {
         return Ok(Some(Written {
             answered: Vec::new(),
             profiles_open: false,
+            deliverable: None,
         }));
     }
     let mut statement = String::from("WITH ");
@@ -115,11 +126,11 @@ async fn store_responses(
     // The marker row: the claim held, and the profile check (asked only of a message
     // that writes or starts its session, as before each delivery of commands).
     let marker = if writes {
-        "SELECT -1::bigint, '', '', EXISTS (
+        "SELECT -1::bigint, 0::bigint, '', '', '', EXISTS (
              SELECT 1 FROM profile_assignments
              WHERE device_id = $1 AND state IN ('pending', 'verifying')) FROM claim"
     } else {
-        "SELECT -1::bigint, '', '', false FROM claim"
+        "SELECT -1::bigint, 0::bigint, '', '', '', false FROM claim"
     };
     if !writes {
         statement.push_str(&format!(" {marker}"));
@@ -160,16 +171,30 @@ async fn store_responses(
                      FROM known k WHERE c.command_uuid = k.command_uuid AND c.device_id = $1 AND k.acks
                  )
                  {marker}
-                 UNION ALL SELECT ord, verb, target, false FROM known",
+                 UNION ALL SELECT ord, 0, verb, target, '', false FROM known",
                 rows.join(", ")
             ));
+        }
+    }
+    if stale.is_some() {
+        // The statement's snapshot predates its own writes: a command it acknowledges is
+        // left out here as the UPDATE above leaves it out of the queue.
+        statement.push_str(
+            " UNION ALL SELECT -2, c.id, c.command_uuid, c.verb, c.body_xml, false FROM commands c
+              WHERE c.device_id = $1 AND (c.state = 'pending' OR (c.state = 'sent' AND c.sent_unix <= $9))
+                AND EXISTS (SELECT 1 FROM claim)",
+        );
+        if !w.responses.is_empty() {
+            statement.push_str(
+                " AND NOT EXISTS (SELECT 1 FROM known k WHERE k.command_uuid = c.command_uuid AND k.acks)",
+            );
         }
     }
     let (msg_id, sha, unix) = match claim {
         Some(s) => (s.msg_id.as_str(), s.request_sha256.as_str(), unix_now()),
         None => ("", "", 0),
     };
-    let mut q = sqlx::query_as::<_, (i64, String, String, bool)>(&statement)
+    let mut q = sqlx::query_as::<_, (i64, i64, String, String, String, bool)>(&statement)
         .bind(&w.device_id)
         .bind(&w.session_id)
         .bind(now())
@@ -177,7 +202,8 @@ async fn store_responses(
         .bind(w.current_cert)
         .bind(msg_id)
         .bind(sha)
-        .bind(unix);
+        .bind(unix)
+        .bind(stale.unwrap_or(0));
     for (i, r) in w.responses.iter().enumerate() {
         q = q
             .bind(i as i64)
@@ -192,21 +218,36 @@ async fn store_responses(
     let mut written = Written {
         answered: vec![None; w.responses.len()],
         profiles_open: false,
+        deliverable: None,
     };
     let mut held = false;
-    for (ord, verb, target, open) in found {
-        if ord < 0 {
+    let mut deliverable = Vec::new();
+    for (ord, id, a, b, body_xml, open) in found {
+        if ord == -1 {
             held = true;
             written.profiles_open = open;
+        } else if ord == -2 {
+            deliverable.push((
+                id,
+                QueuedCommand {
+                    command_uuid: a,
+                    verb: parsed::<Verb>(b)?,
+                    body_xml,
+                },
+            ));
         } else if let Some(slot) = usize::try_from(ord)
             .ok()
             .and_then(|i| written.answered.get_mut(i))
         {
             *slot = Some(AnsweredCommand {
-                verb: parsed(verb)?,
-                target,
+                verb: parsed(a)?,
+                target: b,
             });
         }
+    }
+    if stale.is_some() {
+        deliverable.sort_by_key(|(id, _)| *id);
+        written.deliverable = Some(deliverable.into_iter().map(|(_, c)| c).collect());
     }
     Ok(held.then_some(written))
 }
@@ -217,16 +258,19 @@ pub async fn deliver(
     device_id: &str,
     d: Delivery,
 ) -> Result<Vec<QueuedCommand>, ServerError> {
-    deliver_on(&mut *pool.acquire().await?, device_id, d).await
+    let conn = &mut *pool.acquire().await?;
+    let pending = read_deliverable(conn, device_id, d).await?;
+    claim_fitting(conn, device_id, d, pending).await
 }
 
-async fn deliver_on(
+/// The deliverable commands in queue order, and the time [`claim_fitting`] takes as
+/// stale.
+async fn read_deliverable(
     conn: &mut AnyConnection,
     device_id: &str,
     d: Delivery,
-) -> Result<Vec<QueuedCommand>, ServerError> {
-    let now_unix = unix_now();
-    let stale = now_unix - d.redeliver_after_secs;
+) -> Result<(Vec<QueuedCommand>, i64), ServerError> {
+    let stale = unix_now() - d.redeliver_after_secs;
     let rows = sqlx::query(sql::DELIVERABLE)
         .bind(device_id)
         .bind(stale)
@@ -242,6 +286,19 @@ async fn deliver_on(
             })
         })
         .collect::<Result<Vec<_>, ServerError>>()?;
+    Ok((pending, stale))
+}
+
+/// Claims, in one UPDATE, those of the `pending` commands (read as deliverable before
+/// `stale`) that fit in the message; a concurrent session of the device may have
+/// claimed some already: those are left out.
+async fn claim_fitting(
+    conn: &mut AnyConnection,
+    device_id: &str,
+    d: Delivery,
+    (pending, stale): (Vec<QueuedCommand>, i64),
+) -> Result<Vec<QueuedCommand>, ServerError> {
+    let now_unix = unix_now();
     let take = fitting(&pending, d).len();
     if take == 0 {
         return Ok(Vec::new());
