@@ -53,6 +53,7 @@ on_every_backend!(
     a_renewed_certificate_retires_the_old_one_at_first_use,
     commands_are_claimed_once_and_acknowledged_by_their_status,
     deliveries_honour_the_reply_size,
+    a_command_acknowledged_by_the_message_is_not_sent_again_with_it,
     cancelling_and_unenrolling_withdraw_pending_commands,
     an_acknowledged_unenroll_exec_is_reported,
     a_profile_assignment_moves_through_its_states,
@@ -369,6 +370,40 @@ async fn deliveries_honour_the_reply_size(store: Store) {
         .expect("deliver");
     assert_eq!(rest.len(), 2);
     assert!(rest[0].body_xml.contains("Node1"), "oldest first");
+}
+
+/// The message's acknowledgements are stored before its delivery reads the queue: a
+/// sent command past its redelivery time that the message acknowledges does not take
+/// the room of the next one.
+async fn a_command_acknowledged_by_the_message_is_not_sent_again_with_it(store: Store) {
+    enrolled(&store, DEVICE, "01").await;
+    let ids = queue_three(&store).await;
+    let first = store.deliver(DEVICE, delivery(1)).await.expect("deliver");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].command_uuid, ids[0]);
+    let mut w = work(DEVICE, vec![status(&ids[0], "200")], true);
+    // Room for one command: the acknowledged one must not take it.
+    w.delivery = Some(Delivery {
+        used: 0,
+        limit: 1,
+        redeliver_after_secs: 0,
+    });
+    let out = store.record_message(w).await.expect("message");
+    let sent: Vec<String> = out
+        .commands
+        .expect("delivery ran")
+        .into_iter()
+        .map(|c| c.command_uuid)
+        .collect();
+    assert_eq!(sent, ids[1..2], "the next one, not the acknowledged one");
+}
+
+async fn queue_three(store: &Store) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(queue(store, &[DEVICE], &format!("./Vendor/MSFT/Node{n}")).await);
+    }
+    ids
 }
 
 async fn cancelling_and_unenrolling_withdraw_pending_commands(store: Store) {

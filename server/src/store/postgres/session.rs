@@ -18,14 +18,6 @@ use crate::store::session::{self as sql, entry, key_of, Recorded};
 /// are global).
 const CHUNK_LOCK: i64 = 7261738;
 
-/// Claims the session's row for a new MsgID (inserted or replaced, answer unknown);
-/// a row already holding this MsgID is left as it is, locked, and no row comes back.
-const CLAIM: &str = "INSERT INTO session_replay (device_id, session_id, msg_id, request_sha256, response, updated_unix)
-     VALUES ($1, $2, $3, $4, NULL, $5)
-     ON CONFLICT (device_id, session_id) DO UPDATE SET msg_id = excluded.msg_id,
-       request_sha256 = excluded.request_sha256, response = NULL, updated_unix = excluded.updated_unix
-     WHERE session_replay.msg_id <> excluded.msg_id
-     RETURNING 1";
 const SET_ANSWER: &str = "UPDATE session_replay SET response = $3, updated_unix = $4
      WHERE device_id = $1 AND session_id = $2";
 
@@ -64,22 +56,22 @@ pub async fn record<R>(
     sweep: Option<(i64, i64)>,
 ) -> Result<Recorded<R>, ServerError> {
     let mut tx = pool.begin().await?;
-    let claimed: Option<i32> = sqlx::query_scalar(CLAIM)
-        .bind(&s.device_id)
-        .bind(&s.session_id)
-        .bind(&s.msg_id)
-        .bind(&s.request_sha256)
-        .bind(unix_now())
-        .fetch_optional(&mut *tx)
-        .await?;
-    if claimed.is_none() {
-        match judge(select(&mut tx, s).await?, s) {
-            Replay::Repeat(xml) => return Ok(Recorded::Repeat(xml)),
-            Replay::Conflict => return Ok(Recorded::Conflict),
-            Replay::Unanswered => answer_only(&mut work, &mut ops),
-            Replay::New => {}
+    // The claim and the message's writes are one statement: it writes only if it got
+    // the row, whose lock it then holds until the commit.
+    let outcome = match super::message::record_message_on(&mut tx, &work, Some(s)).await? {
+        Some(outcome) => outcome,
+        None => {
+            match judge(select(&mut tx, s).await?, s) {
+                Replay::Repeat(xml) => return Ok(Recorded::Repeat(xml)),
+                Replay::Conflict => return Ok(Recorded::Conflict),
+                Replay::Unanswered => answer_only(&mut work, &mut ops),
+                Replay::New => {}
+            }
+            super::message::record_message_on(&mut tx, &work, None)
+                .await?
+                .unwrap_or_default()
         }
-    }
+    };
     for k in unread {
         let held: Option<i32> = sqlx::query_scalar(sql::CHUNK_EXISTS)
             .bind(&k.device_id)
@@ -88,11 +80,10 @@ pub async fn record<R>(
             .fetch_optional(&mut *tx)
             .await?;
         if held.is_some() {
-            // Rolled back (the claim of the row too) when `tx` drops.
+            // Rolled back (the claim of the row and the writes too) when `tx` drops.
             return Ok(Recorded::Unread);
         }
     }
-    let outcome = super::message::record_message_on(&mut tx, &work).await?;
     apply_chunks(&mut tx, ops).await?;
     let (r, xml) = answer(outcome);
     if let Some(xml) = xml {
