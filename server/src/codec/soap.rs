@@ -387,6 +387,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn random_uuids_are_version_4_and_differ() {
+        let (a, b) = (random_uuid(), random_uuid());
+        assert_eq!(a.get_version(), Some(uuid::Version::Random));
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, b);
+    }
+
+    #[test]
     fn nesting_scan_counts_only_real_elements() {
         let ok = "<a x='>' y=\"<b>\"><!-- <c><c><c> --><![CDATA[<d><d>]]><e/><f></f></a>";
         assert!(!nesting_exceeds(ok, 2));
