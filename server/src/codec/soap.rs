@@ -92,7 +92,7 @@ impl Fault {
 
     /// The fault envelope.
     pub fn to_xml(&self) -> String {
-        let activity = uuid::Uuid::new_v4();
+        let activity = random_uuid();
         let detail = match self.error_type {
             Some(t) => format!(
                 "<s:Detail><DeviceEnrollmentServiceError xmlns=\"{NS_WSTEP}\"><ErrorType>{t}</ErrorType><Message>{}</Message><TraceId>{activity}</TraceId></DeviceEnrollmentServiceError></s:Detail>",
@@ -108,6 +108,12 @@ impl Fault {
             escape(&self.reason),
         )
     }
+}
+
+/// A version 4 (random) UUID from the thread's CSPRNG (`rand::thread_rng`, seeded from
+/// the OS), not a `getrandom` system call each: one per response and one per request id.
+pub fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 fn activity_id(id: uuid::Uuid) -> String {
@@ -126,7 +132,7 @@ fn relates_to_header(message_id: Option<&str>) -> String {
 pub fn envelope(action: &str, relates_to: Option<&str>, extra_header: &str, body: &str) -> String {
     format!(
         "<s:Envelope xmlns:s=\"{NS_SOAP12}\" xmlns:a=\"{NS_ADDRESSING}\" xmlns:u=\"{NS_WSU}\"><s:Header><a:Action s:mustUnderstand=\"1\">{action}</a:Action>{}{}{extra_header}</s:Header><s:Body xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\">{body}</s:Body></s:Envelope>",
-        activity_id(uuid::Uuid::new_v4()),
+        activity_id(random_uuid()),
         relates_to_header(relates_to),
     )
 }
@@ -379,6 +385,14 @@ pub fn user_token(req: &Request<'_, '_>) -> Result<String, Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_uuids_are_version_4_and_differ() {
+        let (a, b) = (random_uuid(), random_uuid());
+        assert_eq!(a.get_version(), Some(uuid::Version::Random));
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn nesting_scan_counts_only_real_elements() {

@@ -17,7 +17,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// is logged, never the query (the federated login page's carries the user's hint) nor
 /// headers (Authorization).
 pub async fn request_span(req: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = crate::soap::random_uuid().simple().to_string();
     let client = req
         .extensions()
         .get::<ClientAddr>()

@@ -1,4 +1,4 @@
-//! Host lookups on the writer's connection (every enrollment request makes one).
+//! Host lookups (every enrollment request makes one), on a reader connection.
 
 use rusqlite::{Connection, OptionalExtension};
 
