@@ -293,6 +293,7 @@ pub(super) async fn syncml_phase(
         acknowledged: 0,
         elapsed: Duration::ZERO,
         server_cpu: Duration::ZERO,
+        device_cpu: Duration::ZERO,
         database_cpu: None,
         resumptions_offered: 0,
     };
@@ -312,6 +313,7 @@ pub(super) async fn syncml_phase(
     let db_before = database_cpu(store).await;
     let offered_before = offered.load(Ordering::Relaxed);
     let cpu_before = server_cpu();
+    let process_before = process_cpu();
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for group in groups {
@@ -370,6 +372,9 @@ pub(super) async fn syncml_phase(
     }
     figure.elapsed = started.elapsed();
     figure.server_cpu = server_cpu().saturating_sub(cpu_before);
+    figure.device_cpu = process_cpu()
+        .saturating_sub(process_before)
+        .saturating_sub(figure.server_cpu);
     figure.resumptions_offered = offered.load(Ordering::Relaxed) - offered_before;
     if let (Some(before), Some(after)) = (db_before, database_cpu(store).await) {
         // A backend that started during the phase counts whole; one that ended is lost.

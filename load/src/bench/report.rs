@@ -16,6 +16,9 @@ pub struct SyncmlFigure {
     pub elapsed: Duration,
     /// CPU time of the server threads during the phase.
     pub server_cpu: Duration,
+    /// CPU time of the rest of the process during the phase: the emulated devices (and
+    /// the admin requests queueing their commands).
+    pub device_cpu: Duration,
     /// CPU time of the database's own processes during the phase (Postgres: the
     /// backends serving the benchmark's database), when it could be read.
     pub database_cpu: Option<Duration>,
@@ -39,6 +42,12 @@ impl SyncmlFigure {
     }
     pub fn server_cpu_us_per_session(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / (self.sessions.max(1) as f64)
+    }
+    pub fn device_cpu_us_per_msg(&self) -> f64 {
+        self.device_cpu.as_secs_f64() * 1e6 / (self.messages.max(1) as f64)
+    }
+    pub fn device_cpu_us_per_session(&self) -> f64 {
+        self.device_cpu.as_secs_f64() * 1e6 / (self.sessions.max(1) as f64)
     }
     /// Messages/s the server threads would sustain with every core (see [`capacity`]).
     pub fn capacity(&self, cores: usize) -> f64 {
@@ -179,6 +188,8 @@ impl BenchReport {
             },
             "syncml_sessions_new_connection": new.map(|s| s.sessions),
             "syncml_resumptions_offered_new_connection": new.map(|s| s.resumptions_offered),
+            "syncml_device_cpu_us_per_msg": sqlite.map(|s| r(s.device_cpu_us_per_msg())),
+            "syncml_device_cpu_us_per_session_new_connection": new.map(|s| r(s.device_cpu_us_per_session())),
             "syncml_server_cpu_us_per_msg_postgres": pg.map(|s| r(s.server_cpu_us_per_msg())),
             "syncml_database_cpu_us_per_msg_postgres": pg.and_then(SyncmlFigure::database_cpu_us_per_msg).map(r),
             "devices_checkin_resumptions": self.devices.checkin_resumptions,

@@ -117,6 +117,22 @@ impl Drop for ServerRuntime {
     }
 }
 
+/// CPU time so far of the whole process, every thread (ended ones included), from
+/// `/proc/self/stat` (user + system, clock ticks of 10 ms). Zero where /proc is missing.
+pub fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// CPU time so far of this process's server threads: the server runtime's workers and
 /// blocking threads, the SQLite writer and sqlx's SQLite workers
 /// (`/proc/self/task/*/schedstat`, nanoseconds on CPU). Zero where /proc is missing.

@@ -7,7 +7,7 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::management::answer;
+use super::management::{answer, Cert};
 use super::respond::{refuse, syncml_response};
 use crate::codec::digest::{chal_xml, parse_cred};
 use crate::paths::MANAGEMENT_PATH;
@@ -67,7 +67,14 @@ pub async fn session(state: &AppState, body: &str) -> Response {
     };
     match outcome {
         Outcome::Accepted { next_nonce } => {
-            answer(state, &msg, stamp, false, &chal_xml(&next_nonce)).await
+            answer(
+                state,
+                &msg,
+                stamp,
+                Cert::Checked(false),
+                &chal_xml(&next_nonce),
+            )
+            .await
         }
         Outcome::Challenge { code, next_nonce } => {
             tracing::info!(%device_id, code, "management message challenged (digest)");

@@ -20,7 +20,7 @@ use crate::error::ServerError;
 use crate::model::EnrollmentState;
 use crate::model::ReplayStamp;
 use crate::paths::MANAGEMENT_PATH;
-use crate::protocol::management::{check_header, Answered, Exchange, Read, Refusal};
+use crate::protocol::management::{check_header, not_active, Answered, Exchange, Read, Refusal};
 use crate::protocol::reassembly::{self, sends_chunks, Snapshot};
 use crate::protocol::replay;
 use crate::state::{AppState, PeerCertificate};
@@ -50,31 +50,38 @@ pub async fn session(
         Some(Err(e)) => return refuse(StatusCode::FORBIDDEN, &e.to_string()),
         Some(Ok(c)) => c.serial.as_str(),
     };
-    let identity = match state.store.cert_identity(serial).await {
-        Ok(Some(i)) if i.enrollment_state.is_active() => i,
-        Ok(_) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "client certificate does not belong to an active enrollment",
-            )
+    let msg = crate::soap::parse_xml(&body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e))
+        .and_then(|doc| {
+            syncml::parse_client_message(&doc)
+                .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid SyncML: {e}")))
+        });
+    // A well-formed message that sends no large-object chunk (nothing to read before it
+    // is stored) has its certificate's enrollment checked in its own transaction: one
+    // trip to the store. Any other is checked first, as the refusals come in this
+    // order: certificate, then body, then header.
+    if let Ok(msg) = &msg {
+        if check_header(&msg.hdr, &msg.hdr.source).is_ok() && !sends_chunks(msg) {
+            let stamp = replay::stamp(&msg.hdr.source, &msg.hdr.session_id, &msg.hdr.msg_id, &body);
+            return answer(&state, msg, stamp, Cert::Unchecked(serial.to_string()), "").await;
         }
+    }
+    let identity = match state.store.cert_identity(serial).await {
+        Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "management: storage failure");
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
         }
     };
-    let doc = match crate::soap::parse_xml(&body) {
-        Ok(d) => d,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
+    let Some(identity) = identity.filter(|i| i.enrollment_state.is_active()) else {
+        return refused(not_active());
     };
-    let msg = match syncml::parse_client_message(&doc) {
+    let msg = match msg {
         Ok(m) => m,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("invalid SyncML: {e}")),
+        Err((status, why)) => return refuse(status, &why),
     };
-    match check_header(&msg.hdr, &identity.device_id) {
-        Ok(()) => {}
-        Err(Refusal::Forbidden(why)) => return refuse(StatusCode::FORBIDDEN, why),
-        Err(Refusal::BadRequest(why)) => return refuse(StatusCode::BAD_REQUEST, why),
+    if let Err(r) = check_header(&msg.hdr, &identity.device_id) {
+        return refused(r);
     }
     let stamp = replay::stamp(
         &identity.device_id,
@@ -82,7 +89,22 @@ pub async fn session(
         &msg.hdr.msg_id,
         &body,
     );
-    answer(&state, &msg, stamp, identity.current, "").await
+    answer(&state, &msg, stamp, Cert::Checked(identity.current), "").await
+}
+
+/// The HTTP answer to a refusal.
+fn refused(r: Refusal) -> Response {
+    match r {
+        Refusal::Forbidden(why) => refuse(StatusCode::FORBIDDEN, why),
+        Refusal::BadRequest(why) => refuse(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+/// The client certificate of a message: checked already (whether it is the device's
+/// current one), or its serial, to check in the message's transaction.
+pub(super) enum Cert {
+    Checked(bool),
+    Unchecked(String),
 }
 
 /// Processes an authenticated device's message and answers it (`chal`: the SyncHdr
@@ -93,13 +115,13 @@ pub(super) async fn answer(
     state: &AppState,
     msg: &syncml::ClientMessage,
     stamp: ReplayStamp,
-    current_cert: bool,
+    cert: Cert,
     chal: &str,
 ) -> Response {
     let device_id = stamp.device_id.clone();
     // A message that could not be stored is answered 500 and not recorded: the device
     // sends the package again instead of dropping its answers.
-    match process(state, msg, stamp, current_cert, chal).await {
+    match process(state, msg, stamp, cert, chal).await {
         Ok(Recorded::Stored(xml)) => {
             metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "answered")
                 .increment(1);
@@ -125,6 +147,7 @@ pub(super) async fn answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "large objects changed while the message was read; send it again",
         ),
+        Ok(Recorded::Refused(r)) => refused(r),
         Err(e) => {
             metrics::counter!(crate::telemetry::OMADM_MESSAGES, "outcome" => "failed").increment(1);
             tracing::error!(%device_id, error = %e, "could not store the device's message");
@@ -142,7 +165,7 @@ async fn record(
     state: &AppState,
     msg: &syncml::ClientMessage,
     stamp: &ReplayStamp,
-    current_cert: bool,
+    cert: &Cert,
     chal: &str,
     snapshot: bool,
 ) -> Result<Recorded<(Answered, bool)>, ServerError> {
@@ -168,6 +191,11 @@ async fn record(
             exchange.read(cmd, device_id, &chunks, Some(sent.as_ref()));
         }
     }
+    // An unchecked certificate's currency is set where it is checked, in the store.
+    let (current_cert, cert_serial) = match cert {
+        Cert::Checked(current) => (*current, None),
+        Cert::Unchecked(serial) => (false, Some(serial.clone())),
+    };
     let work = exchange.work(
         device_id,
         current_cert,
@@ -182,15 +210,21 @@ async fn record(
     crate::crash::point("management.before_store");
     let recorded = state
         .store
-        .record_session_message(work, ops, unread, stamp.clone(), move |outcome| {
-            let foreign = outcome.answered.iter().any(Option::is_none);
-            let answered = reply.answer(delivery, outcome);
-            let xml = match &answered {
-                Answered::Done { xml, .. } => Some(xml.clone()),
-                Answered::AdvanceProfiles(..) => None,
-            };
-            ((answered, foreign), xml)
-        })
+        .record_session_message(
+            work,
+            (ops, unread),
+            stamp.clone(),
+            cert_serial,
+            move |outcome| {
+                let foreign = outcome.answered.iter().any(Option::is_none);
+                let answered = reply.answer(delivery, outcome);
+                let xml = match &answered {
+                    Answered::Done { xml, .. } => Some(xml.clone()),
+                    Answered::AdvanceProfiles(..) => None,
+                };
+                ((answered, foreign), xml)
+            },
+        )
         .await?;
     crate::crash::point("management.after_store");
     Ok(recorded)
@@ -202,22 +236,23 @@ async fn process(
     state: &AppState,
     msg: &syncml::ClientMessage,
     stamp: ReplayStamp,
-    current_cert: bool,
+    cert: Cert,
     chal: &str,
 ) -> Result<Recorded<String>, ServerError> {
     let device_id = stamp.device_id.as_str();
     // Large objects are read first only for a message sending chunks; plain Results
     // are checked to complete none in the message's transaction (no extra round trip),
     // and read again against the objects in the rare case one does.
-    let mut recorded = record(state, msg, &stamp, current_cert, chal, sends_chunks(msg)).await?;
+    let mut recorded = record(state, msg, &stamp, &cert, chal, sends_chunks(msg)).await?;
     if let Recorded::Unread = recorded {
-        recorded = record(state, msg, &stamp, current_cert, chal, true).await?;
+        recorded = record(state, msg, &stamp, &cert, chal, true).await?;
     }
     let (answered, foreign) = match recorded {
         Recorded::Stored(a) => a,
         Recorded::Repeat(xml) => return Ok(Recorded::Repeat(xml)),
         Recorded::Conflict => return Ok(Recorded::Conflict),
         Recorded::Unread => return Ok(Recorded::Unread),
+        Recorded::Refused(r) => return Ok(Recorded::Refused(r)),
     };
     if foreign {
         tracing::debug!(%device_id, "response to a command not from the queue");

@@ -7,8 +7,8 @@ use quick_xml::escape::escape;
 
 use super::reassembly::{self, ChunkKey, ChunkOp, ChunkView, Pending};
 use crate::model::{
-    Delivery, MessageOutcome, MessageWork, QueuedCommand, ResponseKind, ResponseRecord,
-    SentCommand, Verb,
+    CertIdentity, Delivery, MessageOutcome, MessageWork, QueuedCommand, ResponseKind,
+    ResponseRecord, SentCommand, Verb,
 };
 use crate::syncml::{self, ClientCommand, ClientMessage, ResultItem, ServerMessage, SyncHdr};
 
@@ -21,13 +21,36 @@ pub enum Refusal {
     BadRequest(&'static str),
 }
 
+const NOT_ACTIVE: &str = "client certificate does not belong to an active enrollment";
+const SOURCE_MISMATCH: &str =
+    "SyncHdr Source LocURI does not match the DeviceID the client certificate was issued to";
+
+/// Who a client certificate lets send a message as `device_id`: its active enrollment
+/// of that DeviceID. Returns whether the certificate is the device's current one (not
+/// one replaced by a renewal, in its grace period).
+pub fn authorise(identity: Option<&CertIdentity>, device_id: &str) -> Result<bool, Refusal> {
+    match identity {
+        Some(i) if i.enrollment_state.is_active() => {
+            if i.device_id == device_id {
+                Ok(i.current)
+            } else {
+                Err(Refusal::Forbidden(SOURCE_MISMATCH))
+            }
+        }
+        _ => Err(Refusal::Forbidden(NOT_ACTIVE)),
+    }
+}
+
+/// The refusal of a certificate that names no active enrollment.
+pub fn not_active() -> Refusal {
+    Refusal::Forbidden(NOT_ACTIVE)
+}
+
 /// Checks the SyncHdr of an authenticated device's message: it must come from the
 /// DeviceID the client certificate was issued to, in OMA-DM 1.2.
 pub fn check_header(hdr: &SyncHdr, device_id: &str) -> Result<(), Refusal> {
     if hdr.source != device_id {
-        return Err(Refusal::Forbidden(
-            "SyncHdr Source LocURI does not match the DeviceID the client certificate was issued to",
-        ));
+        return Err(Refusal::Forbidden(SOURCE_MISMATCH));
     }
     if hdr.ver_proto != "DM/1.2" || hdr.ver_dtd != "1.2" {
         return Err(Refusal::BadRequest("only SyncML 1.2 / DM/1.2 is supported"));

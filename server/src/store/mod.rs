@@ -364,6 +364,17 @@ impl Store {
         device_ids: &[String],
         cmd: NewCommand<'_>,
     ) -> Result<String, ServerError> {
+        if let Some(w) = self.writer() {
+            let command_uuid = uuid::Uuid::new_v4().to_string();
+            let (id, ids) = (command_uuid.clone(), device_ids.to_vec());
+            let (verb, target, body) = (cmd.verb, cmd.target.to_string(), cmd.body_xml.to_string());
+            let created_at = crate::clock::now();
+            w.run(move |c| {
+                sqlite::queue::enqueue(c, &id, &ids, (verb, &target, &body), &created_at)
+            })
+            .await?;
+            return Ok(command_uuid);
+        }
         let mut tx = self.begin_write().await?;
         let id = portable::commands::enqueue(&mut tx, device_ids, cmd).await?;
         tx.commit().await?;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use super::{postgres, sqlite, Store};
 use crate::error::ServerError;
 use crate::model::{MessageOutcome, MessageWork, ReplayStamp, StoredReplay};
+use crate::protocol::management::{authorise, Refusal};
 use crate::protocol::reassembly::{micros_now, ChunkKey, ChunkOp, Entry, Snapshot, Write};
 use crate::protocol::replay::SESSION_TTL_SECS;
 
@@ -26,6 +27,9 @@ pub enum Recorded<R> {
     /// Nothing stored: one of the objects its Results were read as complete (without a
     /// snapshot) is being reassembled. Read it again against [`Store::chunk_snapshot`].
     Unread,
+    /// Nothing stored: the client certificate checked with the message names no active
+    /// enrollment of its device.
+    Refused(Refusal),
 }
 
 /// Statements both backends run as they are.
@@ -133,12 +137,16 @@ impl Store {
     /// `unread`: objects the message's Results were read as not being reassembled,
     /// without a snapshot (which costs a round trip); checked here, in the transaction
     /// ([`Recorded::Unread`] when one is).
+    /// `cert_serial`: a client certificate not checked yet, checked first
+    /// ([`authorise`]: an active enrollment of the message's device, which also tells
+    /// whether it is the current certificate); on SQLite in the same job, so a message
+    /// costs one trip to the writer thread ([`Recorded::Refused`] when it does not).
     pub async fn record_session_message<R, F>(
         &self,
-        work: MessageWork,
-        chunk_ops: Vec<ChunkOp>,
-        unread: Vec<ChunkKey>,
+        mut work: MessageWork,
+        (chunk_ops, unread): (Vec<ChunkOp>, Vec<ChunkKey>),
         stamp: ReplayStamp,
+        cert_serial: Option<String>,
         answer: F,
     ) -> Result<Recorded<R>, ServerError>
     where
@@ -149,9 +157,23 @@ impl Store {
         if let Some(w) = self.writer() {
             return w
                 .run(move |c| {
+                    if let Some(serial) = cert_serial {
+                        let identity = sqlite::message::cert_identity(c, &serial)?;
+                        match authorise(identity.as_ref(), &work.device_id) {
+                            Ok(current) => work.current_cert = current,
+                            Err(r) => return Ok(Recorded::Refused(r)),
+                        }
+                    }
                     sqlite::session::record(c, work, (chunk_ops, &unread), &stamp, answer, sweep)
                 })
                 .await;
+        }
+        if let Some(serial) = cert_serial {
+            let identity = postgres::message::cert_identity(&self.pool, &serial).await?;
+            match authorise(identity.as_ref(), &work.device_id) {
+                Ok(current) => work.current_cert = current,
+                Err(r) => return Ok(Recorded::Refused(r)),
+            }
         }
         postgres::session::record(
             &self.pool,

@@ -50,6 +50,28 @@ fn the_header_must_name_the_certificates_device_in_dm_1_2() {
 }
 
 #[test]
+fn only_an_active_enrollment_of_the_messages_device_authorises_it() {
+    use crate::model::{CertIdentity, EnrollmentState};
+    let identity = |state, current| CertIdentity {
+        device_id: DEVICE.into(),
+        enrollment_state: state,
+        current,
+    };
+    let enrolled = identity(EnrollmentState::Enrolled, true);
+    assert_eq!(authorise(Some(&enrolled), DEVICE), Ok(true));
+    let retiring = identity(EnrollmentState::UnenrollPending, false);
+    assert_eq!(authorise(Some(&retiring), DEVICE), Ok(false));
+    assert_eq!(
+        authorise(Some(&enrolled), "OTHER").err(),
+        check_header(&message("", true).hdr, "OTHER").err(),
+        "the same refusal as a header naming another device"
+    );
+    let gone = identity(EnrollmentState::Unenrolled, true);
+    assert_eq!(authorise(Some(&gone), DEVICE), Err(not_active()));
+    assert_eq!(authorise(None, DEVICE), Err(not_active()));
+}
+
+#[test]
 fn statuses_are_stored_and_client_commands_answered() {
     let msg = message(
         "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>abc</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>\

@@ -6,6 +6,7 @@
 pub mod enroll;
 pub mod hosts;
 pub mod message;
+pub mod queue;
 pub mod readers;
 pub mod session;
 pub mod writer;

@@ -52,6 +52,13 @@ impl Writer {
         .map_err(db_error)?;
         conn.execute_batch(&super::pragmas(synchronous))
             .map_err(db_error)?;
+        // Each job's SAVEPOINT copies the pages it first changes to a sub-journal, kept
+        // in memory only up to 64 KiB by default and then written to a temporary file
+        // (a `pwrite` per page, about a seventh of this thread's time in a profile of
+        // phase (c)). The sub-journal only undoes a job within the open transaction
+        // (crash recovery is the WAL's), so memory loses nothing.
+        conn.execute_batch("PRAGMA temp_store = MEMORY")
+            .map_err(db_error)?;
         conn.set_prepared_statement_cache_capacity(64);
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
