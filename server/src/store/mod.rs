@@ -60,9 +60,6 @@ pub struct Store {
     backend: Backend,
     /// SQLite on a file: the writer thread for the per-message and enrollment work.
     writer: Option<std::sync::Arc<sqlite::writer::Writer>>,
-    /// SQLite on a file: connections for the enrollment lookups, read on the caller's
-    /// thread.
-    readers: Option<std::sync::Arc<sqlite::readers::Readers>>,
 }
 
 impl Store {
@@ -117,7 +114,6 @@ impl Store {
             pool,
             backend,
             writer: None,
-            readers: None,
         };
         migrate::migrate(&store).await?;
         if let Some(path) = file {
@@ -125,7 +121,6 @@ impl Store {
                 &path,
                 synchronous,
             )?));
-            store.readers = Some(std::sync::Arc::new(sqlite::readers::Readers::new(&path)));
         }
         Ok(store)
     }
@@ -196,8 +191,11 @@ impl Store {
 
     /// The host owning a node key (looked up by its hash).
     pub async fn host_by_node_key_hash(&self, hash: &str) -> Result<Option<Host>, ServerError> {
-        if let Some(r) = &self.readers {
-            return r.read(|c| sqlite::hosts::by_node_key_hash(c, hash));
+        if let Some(w) = self.writer() {
+            let hash = hash.to_string();
+            return w
+                .read(move |c| sqlite::hosts::by_node_key_hash(c, &hash))
+                .await;
         }
         portable::hosts::by_node_key_hash(&self.pool, hash).await
     }
@@ -243,8 +241,9 @@ impl Store {
         &self,
         e: &EnrollClaim,
     ) -> Result<Option<EnrollConflict>, ServerError> {
-        if let Some(r) = &self.readers {
-            return r.read(|c| sqlite::enroll::conflict(c, e));
+        if let Some(w) = self.writer() {
+            let e = e.clone();
+            return w.read(move |c| sqlite::enroll::conflict(c, &e)).await;
         }
         let mut conn = self.pool.acquire().await?;
         portable::enrollments::conflict_on(&mut conn, e).await

@@ -1,4 +1,4 @@
-//! An MS-WSTEP Issue request: the one-device rules (read before signing, on a reader), and the
+//! An MS-WSTEP Issue request on the writer's connection: the one-device rules, and the
 //! record, which checks the rules again in the same transaction as its writes, so two
 //! requests racing with one token or one key cannot both enroll.
 

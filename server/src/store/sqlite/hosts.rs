@@ -1,4 +1,4 @@
-//! Host lookups (every enrollment request makes one), on a reader connection.
+//! Host lookups on the writer's connection (every enrollment request makes one).
 
 use rusqlite::{Connection, OptionalExtension};
 

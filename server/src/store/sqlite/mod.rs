@@ -7,7 +7,6 @@ pub mod enroll;
 pub mod hosts;
 pub mod message;
 pub mod queue;
-pub mod readers;
 pub mod session;
 pub mod writer;
 
