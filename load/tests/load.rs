@@ -8,19 +8,7 @@ use winmdm_load::{keypool, stats};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_load_enrolls_and_checks_in_every_device() {
     let pool = tempfile::tempdir().expect("temp dir");
-    let e = winmdm::embedded::start().await.expect("embedded server");
-    let opts = LoadOptions {
-        devices: 5,
-        concurrency: 4,
-        duration: Duration::from_secs(3),
-        time_scale: 14_400.0,
-        key_pool_dir: pool.path().to_path_buf(),
-        checkin_once: false,
-        progress: false,
-        timeline: false,
-    };
-    let report = load::run(&e.target, &opts).await.expect("load run");
-    e.control.shutdown().await;
+    let report = run_embedded(pool.path(), 5, 4, 3).await;
     assert_eq!(report.stats.errors, Default::default(), "errors by kind");
     assert_eq!(report.enrolled, 5);
     assert_eq!(report.devices_checked_in, 5);
@@ -50,24 +38,35 @@ async fn small_load_enrolls_and_checks_in_every_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returning_devices_resume_their_tls_session() {
     let pool = tempfile::tempdir().expect("temp dir");
+    let report = run_embedded(pool.path(), 3, 3, 2).await;
+    assert_eq!(report.stats.errors, Default::default(), "errors by kind");
+    assert_eq!(report.devices_checked_in, 3);
+    assert!(report.checkins >= 6, "{} check-ins", report.checkins);
+    assert_eq!(report.checkin_full_handshakes, 3, "one per device");
+    assert_eq!(report.checkin_resumptions, report.checkins - 3);
+}
+
+/// A load run of `devices` against an embedded server, on the compressed poll schedule.
+async fn run_embedded(
+    key_pool: &std::path::Path,
+    devices: usize,
+    concurrency: usize,
+    secs: u64,
+) -> load::LoadReport {
     let e = winmdm::embedded::start().await.expect("embedded server");
     let opts = LoadOptions {
-        devices: 3,
-        concurrency: 3,
-        duration: Duration::from_secs(2),
+        devices,
+        concurrency,
+        duration: Duration::from_secs(secs),
         time_scale: 14_400.0,
-        key_pool_dir: pool.path().to_path_buf(),
+        key_pool_dir: key_pool.to_path_buf(),
         checkin_once: false,
         progress: false,
         timeline: false,
     };
     let report = load::run(&e.target, &opts).await.expect("load run");
     e.control.shutdown().await;
-    assert_eq!(report.stats.errors, Default::default(), "errors by kind");
-    assert_eq!(report.devices_checked_in, 3);
-    assert!(report.checkins >= 6, "{} check-ins", report.checkins);
-    assert_eq!(report.checkin_full_handshakes, 3, "one per device");
-    assert_eq!(report.checkin_resumptions, report.checkins - 3);
+    report
 }
 
 #[test]
