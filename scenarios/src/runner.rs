@@ -91,41 +91,39 @@ pub async fn run_scenario(target: &Target, scenario: &Scenario) -> ScenarioOutco
     {
         return in_mode(target, scenario, mode).await;
     }
-    if scenario.server == crate::scenario::ServerKind::Process && target.control.is_some() {
+    let kind = scenario.server;
+    if kind != crate::scenario::ServerKind::Shared && target.control.is_some() {
         let Some(exe) = target.serve_exe.clone() else {
             return setup_failure(
                 scenario,
                 "this scenario needs the server as a process: no winmdm executable to run `winmdm serve` with".into(),
             );
         };
-        return match crate::embedded::start_process(exe).await {
-            Ok(mut e) => {
-                e.target.lacking = target.lacking.clone();
-                let outcome = run_on(&e.target, scenario).await;
-                e.control.shutdown().await;
-                outcome
-            }
-            Err(e) => setup_failure(scenario, e),
+        let started = match kind {
+            crate::scenario::ServerKind::Replicas => crate::embedded::start_replicas(exe, 2).await,
+            _ => crate::embedded::start_process(exe).await,
         };
-    }
-    if scenario.server == crate::scenario::ServerKind::Replicas && target.control.is_some() {
-        let Some(exe) = target.serve_exe.clone() else {
-            return setup_failure(
-                scenario,
-                "this scenario needs the server as a process: no winmdm executable to run `winmdm serve` with".into(),
-            );
-        };
-        return match crate::embedded::start_replicas(exe, 2).await {
-            Ok(mut e) => {
-                e.target.lacking = target.lacking.clone();
-                let outcome = run_on(&e.target, scenario).await;
-                e.control.shutdown().await;
-                outcome
-            }
-            Err(e) => setup_failure(scenario, e),
-        };
+        return on_own_server(target, scenario, started).await;
     }
     run_on(target, scenario).await
+}
+
+/// Runs the scenario on the server started for it (with the target's lacking
+/// capabilities), then stops that server.
+async fn on_own_server(
+    target: &Target,
+    scenario: &Scenario,
+    started: Result<crate::embedded::Embedded, String>,
+) -> ScenarioOutcome {
+    match started {
+        Ok(mut e) => {
+            e.target.lacking = target.lacking.clone();
+            let outcome = run_on(&e.target, scenario).await;
+            e.control.shutdown().await;
+            outcome
+        }
+        Err(e) => setup_failure(scenario, e),
+    }
 }
 
 /// A scenario written for another management authentication than the target's: on
@@ -152,15 +150,8 @@ async fn in_mode(
                 .into(),
         );
     }
-    match crate::embedded::start_in_mode(target.serve_exe.clone(), mode).await {
-        Ok(mut e) => {
-            e.target.lacking = target.lacking.clone();
-            let outcome = run_on(&e.target, scenario).await;
-            e.control.shutdown().await;
-            outcome
-        }
-        Err(e) => setup_failure(scenario, e),
-    }
+    let started = crate::embedded::start_in_mode(target.serve_exe.clone(), mode).await;
+    on_own_server(target, scenario, started).await
 }
 
 /// A scenario that cannot run against this target, skipped with the reason.
