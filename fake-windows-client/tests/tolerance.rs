@@ -285,6 +285,11 @@ fn checks(w: &[Warning]) -> Vec<&'static str> {
 
 /// A device enrolled with a management address on `url`, using the standard document.
 fn enrolled(ca: &TestCa, url: &str) -> Device {
+    enrolled_with_cert(ca, url).0
+}
+
+/// As [`enrolled`], with the client certificate (DER) the device was issued.
+fn enrolled_with_cert(ca: &TestCa, url: &str) -> (Device, Vec<u8>) {
     let mut d = new_device();
     let client = ca.client_cert(d.device_id(), &d.public_key_der().expect("spki"));
     let addr = format!("{url}/ManagementServer/MDM.svc");
@@ -294,7 +299,7 @@ fn enrolled(ca: &TestCa, url: &str) -> Device {
         d.take_warnings().is_empty(),
         "the standard document is clean"
     );
-    d
+    (d, client)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -481,11 +486,7 @@ async fn the_next_session_resumes_the_tls_session_of_the_last() {
         Arc::new(|_, body| (syncml_ct(), answer(body, true, ""))),
     )
     .await;
-    let mut d = new_device();
-    let client = ca.client_cert(d.device_id(), &d.public_key_der().expect("spki"));
-    let addr = format!("{url}/ManagementServer/MDM.svc");
-    let xml = provisioning_xml(&params(&ca, &client, &d, &addr));
-    apply(&mut d, &xml).expect("applies");
+    let (mut d, client) = enrolled_with_cert(&ca, &url);
     d.sync().await.expect("first session");
     d.sync().await.expect("second session");
     let (kinds, certs) = seen
