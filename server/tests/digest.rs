@@ -113,21 +113,6 @@ fn hdr_status(xml: &str) -> (String, Option<String>) {
     (code, nonce)
 }
 
-async fn queue_get(s: &TestServer) -> String {
-    let q = s
-        .send_admin(
-            "POST",
-            &format!("/api/v1/devices/{DEVICE}/commands"),
-            r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
-        )
-        .await;
-    assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
-    serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn a_device_authenticated_by_digest_runs_a_queued_command() {
     let s = server_in(ManagementAuth::Digest).await;
@@ -148,7 +133,7 @@ async fn a_device_authenticated_by_digest_runs_a_queued_command() {
         stored.credential_hash,
         B64.encode(Md5::digest(format!("{DEVICE}:{}", c.secret).as_bytes()))
     );
-    let id = queue_get(&s).await;
+    let id = s.queue_get(DEVICE).await;
 
     // Package 1 without credentials: challenged, nothing delivered.
     let r = post(&s, message(DEVICE, 7, 1, "", PKG1), None).await;
@@ -217,7 +202,7 @@ async fn a_device_authenticated_by_digest_runs_a_queued_command() {
 async fn a_wrong_secret_is_refused_with_a_challenge_and_nothing_is_stored() {
     let s = server_in(ManagementAuth::Digest).await;
     let (_, c) = enroll(&s).await;
-    let id = queue_get(&s).await;
+    let id = s.queue_get(DEVICE).await;
     let wrong = cred(&digest(&c.name, "not-the-secret", &c.nonce));
     let answer = format!(
         "<Status><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>{id}</CmdRef><Cmd>Get</Cmd><Data>200</Data></Status>"

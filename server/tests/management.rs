@@ -104,18 +104,7 @@ async fn malformed_syncml_is_400() {
 async fn queued_command_is_delivered_once_and_its_result_stored() {
     let s = server().await;
     let cert = enrolled(&s).await;
-    let q = s
-        .send_admin(
-            "POST",
-            &format!("/api/v1/devices/{DEVICE}/commands"),
-            r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
-        )
-        .await;
-    assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
-    let id = serde_json::from_str::<serde_json::Value>(&q.body).unwrap()["command_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = s.queue_get(DEVICE).await;
 
     let r = post_syncml(&s, message(DEVICE, 1, PKG1), Some(cert.clone())).await;
     assert_eq!(r.status, StatusCode::OK);

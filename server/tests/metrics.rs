@@ -82,14 +82,7 @@ async fn metrics_count_the_traffic_and_read_states_from_the_store() {
     let bad = rst_request(&format!("{key}x"), &hand_csr(&rsa, b"d", false), "OTHER");
     let r = s.soap("/api/mdm/microsoft/enroll", bad).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
-    let q = s
-        .send_admin(
-            "POST",
-            &format!("/api/v1/devices/{DEVICE}/commands"),
-            r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
-        )
-        .await;
-    assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
+    s.queue_get(DEVICE).await;
     let queued = scrape(&s).await;
     let pkg1 = "<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>";
     let r = s

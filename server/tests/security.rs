@@ -179,14 +179,7 @@ async fn resent_message_is_answered_once_and_msgid_reuse_is_refused() {
     let (_, body) = enroll(&s, DEVICE, &rsa).await;
     let cert = client_cert(&body);
 
-    let q = s
-        .send_admin(
-            "POST",
-            &format!("/api/v1/devices/{DEVICE}/commands"),
-            r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
-        )
-        .await;
-    assert_eq!(q.status, StatusCode::CREATED);
+    s.queue_get(DEVICE).await;
     let msg = |body: &str| {
         format!(
             r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>5</SessionID><MsgID>1</MsgID><Target><LocURI>x</LocURI></Target><Source><LocURI>{DEVICE}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#

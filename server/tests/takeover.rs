@@ -49,22 +49,6 @@ fn session(device: &str, session_id: u32) -> String {
     )
 }
 
-/// Queues a Get for the device; returns the command ID.
-async fn queue_get(s: &TestServer, device: &str) -> String {
-    let r = s
-        .send_admin(
-            "POST",
-            &format!("/api/v1/devices/{device}/commands"),
-            r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    serde_json::from_str::<serde_json::Value>(&r.body).expect("json")["command_id"]
-        .as_str()
-        .expect("command_id")
-        .to_string()
-}
-
 /// The enrollment of `device` as the admin API lists it.
 async fn device_row(s: &TestServer, device: &str) -> serde_json::Value {
     let r = s.send_admin("GET", "/api/v1/devices", "").await;
@@ -120,7 +104,7 @@ async fn a_second_orbit_host_cannot_take_over_an_enrolled_device_id() {
     let r = enroll_with_node_key(&s, &victim_key, VICTIM).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let cert = client_cert(&r.body);
-    let command_id = queue_get(&s, VICTIM).await;
+    let command_id = s.queue_get(VICTIM).await;
     let before = device_row(&s, VICTIM).await;
 
     let attacker_key = orbit_node_key(&s, "hw-attacker").await;
@@ -139,7 +123,7 @@ async fn an_enrollment_user_cannot_take_over_a_device_id() {
     let r = enroll_as_user(&s, "alice", "wonderland", VICTIM).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let cert = client_cert(&r.body);
-    let command_id = queue_get(&s, VICTIM).await;
+    let command_id = s.queue_get(VICTIM).await;
     let before = device_row(&s, VICTIM).await;
     assert_takeover_refused(&enroll_as_user(&s, "mallory", "evil", VICTIM).await);
     let orbit = orbit_node_key(&s, "hw-attacker").await;
@@ -163,7 +147,7 @@ async fn an_orbit_agent_cannot_claim_an_enrollment_users_host() {
     let r = enroll_as_user(&s, "alice", "wonderland", VICTIM).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let cert = client_cert(&r.body);
-    let command_id = queue_get(&s, VICTIM).await;
+    let command_id = s.queue_get(VICTIM).await;
     let before = device_row(&s, VICTIM).await;
     // `user:alice` is the key of alice's host: an agent claiming it would get a node
     // key for that host, and with it alice's devices.

@@ -268,6 +268,23 @@ pub fn hand_csr(key: &rsa::RsaPrivateKey, cn: &[u8], oiw_sha1: bool) -> Vec<u8> 
 }
 
 impl TestServer {
+    /// Queues a Get of ./DevDetail/SwV for `device` through the admin API; returns the
+    /// command ID.
+    pub async fn queue_get(&self, device: &str) -> String {
+        let r = self
+            .send_admin(
+                "POST",
+                &format!("/api/v1/devices/{device}/commands"),
+                r#"{"verb":"Get","target":"./DevDetail/SwV"}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).expect("json")["command_id"]
+            .as_str()
+            .expect("command_id")
+            .to_string()
+    }
+
     /// An admin API call with the test bearer token.
     pub async fn send_admin(&self, method: &str, path: &str, body: &str) -> Reply {
         let mut req = Request::builder()
