@@ -74,7 +74,9 @@ impl CheckinState {
     ) -> Result<CheckinReport, ClientError> {
         self.session_counter = self.session_counter.saturating_add(1);
         let session_id = self.session_counter.to_string();
-        let url = syncml::with_management_query(management_url);
+        // Parsed once per session, not per message.
+        let url = reqwest::Url::parse(&syncml::with_management_query(management_url))
+            .map_err(|e| ClientError::invalid(STEP, format!("management URL: {e}")))?;
         let builtins = profile.builtins(&self.device_id);
         let mut nodes = NodeStore::default();
         let mut session = ManagementSession::new(&session_id, management_url, &self.device_id);
@@ -89,7 +91,7 @@ impl CheckinState {
             }
             let started = Instant::now();
             let resp = client
-                .post(&url)
+                .post(url.clone())
                 .header("Content-Type", syncml::CONTENT_TYPE)
                 .header("User-Agent", syncml::USER_AGENT)
                 .header("Accept-Charset", "UTF-8")

@@ -36,6 +36,8 @@ pub struct ClientCommand {
     pub data: Option<String>,
     /// The element's XML as received.
     pub xml: String,
+    /// A Results command's Items, read with the message (empty for other commands).
+    pub items: Vec<ResultItem>,
 }
 
 /// One Item of a Results command.
@@ -56,27 +58,25 @@ impl ClientCommand {
     }
 
     /// The Items of a Results command.
-    pub fn result_items(&self) -> Vec<ResultItem> {
-        let wrapped = format!("<SyncBody xmlns=\"{NS_SYNCML}\">{}</SyncBody>", self.xml);
-        let Ok(doc) = roxmltree::Document::parse(&wrapped) else {
-            return Vec::new();
-        };
-        let Some(cmd) = doc.root_element().first_element_child() else {
-            return Vec::new();
-        };
-        cmd.children()
-            .filter(|c| c.is_element() && c.tag_name().name() == "Item")
-            .map(|item| ResultItem {
-                loc_uri: loc_uri(item, "Source").unwrap_or_default(),
-                meta_xml: child(item, "Meta").map(|m| wrapped[m.range()].to_string()),
-                data: child(item, "Data")
-                    .and_then(|d| d.text())
-                    .unwrap_or("")
-                    .to_string(),
-                more_data: child(item, "MoreData").is_some(),
-            })
-            .collect()
+    pub fn result_items(&self) -> &[ResultItem] {
+        &self.items
     }
+}
+
+/// The Items of a command element (read once, with the message).
+fn items(cmd: roxmltree::Node<'_, '_>, input: &str) -> Vec<ResultItem> {
+    cmd.children()
+        .filter(|c| c.is_element() && c.tag_name().name() == "Item")
+        .map(|item| ResultItem {
+            loc_uri: loc_uri(item, "Source").unwrap_or_default(),
+            meta_xml: child(item, "Meta").map(|m| input[m.range()].to_string()),
+            data: child(item, "Data")
+                .and_then(|d| d.text())
+                .unwrap_or("")
+                .to_string(),
+            more_data: child(item, "MoreData").is_some(),
+        })
+        .collect()
 }
 
 /// A parsed client message.
@@ -136,7 +136,13 @@ pub fn parse_client_message(doc: &roxmltree::Document<'_>) -> Result<ClientMessa
             continue;
         }
         let cmd_id = child_text(c, "CmdID").ok_or(format!("{verb} without CmdID"))?;
+        let items = if verb == "Results" {
+            items(c, doc.input_text())
+        } else {
+            Vec::new()
+        };
         commands.push(ClientCommand {
+            items,
             cmd_ref: child_text(c, "CmdRef"),
             msg_ref: child_text(c, "MsgRef"),
             cmd: child_text(c, "Cmd"),

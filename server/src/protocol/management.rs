@@ -3,6 +3,8 @@
 //! [`Exchange`], fetches what the exchange asks for, stores the [`MessageWork`] it
 //! returns and lets it finish the reply from what storing found.
 
+use std::borrow::Cow;
+
 use quick_xml::escape::escape;
 
 use super::reassembly::{self, ChunkKey, ChunkOp, ChunkView, Pending};
@@ -143,7 +145,8 @@ impl<'m> Exchange<'m> {
             // Status answers one of our commands; it is not itself acknowledged.
             Some(Verb::Status) => {
                 if let Some(cmd_ref) = cmd.cmd_ref.as_deref().filter(|r| *r != "0") {
-                    self.responses.push(response_record(cmd_ref, cmd));
+                    self.responses
+                        .push(response_record(cmd_ref, cmd, cmd.xml.clone()));
                 }
             }
             Some(Verb::Alert) if is_unenroll_alert(cmd) => {
@@ -156,8 +159,9 @@ impl<'m> Exchange<'m> {
                     Ok(v) => v,
                     Err(command_uuid) => return Read::NeedsSentCommand(command_uuid),
                 };
-                if let (Some(cmd_ref), Some(whole)) = (cmd.cmd_ref.as_deref(), store) {
-                    self.responses.push(response_record(cmd_ref, &whole));
+                if let (Some(cmd_ref), Some(xml)) = (cmd.cmd_ref.as_deref(), store) {
+                    self.responses
+                        .push(response_record(cmd_ref, cmd, xml.into_owned()));
                 }
                 self.reply.status(msg_id, &cmd.cmd_id, &cmd.verb, code);
             }
@@ -297,7 +301,9 @@ impl Reply {
     }
 }
 
-fn response_record(cmd_ref: &str, cmd: &ClientCommand) -> ResponseRecord {
+/// What to store of `cmd`, answering `cmd_ref`: its XML as received, or `xml` (a
+/// reassembled large object).
+fn response_record(cmd_ref: &str, cmd: &ClientCommand, xml: String) -> ResponseRecord {
     let kind = if cmd.kind() == Some(Verb::Status) {
         ResponseKind::Status
     } else {
@@ -312,7 +318,7 @@ fn response_record(cmd_ref: &str, cmd: &ClientCommand) -> ResponseRecord {
         } else {
             None
         },
-        body_xml: cmd.xml.clone(),
+        body_xml: xml,
     }
 }
 
@@ -389,13 +395,14 @@ pub fn answers_sent_command(sent: &SentCommand, loc_uri: &str) -> bool {
 /// [`reassembly::MAX_KEY_PART`]) and the element to store, once complete; or, for a
 /// first chunk read with `sent` None, `Err` with the UUID of the command to look up.
 /// Changes to the reassembly buffers go to `ops`, applied once the message is stored.
+/// The XML to store is the command's own, or the reassembled object's.
 fn results<'c>(
     device_id: &str,
     cmd: &'c ClientCommand,
     chunks: &dyn ChunkView,
     sent: Option<Option<&SentCommand>>,
     ops: &mut Vec<ChunkOp>,
-) -> Result<(u16, Option<ClientCommand>), &'c str> {
+) -> Result<(u16, Option<Cow<'c, str>>), &'c str> {
     let Some(cmd_ref) = cmd.cmd_ref.as_deref() else {
         return Ok((200, None));
     };
@@ -446,10 +453,9 @@ fn results<'c>(
                     ops.push(ChunkOp::Finish(k));
                     return Ok((413, None));
                 };
-                let mut whole = cmd.clone();
-                whole.xml = syncml::reassembled_results(cmd, item, &data);
+                let whole = syncml::reassembled_results(cmd, item, &data);
                 ops.push(ChunkOp::Finish(k));
-                return Ok((200, Some(whole)));
+                return Ok((200, Some(Cow::Owned(whole))));
             }
             Pending::Buffered(_) | Pending::Refused => {
                 ops.push(ChunkOp::Finish(k));
@@ -458,7 +464,7 @@ fn results<'c>(
             Pending::None => {}
         }
     }
-    Ok((200, Some(cmd.clone())))
+    Ok((200, Some(Cow::Borrowed(cmd.xml.as_str()))))
 }
 
 #[cfg(test)]

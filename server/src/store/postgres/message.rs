@@ -181,7 +181,7 @@ async fn store_responses(
         // left out here as the UPDATE above leaves it out of the queue.
         statement.push_str(
             " UNION ALL SELECT -2, c.id, c.command_uuid, c.verb, c.body_xml, false FROM commands c
-              WHERE c.device_id = $1 AND (c.state = 'pending' OR (c.state = 'sent' AND c.sent_unix <= $9))
+              WHERE c.device_id = $1 AND c.state IN ('pending', 'sent') AND (c.state = 'pending' OR c.sent_unix <= $9)
                 AND EXISTS (SELECT 1 FROM claim)",
         );
         if !w.responses.is_empty() {
@@ -305,7 +305,7 @@ async fn claim_fitting(
     }
     let claim = format!(
         "UPDATE commands SET state = 'sent', sent_at = $1, sent_unix = $2
-         WHERE device_id = $3 AND (state = 'pending' OR (state = 'sent' AND sent_unix <= $4))
+         WHERE device_id = $3 AND state IN ('pending', 'sent') AND (state = 'pending' OR sent_unix <= $4)
            AND command_uuid IN ({})
          RETURNING command_uuid",
         placeholders(5, take)

@@ -148,3 +148,33 @@ pub fn deliver(
     }
     Ok(claimed)
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use crate::store::migrate::SQLITE_MIGRATIONS;
+    use crate::store::statements as sql;
+
+    /// The deliverable commands are found through the index on (device_id, state), not by
+    /// reading every command the device has acknowledged.
+    #[test]
+    fn deliverable_commands_are_sought_by_device_and_state() {
+        let c = Connection::open_in_memory().expect("in-memory database");
+        for m in SQLITE_MIGRATIONS {
+            c.execute_batch(m).expect("migration");
+        }
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", sql::DELIVERABLE))
+            .expect("plan")
+            .query_map(("device", 0_i64), |r| r.get::<_, String>(3))
+            .expect("plan rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("plan rows");
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("commands_device_state (device_id=? AND state=?)")),
+            "{plan:?}"
+        );
+    }
+}
