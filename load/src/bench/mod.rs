@@ -30,7 +30,7 @@ mod server;
 pub use phases::Connect;
 use phases::{enroll_phase, finish_enrollment, prepare, syncml_phase};
 pub use report::{capacity, BenchReport, EnrollFigure, SyncmlFigure};
-pub use server::{process_cpu, server_cpu, BenchServer};
+pub use server::{disk_written, machine_idle, process_cpu, server_cpu, BenchServer};
 pub use winmdm_server::tls::TlsKeyType;
 
 /// Hard limit on any one phase.

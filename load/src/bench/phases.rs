@@ -296,6 +296,8 @@ pub(super) async fn syncml_phase(
         device_cpu: Duration::ZERO,
         database_cpu: None,
         resumptions_offered: 0,
+        disk_written: None,
+        machine_idle: None,
     };
     let queue_url = format!("{}/api/v1/commands", target.server_url);
     // Warm-up: every connection is opened (and every TLS session cached) before timing
@@ -314,6 +316,7 @@ pub(super) async fn syncml_phase(
     let offered_before = offered.load(Ordering::Relaxed);
     let cpu_before = server_cpu();
     let process_before = process_cpu();
+    let (disk_before, idle_before) = (disk_written(), machine_idle());
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for group in groups {
@@ -371,6 +374,12 @@ pub(super) async fn syncml_phase(
         figure.errors += stats.error_total();
     }
     figure.elapsed = started.elapsed();
+    figure.disk_written = disk_written()
+        .zip(disk_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    figure.machine_idle = machine_idle()
+        .zip(idle_before)
+        .map(|(after, before)| after.saturating_sub(before));
     figure.server_cpu = server_cpu().saturating_sub(cpu_before);
     figure.device_cpu = process_cpu()
         .saturating_sub(process_before)

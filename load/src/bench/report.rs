@@ -24,6 +24,10 @@ pub struct SyncmlFigure {
     pub database_cpu: Option<Duration>,
     /// New connections on which the device offered a TLS session to resume.
     pub resumptions_offered: u64,
+    /// Bytes the process caused to be written to storage during the phase.
+    pub disk_written: Option<u64>,
+    /// Idle and I/O-wait time of the machine's cores during the phase.
+    pub machine_idle: Option<Duration>,
 }
 
 impl SyncmlFigure {
@@ -48,6 +52,16 @@ impl SyncmlFigure {
     }
     pub fn device_cpu_us_per_session(&self) -> f64 {
         self.device_cpu.as_secs_f64() * 1e6 / (self.sessions.max(1) as f64)
+    }
+    pub fn disk_bytes_per_msg(&self) -> Option<f64> {
+        self.disk_written
+            .map(|b| b as f64 / (self.messages.max(1) as f64))
+    }
+    /// The share of the machine's cores idle (or waiting for I/O) during the phase.
+    pub fn idle_share(&self, cores: usize) -> Option<f64> {
+        let whole = self.elapsed.as_secs_f64() * cores as f64;
+        self.machine_idle
+            .map(|i| (i.as_secs_f64() / whole.max(1e-9)).min(1.0))
     }
     /// Messages/s the server threads would sustain with every core (see [`capacity`]).
     pub fn capacity(&self, cores: usize) -> f64 {
@@ -189,6 +203,8 @@ impl BenchReport {
             "syncml_sessions_new_connection": new.map(|s| s.sessions),
             "syncml_resumptions_offered_new_connection": new.map(|s| s.resumptions_offered),
             "syncml_device_cpu_us_per_msg": sqlite.map(|s| r(s.device_cpu_us_per_msg())),
+            "syncml_disk_bytes_per_msg": sqlite.and_then(SyncmlFigure::disk_bytes_per_msg).map(r),
+            "syncml_machine_idle_share": sqlite.and_then(|s| s.idle_share(self.cores)).map(r),
             "syncml_device_cpu_us_per_session_new_connection": new.map(|s| r(s.device_cpu_us_per_session())),
             "syncml_server_cpu_us_per_msg_postgres": pg.map(|s| r(s.server_cpu_us_per_msg())),
             "syncml_database_cpu_us_per_msg_postgres": pg.and_then(SyncmlFigure::database_cpu_us_per_msg).map(r),
@@ -273,6 +289,13 @@ impl BenchReport {
                 self.cores,
                 s.capacity(self.cores)
             )?;
+            if let (Some(idle), Some(disk)) = (s.idle_share(self.cores), s.disk_bytes_per_msg()) {
+                writeln!(
+                    w,
+                    "    machine                {:>10.1} % of the cores idle or waiting for I/O; {disk:.0} B written to storage per message",
+                    idle * 100.0
+                )?;
+            }
             if s.connect == phases::Connect::New {
                 writeln!(
                     w,

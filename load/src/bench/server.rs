@@ -133,6 +133,32 @@ pub fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Bytes this process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/self/io`, counted as pages are dirtied: the SQLite WAL's and checkpoints'
+/// writes); None where it cannot be read.
+pub fn disk_written() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Idle and I/O-wait time so far of the whole machine, summed over its cores (the
+/// `cpu` line of `/proc/stat`, in `USER_HZ` ticks of 10 ms); None where it cannot be
+/// read.
+pub fn machine_idle() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait ...
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let ticks = f.get(3)? + f.get(4)?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// CPU time so far of this process's server threads: the server runtime's workers and
 /// blocking threads, the SQLite writer and sqlx's SQLite workers
 /// (`/proc/self/task/*/schedstat`, nanoseconds on CPU). Zero where /proc is missing.
